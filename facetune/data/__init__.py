@@ -1,0 +1,1 @@
+"""Face data: decoding, ingest (CSV / UTKFace folder), splitting, Parquet preparation and loading."""

@@ -1,0 +1,122 @@
+"""Read a prepared directory for training: per split, a Ray Dataset or in-memory arrays.
+
+This is the only way other modules read prepared data (contract in docs/design.md).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pa_ds
+import torch
+
+from facetune.data.images import NUM_PIXELS, SIZE
+from facetune.settings import DataNotFoundError
+
+if TYPE_CHECKING:
+    import ray.data
+
+SPLITS = ("train", "val", "test")
+LABELS = ("age", "gender", "ethnicity")
+PART_GLOB = "part-*.parquet"
+
+
+@dataclass
+class SplitArrays:
+    """One split fully in memory; row i of every array is the same face."""
+
+    pixels: np.ndarray  # (N, 2304) uint8
+    age: np.ndarray  # (N,) int64
+    gender: np.ndarray  # (N,) int64
+    ethnicity: np.ndarray  # (N,) int64
+    source: np.ndarray  # (N,) object (str)
+
+    def __len__(self) -> int:
+        return len(self.age)
+
+    def images(self) -> torch.Tensor:
+        """(N, 1, 48, 48) float32 in [0, 1]."""
+        return torch.from_numpy(pixels_to_images(self.pixels))
+
+    def labels(self, task: str) -> np.ndarray:
+        """The (N,) int64 target of `task` ("age", "gender" or "ethnicity")."""
+        if task not in LABELS:
+            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(LABELS)}")
+        return getattr(self, task)
+
+
+def pixels_to_images(pixels: np.ndarray) -> np.ndarray:
+    """(N, 2304) uint8 -> (N, 1, 48, 48) float32 in [0, 1]."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 2 or pixels.shape[1] != NUM_PIXELS:
+        raise ValueError(f"expected pixels of shape (N, {NUM_PIXELS}), got {pixels.shape}")
+    return (pixels.astype(np.float32) / 255.0).reshape(-1, 1, SIZE, SIZE)
+
+
+def parquet_files(data_dir: str | os.PathLike[str]) -> list[Path]:
+    """The Parquet parts of a prepared directory, or DataNotFoundError saying what to run."""
+    directory = Path(data_dir)
+    files = sorted(directory.glob(PART_GLOB)) if directory.is_dir() else []
+    if not files:
+        raise DataNotFoundError(
+            f"no prepared data in {directory} (no {PART_GLOB}); run `facetune prepare SOURCE --out {directory}` first"
+        )
+    return files
+
+
+def open_parquet_dataset(data_dir: str | os.PathLike[str]) -> pa_ds.Dataset:
+    """All splits of a prepared directory as one pyarrow Dataset (manifest.json and figures left out)."""
+    return pa_ds.dataset([str(p) for p in parquet_files(data_dir)], format="parquet")
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+
+
+def load_split(data_dir: str | os.PathLike[str], split: str) -> SplitArrays:
+    """Read one split into memory with pyarrow (no Ray); row groups of other splits are skipped."""
+    _check_split(split)
+    table = open_parquet_dataset(data_dir).to_table(
+        columns=["pixels", *LABELS, "source"], filter=pa_ds.field("split") == split
+    )
+    return SplitArrays(
+        pixels=_fixed_size_lists_to_numpy(table.column("pixels")),
+        age=table.column("age").to_numpy(),
+        gender=table.column("gender").to_numpy(),
+        ethnicity=table.column("ethnicity").to_numpy(),
+        source=np.asarray(table.column("source").to_pylist(), dtype=object),
+    )
+
+
+def _fixed_size_lists_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
+    """fixed_size_list<uint8>[2304] -> (N, 2304) uint8 without a Python loop per row."""
+    if column.num_chunks == 0 or len(column) == 0:
+        return np.zeros((0, NUM_PIXELS), dtype=np.uint8)
+    flat = pa.concat_arrays([chunk.flatten() for chunk in column.chunks])
+    return flat.to_numpy(zero_copy_only=False).reshape(-1, NUM_PIXELS)
+
+
+def _batch_to_training(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    # Ray hands fixed-size lists over as an object array of per-row arrays; stack them once.
+    pixels = np.stack(batch["pixels"]) if len(batch["pixels"]) else np.zeros((0, NUM_PIXELS), np.uint8)
+    out = {"image": pixels_to_images(pixels)}
+    out.update({name: np.asarray(batch[name], dtype=np.int64) for name in LABELS})
+    return out
+
+
+def read_split_dataset(data_dir: str | os.PathLike[str], split: str) -> "ray.data.Dataset":
+    """One split as a Ray Dataset whose batches hold "image" float32 (N,1,48,48) in [0,1] and
+    "age", "gender", "ethnicity" int64 (N,); use `iter_torch_batches` for tensors."""
+    import ray.data
+    from ray.data.expressions import col
+
+    _check_split(split)
+    paths = [str(p) for p in parquet_files(data_dir)]
+    dataset = ray.data.read_parquet(paths, columns=["pixels", "split", *LABELS])
+    dataset = dataset.filter(expr=col("split") == split)
+    return dataset.map_batches(_batch_to_training, batch_format="numpy")

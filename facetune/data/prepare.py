@@ -1,0 +1,186 @@
+"""Turn a face source (Kaggle CSV or UTKFace folder) into a prepared directory.
+
+DIR/part-*.parquet   one row per accepted face (schema in docs/design.md), sorted by split so
+                     readers of one split can skip the other row groups
+DIR/manifest.json    counts, every rejected row with its reason, duplicates, split histograms
+DIR/figures/*.png    ethnicity, gender and age distributions (the study's Figs. 1-3)
+
+The Parquet files sit directly in DIR, so `ray.data.read_parquet(DIR)` (which keeps only
+*.parquet files) reads them as one dataset; `pyarrow.dataset.dataset(DIR)` needs
+`exclude_invalid_files=True` to pass over manifest.json and the figures
+(facetune.data.loading.open_parquet_dataset does that).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from facetune.data.figures import write_figures
+from facetune.data.images import NUM_PIXELS
+from facetune.data.ingest import LABEL_RANGES, IngestResult, Rejected, ingest
+from facetune.data.split import HASH_NAME, SPLITS, assign_splits, content_hashes, duplicate_stats
+from facetune.settings import require_data_path
+
+MANIFEST = "manifest.json"
+FIGURES_DIR = "figures"
+PART_GLOB = "part-*.parquet"
+ROWS_PER_FILE = 8192
+ROWS_PER_GROUP = 2048
+FORMAT = "facetune-prepared/1"
+SCHEMA = pa.schema(
+    [
+        ("pixels", pa.list_(pa.uint8(), NUM_PIXELS)),
+        ("age", pa.int64()),
+        ("gender", pa.int64()),
+        ("ethnicity", pa.int64()),
+        ("split", pa.string()),
+        ("source", pa.string()),
+        ("content_hash", pa.string()),
+    ]
+)
+AGE_BIN_YEARS = 10
+
+
+class BadRowError(ValueError):
+    """--strict found a bad input row; the message names it and says why."""
+
+    def __init__(self, rejected: Rejected, total_rejected: int) -> None:
+        super().__init__(
+            f"bad row {rejected.source}: {rejected.reason} ({total_rejected} bad row(s) in all; "
+            "run without --strict to skip and report them)"
+        )
+        self.rejected = rejected
+
+
+def prepare(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    seed: int = 0,
+    strict: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Ingest `source`, split it, write `out`; return the manifest (also in out/manifest.json).
+
+    Raises DataNotFoundError when `source` is missing, SourceFormatError when it is not a usable
+    CSV/folder, and BadRowError (with strict=True) at the first bad row, before writing anything.
+    """
+    started = time.monotonic()
+    source_path = require_data_path(source)
+    result = ingest(source_path, progress=progress)
+    if strict and result.rejected:
+        raise BadRowError(result.rejected[0], len(result.rejected))
+
+    hashes = content_hashes(result.pixels)
+    splits = assign_splits(hashes, result.ethnicity, result.gender, seed=seed)
+    _check_groups_within_one_split(hashes, splits)
+    duplicates = duplicate_stats(hashes, result.age, result.gender, result.ethnicity)
+
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parquet_files = write_parquet(result, splits, hashes, out_dir)
+    figures = write_figures(result.age, result.gender, result.ethnicity, out_dir / FIGURES_DIR)
+
+    manifest = {
+        "format": FORMAT,
+        "source": str(source_path),
+        "source_kind": result.kind,
+        "seed": seed,
+        "rows_read": result.rows_read,
+        "rows_written": result.rows_written,
+        "rows_rejected": len(result.rejected),
+        "rejected": [r.as_dict() for r in result.rejected],
+        "duplicate_groups": duplicates.groups,
+        "duplicate_rows": duplicates.rows,
+        "conflicting_label_groups": duplicates.conflicting_label_groups,
+        "content_hash": HASH_NAME,
+        "splits": split_summary(result, splits),
+        "parquet_files": [p.name for p in parquet_files],
+        "figures": [str(p.relative_to(out_dir)) for p in figures],
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    # The invariant the manifest promises; a failure here is a bug in ingest, not bad data.
+    assert manifest["rows_read"] == manifest["rows_written"] + manifest["rows_rejected"], manifest
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _check_groups_within_one_split(hashes: np.ndarray, splits: np.ndarray) -> None:
+    pairs = {(h, s) for h, s in zip(hashes.tolist(), splits.tolist())}
+    if len(pairs) != len(set(hashes.tolist())):
+        raise AssertionError("a content_hash landed in two splits")
+
+
+def write_parquet(result: IngestResult, splits: np.ndarray, hashes: np.ndarray, out_dir: Path) -> list[Path]:
+    """Write the accepted rows, ordered train/val/test, as out_dir/part-NNNNN.parquet."""
+    for stale in out_dir.glob(PART_GLOB):  # a previous, larger run must not leave parts behind
+        stale.unlink()
+    order = np.argsort(np.searchsorted(np.asarray(SPLITS), splits.astype(str)), kind="stable")
+    flat = pa.array(np.ascontiguousarray(result.pixels[order]).reshape(-1), type=pa.uint8())
+    table = pa.table(
+        {
+            "pixels": pa.FixedSizeListArray.from_arrays(flat, NUM_PIXELS),
+            "age": pa.array(result.age[order], pa.int64()),
+            "gender": pa.array(result.gender[order], pa.int64()),
+            "ethnicity": pa.array(result.ethnicity[order], pa.int64()),
+            "split": pa.array(splits[order].astype(str), pa.string()),
+            "source": pa.array(result.names[order].astype(str), pa.string()),
+            "content_hash": pa.array(hashes[order].astype(str), pa.string()),
+        },
+        schema=SCHEMA,
+    )
+    paths = []
+    for number, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE)):
+        path = out_dir / f"part-{number:05d}.parquet"
+        pq.write_table(table.slice(start, ROWS_PER_FILE), path, row_group_size=ROWS_PER_GROUP)
+        paths.append(path)
+    return paths
+
+
+def split_summary(result: IngestResult, splits: np.ndarray) -> dict[str, dict]:
+    """Per split: row count, share of all rows, and histograms of gender, ethnicity and age (10-year bins)."""
+    summary: dict[str, dict] = {}
+    total = max(len(splits), 1)
+    age_high = LABEL_RANGES["age"][1]
+    for name in SPLITS:
+        mask = splits == name
+        age_bins = np.bincount(result.age[mask] // AGE_BIN_YEARS, minlength=age_high // AGE_BIN_YEARS + 1)
+        summary[name] = {
+            "rows": int(mask.sum()),
+            "fraction": round(float(mask.sum()) / total, 4),
+            "gender": _histogram(result.gender[mask], LABEL_RANGES["gender"][1]),
+            "ethnicity": _histogram(result.ethnicity[mask], LABEL_RANGES["ethnicity"][1]),
+            "age": {
+                f"{b * AGE_BIN_YEARS}-{min((b + 1) * AGE_BIN_YEARS - 1, age_high)}": int(c)
+                for b, c in enumerate(age_bins)
+            },
+        }
+    return summary
+
+
+def _histogram(values: np.ndarray, high: int) -> dict[str, int]:
+    return {str(k): int(c) for k, c in enumerate(np.bincount(values, minlength=high + 1))}
+
+
+def summary_lines(manifest: dict) -> list[str]:
+    """A short human summary of a prepare run (printed at the end of `facetune prepare`)."""
+    splits = manifest["splits"]
+    lines = [
+        f"read {manifest['rows_read']:,} rows from {manifest['source']} ({manifest['source_kind']}), "
+        f"wrote {manifest['rows_written']:,}, rejected {manifest['rows_rejected']:,}",
+        f"duplicates: {manifest['duplicate_groups']:,} groups of identical images "
+        f"({manifest['duplicate_rows']:,} rows), {manifest['conflicting_label_groups']:,} with conflicting labels",
+        "split: " + ", ".join(f"{name} {splits[name]['rows']:,} ({100 * splits[name]['fraction']:.1f}%)" for name in SPLITS)
+        + f" (seed {manifest['seed']})",
+    ]
+    shown = manifest["rejected"][:5]
+    lines += [f"  rejected: {r['reason']}" if r["source"] in r["reason"] else f"  rejected {r['source']}: {r['reason']}" for r in shown]
+    if manifest["rows_rejected"] > len(shown):
+        lines.append(f"  ... {manifest['rows_rejected'] - len(shown)} more in manifest.json")
+    return lines
+

@@ -1,0 +1,63 @@
+"""Saving a trained model as a state_dict plus the JSON that rebuilds it, and loading it back."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from facetune.models.registry import build_model
+from facetune.tasks import Task, get_task
+
+WEIGHTS_FILE = "model.pt"
+CONFIG_FILE = "model_config.json"
+
+
+def num_parameters(model: nn.Module) -> int:
+    """Trainable parameters only: the PCA and target-scale buffers are not counted."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def save_model(
+    model: nn.Module,
+    out_dir: str | Path,
+    *,
+    family: str,
+    task: "Task | str",
+    arch: dict,
+    context_meta: dict | None = None,
+) -> None:
+    """Write out_dir/model.pt (a plain state_dict) and out_dir/model_config.json.
+
+    `context_meta` defaults to what the model recorded itself (e.g. pca_dnn's n_components);
+    it holds only sizes, the data-derived values travel as buffers in the state_dict.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = dict(getattr(model, "context_meta", {}) if context_meta is None else context_meta)
+    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    torch.save(state, out / WEIGHTS_FILE)
+    config = {
+        "family": family,
+        "task": get_task(task).name,
+        "arch": arch,
+        "context_meta": meta,
+        "num_parameters": num_parameters(model),
+    }
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def load_model(out_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model from out_dir/model_config.json, load model.pt into it, return it in eval mode."""
+    out = Path(out_dir)
+    config_path, weights_path = out / CONFIG_FILE, out / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"not a saved facetune model: {path} is missing")
+    config = json.loads(config_path.read_text())
+    model = build_model(config["family"], config["arch"], config["task"], context=config.get("context_meta") or {})
+    state = torch.load(weights_path, map_location=map_location, weights_only=True)
+    model.load_state_dict(state)  # strict: a mismatch means the config does not describe these weights
+    model.to(map_location)
+    return model.eval(), config

@@ -1,0 +1,154 @@
+"""The registry of model families, and the building blocks every family shares.
+
+A family is one builder `builder(arch, task, context) -> nn.Module`; adding a family is one
+`@register_family("name")`. `context` carries what the data decides, not the search space:
+`target_mean`/`target_std` (age, in years) and, for pca_dnn, the fitted `pca` (a PCAParams)
+or, when rebuilding from a checkpoint, just its size `n_components`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from facetune.tasks import Task, get_task
+
+Builder = Callable[[dict, Task, dict], nn.Module]
+
+_FAMILIES: dict[str, Builder] = {}
+
+IMAGE_SIZE = 48
+NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+}
+
+
+def register_family(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: register `builder` as model family `name`."""
+
+    def register(builder: Builder) -> Builder:
+        if name in _FAMILIES and _FAMILIES[name] is not builder:
+            raise ValueError(f"model family {name!r} is already registered")
+        _FAMILIES[name] = builder
+        return builder
+
+    return register
+
+
+def families() -> list[str]:
+    """Names of the registered model families."""
+    return sorted(_FAMILIES)
+
+
+def build_model(family: str, arch: dict | None, task: "Task | str", context: dict | None = None) -> nn.Module:
+    """A fresh model of `family` for `task` with architecture `arch` (defaults for omitted keys)."""
+    if family not in _FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known: {families()}")
+    return _FAMILIES[family](dict(arch or {}), get_task(task), dict(context or {}))
+
+
+def make_context(task: "Task | str", train_targets: Any = None, pca: Any = None) -> dict:
+    """The `context` a builder needs, from the training labels (age mean/std) and a fitted PCA."""
+    task = get_task(task)
+    context: dict = {}
+    if task.kind == "regression":
+        if train_targets is None:
+            raise ValueError(f"task {task.name}: the builder needs the training targets for their mean/std")
+        values = np.asarray(train_targets.cpu() if isinstance(train_targets, torch.Tensor) else train_targets, float)
+        context["target_mean"] = float(values.mean())
+        context["target_std"] = float(values.std()) or 1.0
+    if pca is not None:
+        context["pca"] = pca
+    return context
+
+
+# ---- building blocks shared by the families -------------------------------------------------
+
+
+def check_arch_keys(family: str, arch: dict, allowed: set[str]) -> None:
+    """A typo in a search space must fail loudly, not silently fall back to a default."""
+    unknown = set(arch) - allowed
+    if unknown:
+        raise ValueError(f"{family}: unknown arch keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+def activation(name: str) -> nn.Module:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]()
+
+
+def per_layer(value: float | Sequence[float], count: int, what: str) -> list[float]:
+    """A dropout given once for all layers, or one per layer (a shorter list pads with 0)."""
+    if isinstance(value, (int, float)):
+        rates = [float(value)] * count
+    else:
+        rates = [float(v) for v in value]
+        if len(rates) > count:
+            raise ValueError(f"{what}: {len(rates)} values for {count} layers")
+        rates += [0.0] * (count - len(rates))
+    for rate in rates:
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"{what}: dropout {rate} is outside [0, 1)")
+    return rates
+
+
+def dense_stack(in_features: int, widths: Sequence[int], dropouts: Sequence[float], act: str, batch_norm: bool) -> nn.Sequential:
+    """Hidden dense layers: Linear -> (BatchNorm) -> activation -> (Dropout), one per width."""
+    layers: list[nn.Module] = []
+    for width, rate in zip(widths, dropouts):
+        layers.append(nn.Linear(in_features, int(width)))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(int(width)))
+        layers.append(activation(act))
+        if rate > 0:
+            layers.append(nn.Dropout(rate))
+        in_features = int(width)
+    return nn.Sequential(*layers)
+
+
+class TargetScale(nn.Module):
+    """Maps a standardised regression output back to target units (years) with stored stats.
+
+    Buffers, not parameters: they come back from the state_dict and are never trained.
+    A classifier gets mean 0 / std 1 so every family has the same layout.
+    """
+
+    def __init__(self, mean: float = 0.0, std: float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean
+
+
+class FaceModel(nn.Module):
+    """features -> head -> TargetScale: the common shape of every family's model."""
+
+    def __init__(self, features: nn.Module, head: nn.Module, task: Task, context: dict, context_meta: dict | None = None) -> None:
+        super().__init__()
+        self.features = features
+        self.head = head
+        regression = task.kind == "regression"
+        self.output_scale = TargetScale(
+            context.get("target_mean", 0.0) if regression else 0.0,
+            context.get("target_std", 1.0) if regression else 1.0,
+        )
+        #: Sizes save_model records so load_model can rebuild the model without data.
+        self.context_meta: dict = dict(context_meta or {})
+
+    @property
+    def target_std(self) -> float:
+        return float(self.output_scale.std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output_scale(self.head(self.features(x)))

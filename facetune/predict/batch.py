@@ -1,0 +1,151 @@
+"""Ray Data batch inference: decode in tasks, predict in an actor pool (one GPU each when present).
+
+Actors load the models once from the same model directories as the driver's Predictor and call
+the same `Predictor.raw_outputs`, so the Ray path gives the numbers of the plain loop.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+from ray.data.extensions import ArrowTensorArray
+
+from facetune.data.images import NUM_PIXELS
+from facetune.predict.inputs import Inputs, decode_images
+from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback, Reject
+
+#: Rows per Ray Data block; small enough to spread a few thousand images over the actor pool.
+ROWS_PER_BLOCK = 512
+
+
+def _decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Ray Data task: image paths -> 48x48 gray pixels, with a reason for each unreadable file."""
+    pixels, _, reasons = decode_images(list(batch["path"]))
+    return {"position": batch["position"], "pixels": pixels, "error": np.asarray(reasons, dtype=object)}
+
+
+class _PredictBatch:
+    """Ray Data actor: holds the models and turns pixels into raw outputs per task."""
+
+    def __init__(self, model_dirs: dict[str, str], batch_size: int) -> None:
+        # Actors share the node's cores; one torch thread each avoids oversubscription.
+        import torch
+
+        if not torch.cuda.is_available():
+            torch.set_num_threads(1)
+        self.predictor = Predictor.from_model_dirs(model_dirs)
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from facetune.predict.predictor import pixels_to_tensor
+
+        readable = np.asarray([not e for e in batch["error"]], dtype=bool)
+        result = {"position": batch["position"], "error": batch["error"]}
+        outputs = self.predictor.raw_outputs(pixels_to_tensor(batch["pixels"][readable]), self.batch_size)
+        for task, values in outputs.items():
+            # Unreadable rows keep NaN outputs; the driver drops them by `error`.
+            column = np.full((len(readable), values.shape[1]), np.nan, dtype=np.float32)
+            column[readable] = values
+            result[f"out_{task}"] = column
+        return result
+
+
+def _gpus_available() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
+@contextlib.contextmanager
+def ray_connection(num_cpus: int | None = None) -> Iterator[None]:
+    """Use the running Ray (or $RAY_ADDRESS); otherwise start one and shut it down by its handle."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    context = ray.init(
+        num_cpus=None if os.environ.get("RAY_ADDRESS") else num_cpus,
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+    )
+    try:
+        yield
+    finally:
+        context.disconnect()
+
+
+def _blocks(inputs: Inputs) -> list[pa.Table]:
+    """The inputs as Arrow tables of ROWS_PER_BLOCK rows: position + path, or position + pixels."""
+    tables = []
+    for start in range(0, len(inputs), ROWS_PER_BLOCK):
+        stop = min(start + ROWS_PER_BLOCK, len(inputs))
+        position = pa.array(np.arange(start, stop, dtype=np.int64))
+        if inputs.paths is not None:
+            tables.append(pa.table({"position": position, "path": [str(p) for p in inputs.paths[start:stop]]}))
+        else:
+            # Ray's tensor column, so batches arrive as one (N, 2304) array.
+            pixels = ArrowTensorArray.from_numpy(np.ascontiguousarray(inputs.pixels[start:stop]).reshape(-1, NUM_PIXELS))
+            empty = pa.array([""] * (stop - start), pa.string())
+            tables.append(pa.table({"position": position, "pixels": pixels, "error": empty}))
+    return tables
+
+
+def ray_raw_outputs(
+    predictor: Predictor,
+    inputs: Inputs,
+    num_workers: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: ProgressCallback | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray], list[Reject]]:
+    """Run `predictor` over `inputs` with Ray Data; returns (positions, task -> outputs, rejects).
+
+    Positions index `inputs` and are sorted, so rows come back in input order.
+    """
+    import ray
+
+    total = len(inputs)
+    if total == 0:
+        raise ValueError("no inputs to predict on")
+    with ray_connection():
+        gpus = _gpus_available()
+        if num_workers is None:
+            cpus = int(ray.available_resources().get("CPU", 1))
+            num_workers = int(gpus) if gpus >= 1 else max(1, min(4, cpus // 2))
+        dataset = ray.data.from_arrow(_blocks(inputs))
+        if inputs.paths is not None:
+            # Decoding is stateless: plain Ray tasks, spread over whatever CPUs are free.
+            dataset = dataset.map_batches(_decode_batch, batch_size=batch_size, batch_format="numpy")
+        dataset = dataset.map_batches(
+            _PredictBatch,
+            fn_constructor_kwargs={
+                "model_dirs": {t: str(d) for t, d in predictor.model_dirs.items()},
+                "batch_size": batch_size,
+            },
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=num_workers),
+            num_gpus=1 if gpus >= 1 else 0,
+        )
+        parts: list[dict[str, np.ndarray]] = []
+        done = 0
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            parts.append(batch)
+            done += len(batch["position"])
+            if progress is not None:
+                progress(done, total)
+    merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    order = np.argsort(merged["position"], kind="stable")
+    merged = {key: values[order] for key, values in merged.items()}
+    readable = np.asarray([not e for e in merged["error"]], dtype=bool)
+    rejects = [
+        Reject(inputs.sources[int(pos)], str(err))
+        for pos, err in zip(merged["position"][~readable], merged["error"][~readable])
+    ]
+    outputs = {task: merged[f"out_{task}"][readable] for task in predictor.tasks}
+    return merged["position"][readable], outputs, rejects
+

@@ -1,0 +1,60 @@
+"""Score predictions against known labels, next to the sweep's own test figures."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from facetune.predict.predictor import Predictor, PredictionResult
+from facetune.tasks import TASKS
+
+#: The figures `facetune predict --evaluate` prints per task (all of task.metrics are computed).
+HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
+    "age": ("mae", "rmse"),
+    "gender": ("accuracy", "roc_auc"),
+    "ethnicity": ("accuracy", "macro_f1"),
+}
+
+
+def evaluate(predictor: Predictor, result: PredictionResult, labels: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, metric): the value on these inputs and the sweep's test value.
+
+    `labels` is aligned with the inputs (row i = input i, <NA> when unknown); only predicted
+    rows with a known label count, and `n` says how many did.
+    """
+    rows = []
+    positions = result.predictions.index.to_numpy()
+    for task_name, task_model in predictor.models.items():
+        known = labels[task_name].iloc[positions].notna().to_numpy()
+        n = int(known.sum())
+        if n == 0:
+            continue
+        y_true = labels[task_name].iloc[positions].to_numpy()[known].astype("int64")
+        values = TASKS[task_name].metrics(y_true, result.outputs[task_name][known])
+        sweep_test = dict(task_model.summary.get("test") or {})
+        for metric, value in values.items():
+            rows.append(
+                {
+                    "task": task_name,
+                    "family": task_model.family,
+                    "metric": metric,
+                    "value": value,
+                    "sweep_test": sweep_test.get(metric, math.nan),
+                    "n": n,
+                }
+            )
+    return pd.DataFrame(rows, columns=["task", "family", "metric", "value", "sweep_test", "n"])
+
+
+def format_evaluation(table: pd.DataFrame, all_metrics: bool = False) -> str:
+    """A plain-text table of `evaluate`'s rows (headline metrics unless all_metrics)."""
+    if table.empty:
+        return "no labelled predictions to evaluate"
+    if not all_metrics:
+        keep = [m in HEADLINE_METRICS.get(t, ()) for t, m in zip(table["task"], table["metric"])]
+        table = table[keep]
+    lines = [f"{'task':<10} {'family':<8} {'metric':<18} {'here':>9} {'sweep test':>11} {'n':>7}"]
+    for row in table.itertuples():
+        sweep = "-" if math.isnan(row.sweep_test) else f"{row.sweep_test:.4f}"
+        lines.append(f"{row.task:<10} {row.family:<8} {row.metric:<18} {row.value:>9.4f} {sweep:>11} {row.n:>7}")
+    return "\n".join(lines)

@@ -1,0 +1,166 @@
+"""What `facetune predict` reads: image files and folders, a prepared Parquet dir, or a Kaggle CSV.
+
+Images stay paths here and are decoded during prediction (in Ray Data workers for large inputs);
+Parquet and CSV rows arrive already as 48x48 faces. Labels are collected when the input carries
+them (UTKFace file names, CSV columns, Parquet columns) so that `--evaluate` can score predictions.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from facetune.data.images import NUM_PIXELS, ImageDecodeError, load_gray48
+from facetune.data.ingest import parse_utkface_name, read_kaggle_csv
+from facetune.predict.predictor import Reject
+
+#: Files taken from folders; other files there are reported as skipped (named files are always tried).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+LABEL_COLUMNS = ("age", "gender", "ethnicity")
+
+
+@dataclass
+class Inputs:
+    """Faces to predict on, either as image `paths` or as decoded `pixels` (N, 2304) uint8.
+
+    `labels` (when known) has one row per input, columns age/gender/ethnicity, with <NA> where
+    an input's label is unknown. `rejects` are inputs dropped before prediction, with reasons.
+    """
+
+    sources: list[str]
+    paths: list[Path] | None = None
+    pixels: np.ndarray | None = None
+    labels: pd.DataFrame | None = None
+    rejects: list[Reject] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if (self.paths is None) == (self.pixels is None):
+            raise ValueError("Inputs holds either image paths or pixels, exactly one of them")
+        held = len(self.paths) if self.paths is not None else len(self.pixels)
+        if held != len(self.sources):
+            raise ValueError(f"{len(self.sources)} sources for {held} inputs")
+        if self.labels is not None and len(self.labels) != held:
+            raise ValueError(f"{len(self.labels)} label rows for {held} inputs")
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+def is_prepared_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / "manifest.json").is_file() or any(path.glob("*.parquet")))
+
+
+def is_kaggle_csv(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith((".csv", ".csv.gz"))
+
+
+def gather_inputs(
+    inputs: Sequence[str | os.PathLike[str]],
+    split: str | None = None,
+    with_labels: bool = False,
+) -> Inputs:
+    """Resolve command-line INPUTs into one Inputs.
+
+    Image files and folders may be mixed freely; a prepared Parquet dir or a Kaggle CSV is a
+    table of faces and may be combined only with others of its kind (the two kinds are decoded
+    differently). `split` selects one split of prepared Parquet dirs; `with_labels` parses labels.
+    """
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise ValueError("no INPUT given: pass image files, folders, a prepared Parquet dir or a Kaggle CSV")
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"input not found: {', '.join(missing)}")
+    tables = [p for p in paths if is_prepared_dir(p) or is_kaggle_csv(p)]
+    if tables and len(tables) != len(paths):
+        raise ValueError(
+            "INPUTs mix image files/folders with Parquet dirs or CSV files; predict them in separate runs"
+        )
+    if split is not None and not all(is_prepared_dir(p) for p in paths):
+        raise ValueError("--split applies to prepared Parquet directories only")
+    if tables:
+        parts = [_table_inputs(p, split) for p in paths]
+        return Inputs(
+            sources=[s for part in parts for s in part.sources],
+            pixels=np.concatenate([part.pixels for part in parts]),
+            labels=pd.concat([part.labels for part in parts], ignore_index=True),
+            rejects=[r for part in parts for r in part.rejects],
+        )
+    files, skipped = list_image_files(paths)
+    return Inputs(
+        sources=[str(f) for f in files],
+        paths=files,
+        labels=labels_from_names(files) if with_labels else None,
+        rejects=skipped,
+    )
+
+
+def list_image_files(paths: Sequence[Path]) -> tuple[list[Path], list[Reject]]:
+    """Named files as given; folders walked recursively (sorted) for JPEG/PNG files.
+
+    Other files found in folders are returned as rejects ("skipped"), so nothing vanishes silently.
+    """
+    files: list[Path] = []
+    skipped: list[Reject] = []
+    for path in paths:
+        if path.is_file():
+            files.append(path)
+            continue
+        for found in sorted(p for p in path.rglob("*") if p.is_file()):
+            if found.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(found)
+            else:
+                skipped.append(Reject(str(found), f"skipped: not a {'/'.join(IMAGE_SUFFIXES)} file"))
+    return files, skipped
+
+
+def labels_from_names(files: Sequence[Path]) -> pd.DataFrame:
+    """UTKFace labels parsed from file names; <NA> for names that do not follow the scheme."""
+    rows = []
+    for file in files:
+        try:
+            rows.append(parse_utkface_name(file.name))
+        except ValueError:
+            rows.append({})
+    return pd.DataFrame(rows, columns=list(LABEL_COLUMNS)).astype("Int64")
+
+
+def _table_inputs(path: Path, split: str | None) -> Inputs:
+    if is_prepared_dir(path):
+        from facetune.data.loading import SPLITS, load_split
+
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+        arrays = [load_split(path, s) for s in ([split] if split else SPLITS)]
+        return Inputs(
+            sources=[str(s) for a in arrays for s in a.source],
+            pixels=np.concatenate([a.pixels for a in arrays]).astype(np.uint8, copy=False),
+            labels=pd.DataFrame(
+                {c: np.concatenate([getattr(a, c) for a in arrays]) for c in LABEL_COLUMNS}
+            ).astype("Int64"),
+        )
+    ingested = read_kaggle_csv(path)
+    return Inputs(
+        sources=[str(s) for s in ingested.names],
+        pixels=ingested.pixels,
+        labels=pd.DataFrame({c: getattr(ingested, c) for c in LABEL_COLUMNS}).astype("Int64"),
+        rejects=[Reject(f"{path}:{r.source}", r.reason) for r in ingested.rejected],
+    )
+
+
+def decode_images(paths: Sequence[str | os.PathLike[str]]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decode files exactly as training did: ((N, 2304) uint8, (N,) bool ok, (N,) reason or "")."""
+    pixels = np.zeros((len(paths), NUM_PIXELS), dtype=np.uint8)
+    ok = np.zeros(len(paths), dtype=bool)
+    reasons = [""] * len(paths)
+    for i, path in enumerate(paths):
+        try:
+            pixels[i] = load_gray48(path).reshape(-1)
+            ok[i] = True
+        except ImageDecodeError as err:
+            reasons[i] = err.reason
+    return pixels, ok, reasons

@@ -1,0 +1,341 @@
+"""Predictor: the best model of each task from a results directory, applied to 48x48 faces.
+
+The models, the preprocessing (facetune.data.images) and the output heads (facetune.tasks) are
+the ones the sweep used, so predictions on the sweep's own test split reproduce its test figures.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from facetune.data.images import NUM_PIXELS, SIZE
+from facetune.data.loading import pixels_to_images
+from facetune.models import load_model
+from facetune.tasks import TASKS
+
+#: Inputs with more images than this run as Ray Data batch inference unless told otherwise.
+RAY_MIN_IMAGES = 1000
+#: Faces per forward pass; 48x48 inputs are small, so this is bounded by speed, not memory.
+DEFAULT_BATCH_SIZE = 256
+
+#: (done, total) -> None; called as batches finish.
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Reject:
+    """An input that produced no prediction, and why."""
+
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TaskModel:
+    """One task's chosen model and where it came from."""
+
+    task: str
+    family: str
+    model_dir: Path
+    module: torch.nn.Module
+    summary: Mapping  # the summary.json entry ({} when built without one)
+
+
+@dataclass
+class PredictionResult:
+    """Predictions (one row per readable input) plus the inputs that could not be read.
+
+    `predictions` is indexed by input position, so labels known for the inputs line up with
+    `labels.loc[result.predictions.index]`. `outputs` holds each task's raw model outputs for
+    the same rows, which is what facetune.tasks' metrics take.
+    """
+
+    predictions: pd.DataFrame
+    rejects: list[Reject] = field(default_factory=list)
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def rejects_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([(r.source, r.reason) for r in self.rejects], columns=["source", "reason"])
+
+
+def prediction_columns(tasks: Sequence[str]) -> list[str]:
+    """The output columns, in CSV order, for the given tasks."""
+    columns = ["source"]
+    if "age" in tasks:
+        columns.append("age")
+    if "gender" in tasks:
+        columns += ["gender", f"gender_prob_{_column_name(TASKS['gender'].class_names[1])}"]
+    if "ethnicity" in tasks:
+        columns.append("ethnicity")
+        columns += [f"prob_{_column_name(name)}" for name in TASKS["ethnicity"].class_names]
+    return columns
+
+
+def _column_name(class_name: str) -> str:
+    return class_name.strip().lower().replace(" ", "_")
+
+
+def read_summary(results_dir: str | os.PathLike[str]) -> list[dict]:
+    """The list in RESULTS/summary.json, with a clear error when it is missing or malformed."""
+    path = Path(results_dir) / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: --models must be a results directory written by a sweep (jobs/tune_all.py)"
+        )
+    entries = json.loads(path.read_text())
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a list of combinations, got {type(entries).__name__}")
+    return entries
+
+
+def choose_best(entries: Sequence[Mapping], family: str | None = None) -> dict[str, Mapping]:
+    """task -> the summary entry with the best *validation* selection metric.
+
+    Validation, not test: choosing by test figures would leak the test split into the choice
+    and make the reported test numbers optimistic.
+    """
+    chosen: dict[str, Mapping] = {}
+    for task_name, task in TASKS.items():
+        candidates = [
+            e for e in entries if e.get("task") == task_name and (family is None or e.get("family") == family)
+        ]
+        scored = []
+        for entry in candidates:
+            value = (entry.get("val") or {}).get(task.metric)
+            if value is None or not math.isfinite(float(value)):
+                raise ValueError(
+                    f"summary entry {entry.get('family')}_{task_name} has no finite val {task.metric}"
+                )
+            scored.append((float(value), entry))
+        if scored:
+            pick = min if task.mode == "min" else max
+            chosen[task_name] = pick(scored, key=lambda pair: pair[0])[1]
+    if not chosen:
+        which = f"family {family!r}" if family else "any family"
+        present = sorted({f"{e.get('family')}_{e.get('task')}" for e in entries})
+        raise ValueError(f"no finished combination for {which} in summary.json (it has: {present or 'none'})")
+    return chosen
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Predictor:
+    """Predicts age, gender and ethnicity with one model per task."""
+
+    def __init__(self, models: Mapping[str, TaskModel], device: str | torch.device | None = None) -> None:
+        if not models:
+            raise ValueError("a Predictor needs at least one task model")
+        unknown = set(models) - set(TASKS)
+        if unknown:
+            raise ValueError(f"unknown tasks {sorted(unknown)}; known: {list(TASKS)}")
+        self.device = torch.device(device) if device is not None else default_device()
+        # Keep TASKS order so columns and outputs come out the same way every time.
+        self.models = {name: models[name] for name in TASKS if name in models}
+        for task_model in self.models.values():
+            task_model.module.to(self.device).eval()
+
+    @classmethod
+    def from_results(
+        cls,
+        results_dir: str | os.PathLike[str],
+        family: str | None = None,
+        device: str | torch.device | None = None,
+    ) -> Predictor:
+        """Load, per task, the combination with the best validation metric (of `family` if given)."""
+        results_dir = Path(results_dir)
+        chosen = choose_best(read_summary(results_dir), family)
+        model_dirs = {task: results_dir / Path(entry["checkpoint"]).parent for task, entry in chosen.items()}
+        return cls.from_model_dirs(model_dirs, device=device, summaries=chosen)
+
+    @classmethod
+    def from_model_dirs(
+        cls,
+        model_dirs: Mapping[str, str | os.PathLike[str]],
+        device: str | torch.device | None = None,
+        summaries: Mapping[str, Mapping] | None = None,
+    ) -> Predictor:
+        """Load task -> model directory (each written by facetune.models.save_model)."""
+        models = {}
+        for task, model_dir in model_dirs.items():
+            module, config = load_model(model_dir)
+            if config.get("task") != task:
+                raise ValueError(f"{model_dir} holds a {config.get('task')!r} model, not {task!r}")
+            models[task] = TaskModel(
+                task=task,
+                family=config.get("family", "?"),
+                model_dir=Path(model_dir),
+                module=module,
+                summary=(summaries or {}).get(task, {}),
+            )
+        return cls(models, device=device)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.models)
+
+    @property
+    def model_dirs(self) -> dict[str, Path]:
+        return {task: m.model_dir for task, m in self.models.items()}
+
+    def describe(self) -> str:
+        """One line per task: which model answers it."""
+        return "\n".join(
+            f"{task}: {m.family} ({m.model_dir})" for task, m in self.models.items()
+        )
+
+    @torch.no_grad()
+    def raw_outputs(
+        self,
+        images: torch.Tensor,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, np.ndarray]:
+        """task -> (N, num_outputs) float32 model outputs for (N, 1, 48, 48) images in [0, 1]."""
+        chunks: dict[str, list[np.ndarray]] = {task: [] for task in self.models}
+        total = len(images)
+        for start in range(0, total, batch_size):
+            batch = images[start : start + batch_size].to(self.device)
+            for task, task_model in self.models.items():
+                chunks[task].append(task_model.module(batch).float().cpu().numpy())
+            if progress is not None:
+                progress(min(start + batch_size, total), total)
+        return {
+            task: np.concatenate(parts) if parts else np.zeros((0, TASKS[task].num_outputs), np.float32)
+            for task, parts in chunks.items()
+        }
+
+    def predict_array(
+        self,
+        pixels: np.ndarray,
+        sources: Sequence[str] | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> pd.DataFrame:
+        """Predict on faces already in the training layout: (N, 48, 48) or (N, 2304), uint8 or
+        float in [0, 1]. Returns one row per face with the columns of `prediction_columns`."""
+        images = pixels_to_tensor(pixels)
+        sources = [f"array[{i}]" for i in range(len(images))] if sources is None else list(sources)
+        if len(sources) != len(images):
+            raise ValueError(f"{len(sources)} sources for {len(images)} images")
+        outputs = self.raw_outputs(images, batch_size=batch_size)
+        return self.frame(sources, outputs)
+
+    def predict_images(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        use_ray: bool | None = None,
+        num_workers: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: ProgressCallback | None = None,
+    ) -> PredictionResult:
+        """Predict on image files (any size, colour or gray); unreadable files become rejects.
+
+        More than RAY_MIN_IMAGES files (or use_ray=True) run as Ray Data batch inference.
+        """
+        from facetune.predict.inputs import Inputs
+
+        inputs = Inputs(sources=[str(p) for p in paths], paths=[Path(p) for p in paths])
+        return self.predict_inputs(inputs, use_ray=use_ray, num_workers=num_workers,
+                                   batch_size=batch_size, progress=progress)
+
+    def predict_inputs(
+        self,
+        inputs: "Inputs",  # noqa: F821 (facetune.predict.inputs imports this module)
+        use_ray: bool | None = None,
+        num_workers: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: ProgressCallback | None = None,
+    ) -> PredictionResult:
+        """Predict on gathered inputs (image files or decoded faces), locally or with Ray Data."""
+        if use_ray is None:
+            use_ray = len(inputs) > RAY_MIN_IMAGES
+        if use_ray and len(inputs):
+            from facetune.predict.batch import ray_raw_outputs
+
+            positions, outputs, decode_rejects = ray_raw_outputs(
+                self, inputs, num_workers=num_workers, batch_size=batch_size, progress=progress
+            )
+        else:
+            positions, outputs, decode_rejects = self._local_raw_outputs(inputs, batch_size, progress)
+        sources = [inputs.sources[i] for i in positions]
+        frame = self.frame(sources, outputs, index=positions)
+        return PredictionResult(frame, list(inputs.rejects) + decode_rejects, outputs)
+
+    def _local_raw_outputs(
+        self, inputs: "Inputs", batch_size: int, progress: ProgressCallback | None  # noqa: F821
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], list[Reject]]:
+        if inputs.pixels is not None:
+            positions = np.arange(len(inputs))
+            pixels = inputs.pixels
+            rejects: list[Reject] = []
+        else:
+            from facetune.predict.inputs import decode_images
+
+            pixels, ok, reasons = decode_images(inputs.paths)
+            positions = np.flatnonzero(ok)
+            pixels = pixels[ok]
+            rejects = [Reject(inputs.sources[i], reasons[i]) for i in np.flatnonzero(~ok)]
+        outputs = self.raw_outputs(pixels_to_tensor(pixels), batch_size=batch_size, progress=progress)
+        return positions, outputs, rejects
+
+    def frame(
+        self,
+        sources: Sequence[str],
+        outputs: Mapping[str, np.ndarray],
+        index: Sequence[int] | None = None,
+    ) -> pd.DataFrame:
+        """Raw outputs -> the prediction table (labels as class names, one probability column per class)."""
+        columns: dict[str, object] = {"source": list(sources)}
+        for task_name in self.models:
+            task = TASKS[task_name]
+            predicted = task.predict(torch.as_tensor(outputs[task_name]))
+            pred = _numpy(predicted["pred"])
+            if task.kind == "regression":
+                columns[task_name] = pred.astype(np.float64)
+                continue
+            probs = _numpy(predicted["probs"])
+            names = np.asarray(task.class_names, dtype=object)
+            columns[task_name] = names[pred.astype(np.int64)] if len(pred) else np.array([], dtype=object)
+            if task_name == "gender":
+                columns[f"gender_prob_{_column_name(task.class_names[1])}"] = probs[:, 1]
+            else:
+                for k, name in enumerate(task.class_names):
+                    columns[f"prob_{_column_name(name)}"] = probs[:, k]
+        frame = pd.DataFrame(columns, index=pd.Index(index if index is not None else range(len(sources))))
+        return frame[prediction_columns(self.tasks)]
+
+
+def _numpy(values: object) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """(N, 48, 48) or (N, 2304) faces, uint8 or float in [0, 1] -> (N, 1, 48, 48) float32 in [0, 1]."""
+    array = np.asarray(pixels)
+    if array.ndim == 2 and array.shape[1] == NUM_PIXELS or array.ndim == 3 and array.shape[1:] == (SIZE, SIZE):
+        array = array.reshape(len(array), 1, SIZE, SIZE)
+    elif not (array.ndim == 4 and array.shape[1:] == (1, SIZE, SIZE)):
+        raise ValueError(
+            f"faces must be (N, {SIZE}, {SIZE}) or (N, {NUM_PIXELS}) (or (N, 1, {SIZE}, {SIZE})), got {array.shape}"
+        )
+    if array.dtype == np.uint8:
+        # The training conversion itself, so predictions see exactly what the models were fitted on.
+        return torch.from_numpy(pixels_to_images(array.reshape(len(array), NUM_PIXELS)))
+    if np.issubdtype(array.dtype, np.floating):
+        if array.size and (np.nanmin(array) < 0.0 or np.nanmax(array) > 1.0 or np.isnan(array).any()):
+            raise ValueError(
+                "float faces must lie in [0, 1] (as in training); pass uint8 for 0..255 pixel values"
+            )
+        return torch.from_numpy(array.astype(np.float32))
+    raise ValueError(f"faces must be uint8 or float in [0, 1], got dtype {array.dtype}")

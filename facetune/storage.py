@@ -1,0 +1,76 @@
+"""Results locations that may be a local path or a URI (s3://, gs://...) via pyarrow's filesystems."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+
+def is_uri(location: str | Path) -> bool:
+    return "://" in str(location)
+
+
+class ResultsStore:
+    """Writes and reads files under a results root, local or remote.
+
+    Local roots are written in place. Remote roots are staged in a local folder and uploaded
+    with `pyarrow.fs.copy_files` once a unit of work (a combination's export) is complete, so a
+    reader never sees a half-written combination.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = str(root).rstrip("/")
+        self.remote = is_uri(self.root)
+        if self.remote:
+            self._fs, self._base = pafs.FileSystem.from_uri(self.root)
+            self._staging = Path(tempfile.mkdtemp(prefix="facetune-results-"))
+        else:
+            self._fs, self._base = pafs.LocalFileSystem(), str(Path(self.root).resolve())
+            self._staging = Path(self._base)
+            self._staging.mkdir(parents=True, exist_ok=True)
+
+    def local_dir(self, relative: str = "") -> Path:
+        """A local folder whose contents `publish(relative)` makes visible under the root."""
+        path = self._staging / relative if relative else self._staging
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def publish(self, relative: str) -> None:
+        """Upload the staged `relative` folder (no-op for a local root)."""
+        if self.remote:
+            pafs.copy_files(str(self._staging / relative), f"{self._base}/{relative}", destination_filesystem=self._fs)
+
+    def write_json(self, relative: str, payload: Any) -> None:
+        text = json.dumps(payload, indent=2, default=_json_default)
+        if self.remote:
+            with self._fs.open_output_stream(f"{self._base}/{relative}") as stream:
+                stream.write(text.encode())
+        else:
+            target = self._staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(target.suffix + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(target)  # atomic: a killed driver never leaves half a summary
+
+    def read_json(self, relative: str, default: Any = None) -> Any:
+        path = f"{self._base}/{relative}"
+        if self._fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return default
+        with self._fs.open_input_stream(path) as stream:
+            return json.loads(stream.read().decode())
+
+    def child(self, relative: str) -> str:
+        """The location (path or URI) of `relative` under the root."""
+        return f"{self.root}/{relative}"
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars and arrays sneak into configs and metrics.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,233 @@
+"""The three recognition tasks: output size, loss, predictions and sklearn metrics.
+
+Age is regression in years; gender (2 classes) and ethnicity (5 classes) are classification.
+Losses are looked up by name in a small registry so a new loss is one `register_loss` call.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn import metrics as skm
+
+#: loss(outputs, targets, class_weights, label_smoothing) -> scalar tensor. Regression losses
+#: receive outputs and targets already standardised (see Task.loss).
+LossFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", float], torch.Tensor]
+
+#: kind -> loss name -> loss function
+_LOSSES: dict[str, dict[str, LossFn]] = {"regression": {}, "classification": {}}
+
+
+def register_loss(name: str, kind: str) -> Callable[[LossFn], LossFn]:
+    """Decorator: make `fn` selectable as `loss_name=name` for tasks of `kind`."""
+    if kind not in _LOSSES:
+        raise ValueError(f"unknown task kind {kind!r}; known: {sorted(_LOSSES)}")
+
+    def register(fn: LossFn) -> LossFn:
+        _LOSSES[kind][name] = fn
+        return fn
+
+    return register
+
+
+def losses(kind: str) -> list[str]:
+    """The loss names available for tasks of `kind`."""
+    return sorted(_LOSSES[kind])
+
+
+@register_loss("mse", "regression")
+def _mse(outputs: torch.Tensor, targets: torch.Tensor, class_weights, label_smoothing) -> torch.Tensor:
+    return F.mse_loss(outputs, targets)
+
+
+@register_loss("l1", "regression")
+def _l1(outputs: torch.Tensor, targets: torch.Tensor, class_weights, label_smoothing) -> torch.Tensor:
+    return F.l1_loss(outputs, targets)
+
+
+@register_loss("huber", "regression")
+def _huber(outputs: torch.Tensor, targets: torch.Tensor, class_weights, label_smoothing) -> torch.Tensor:
+    # delta = 1 standard deviation of age: quadratic near the target, linear for outliers.
+    return F.huber_loss(outputs, targets, delta=1.0)
+
+
+@register_loss("cross_entropy", "classification")
+def _cross_entropy(outputs: torch.Tensor, targets: torch.Tensor, class_weights, label_smoothing) -> torch.Tensor:
+    return F.cross_entropy(outputs, targets, weight=class_weights, label_smoothing=label_smoothing)
+
+
+def _as_numpy(values) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One recognition task. `metric`/`mode` select the best epoch and trial on validation."""
+
+    name: str
+    kind: str  # "regression" | "classification"
+    num_outputs: int
+    class_names: tuple[str, ...]
+    metric: str
+    mode: str  # "min" | "max"
+    default_loss: str
+    #: Regression only: the spread (in target units) used to standardise outputs and targets
+    #: when the caller gives no `target_std` (fit() passes the model's train-set std).
+    target_scale: float = 1.0
+
+    @property
+    def is_classification(self) -> bool:
+        return self.kind == "classification"
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The names `metrics()` returns, in a stable order."""
+        if self.kind == "regression":
+            return ("mae", "mse", "rmse", "r2")
+        if self.num_outputs == 2:
+            return ("accuracy", "balanced_accuracy", "roc_auc", "f1")
+        return ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
+
+    def loss(
+        self,
+        outputs: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        class_weights: torch.Tensor | None = None,
+        loss_name: str | None = None,
+        label_smoothing: float = 0.0,
+        target_std: float | None = None,
+    ) -> torch.Tensor:
+        """Training loss of model `outputs` (N, num_outputs) against integer `targets` (N,).
+
+        Regression outputs are in target units (years); both sides are divided by `target_std`
+        (default `target_scale`) so the loss is in standardised units whatever the loss name.
+        """
+        name = loss_name or self.default_loss
+        table = _LOSSES[self.kind]
+        if name not in table:
+            raise ValueError(f"unknown {self.kind} loss {name!r} for task {self.name}; known: {sorted(table)}")
+        if self.kind == "regression":
+            if class_weights is not None:
+                raise ValueError(f"class weights make no sense for the regression task {self.name}")
+            scale = float(target_std if target_std is not None else self.target_scale)
+            return table[name](outputs.reshape(-1) / scale, targets.to(outputs.dtype).reshape(-1) / scale, None, 0.0)
+        return table[name](outputs, targets.long(), class_weights, label_smoothing)
+
+    def predict(self, outputs) -> dict[str, np.ndarray]:
+        """Raw outputs -> {"pred": (N,)} plus {"probs": (N, C)} for classifiers."""
+        raw = _as_numpy(outputs).astype(np.float64).reshape(len(outputs), -1)
+        if self.kind == "regression":
+            return {"pred": raw[:, 0]}
+        probs = torch.softmax(torch.from_numpy(raw), dim=1).numpy()
+        return {"pred": probs.argmax(axis=1), "probs": probs}
+
+    def metrics(self, y_true, outputs) -> dict[str, float]:
+        """sklearn metrics of raw `outputs` against `y_true`, names as in `metric_names`."""
+        y = _as_numpy(y_true).reshape(-1)
+        if len(y) != len(outputs):
+            raise ValueError(f"{self.name}: {len(y)} labels but {len(outputs)} outputs")
+        if len(y) == 0:
+            raise ValueError(f"{self.name}: cannot compute metrics on an empty set")
+        predicted = self.predict(outputs)
+        pred = predicted["pred"]
+        if self.kind == "regression":
+            mse = float(skm.mean_squared_error(y, pred))
+            return {
+                "mae": float(skm.mean_absolute_error(y, pred)),
+                "mse": mse,
+                "rmse": math.sqrt(mse),
+                # R² is undefined (sklearn warns, returns nan) for a single sample.
+                "r2": float(skm.r2_score(y, pred)) if len(y) > 1 else float("nan"),
+            }
+        probs = predicted["probs"]
+        result = {
+            "accuracy": float(skm.accuracy_score(y, pred)),
+            "balanced_accuracy": float(_balanced_accuracy(y, pred)),
+        }
+        if self.num_outputs == 2:
+            result["roc_auc"] = _binary_auc(y == 1, probs[:, 1])
+            result["f1"] = float(skm.f1_score(y, pred, pos_label=1, zero_division=0))
+        else:
+            labels = list(range(self.num_outputs))
+            result["macro_f1"] = float(skm.f1_score(y, pred, labels=labels, average="macro", zero_division=0))
+            result["roc_auc"] = _one_vs_rest_auc(y, probs)
+        return result
+
+
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    # Mean recall over the classes present in y_true (sklearn's definition); sklearn warns
+    # when pred has classes absent from y, which small validation splits hit legitimately.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return skm.balanced_accuracy_score(y, pred)
+
+
+def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC, or nan when only one class is present (AUC is undefined then)."""
+    if positive.all() or not positive.any():
+        return float("nan")
+    return float(skm.roc_auc_score(positive, score))
+
+
+def _one_vs_rest_auc(y: np.ndarray, probs: np.ndarray) -> float:
+    """Macro one-vs-rest ROC AUC over the classes present in `y`.
+
+    Equal to sklearn's roc_auc_score(multi_class="ovr", average="macro") when every class is
+    present, and still defined when a small split lacks a class (sklearn raises there).
+    """
+    present = np.unique(y)
+    if len(present) == probs.shape[1]:
+        return float(skm.roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=list(range(probs.shape[1]))))
+    scores = [_binary_auc(y == c, probs[:, c]) for c in present]
+    scores = [s for s in scores if not math.isnan(s)]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+TASKS: dict[str, Task] = {
+    "age": Task(
+        name="age",
+        kind="regression",
+        num_outputs=1,
+        class_names=(),
+        metric="mae",
+        mode="min",
+        default_loss="mse",
+        target_scale=20.0,  # roughly the std of UTKFace ages in years
+    ),
+    "gender": Task(
+        name="gender",
+        kind="classification",
+        num_outputs=2,
+        class_names=("male", "female"),
+        metric="accuracy",
+        mode="max",
+        default_loss="cross_entropy",
+    ),
+    "ethnicity": Task(
+        name="ethnicity",
+        kind="classification",
+        num_outputs=5,
+        class_names=("White", "Black", "Asian", "Indian", "Others"),
+        metric="accuracy",
+        mode="max",
+        default_loss="cross_entropy",
+    ),
+}
+
+
+def get_task(task: "str | Task") -> Task:
+    """`task` itself, or TASKS[task] with a clear error for an unknown name."""
+    if isinstance(task, Task):
+        return task
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {sorted(TASKS)}")
+    return TASKS[task]

@@ -1,0 +1,153 @@
+"""After a combination's search: evaluate its best trial once on test and write its results folder.
+
+Layout (docs/design.md, "Results directory"): best_config.json, history.csv, test_metrics.json,
+test_predictions.csv, model.pt + model_config.json, trials.csv; returns the summary entry.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from facetune.config import flatten
+from facetune.tuning.trainable import SweepData, load_training_state, model_context, pixels_to_device
+
+VAL_PREFIX = "val_"
+
+
+def combination_name(family: str, task: str) -> str:
+    return f"{family}_{task}"
+
+
+def export_best(
+    grid: Any,
+    family: str,
+    task_name: str,
+    tuned_keys: list[str],
+    data: SweepData,
+    test_split: Any,
+    out_dir: Path,
+) -> dict[str, Any] | None:
+    """Write the best trial of `grid` (a ray.tune.ResultGrid) to `out_dir`; None if no trial finished an epoch."""
+    import torch
+
+    from facetune.models import build_model, save_model
+    from facetune.tasks import TASKS
+    from facetune.training.loop import evaluate
+
+    task = TASKS[task_name]
+    metric = VAL_PREFIX + task.metric
+    usable = [r for r in grid if r.checkpoint is not None and r.metrics_dataframe is not None
+              and metric in r.metrics_dataframe]
+    if not usable:
+        return None
+    best = grid.get_best_result(metric=metric, mode=task.mode, scope="all", filter_nan_and_inf=True)
+    if best.checkpoint is None:
+        return None
+
+    with best.checkpoint.as_directory() as directory:
+        state = load_training_state(directory)
+    model = build_model(family, best.config["arch"], task, model_context(task_name, family, data))
+    model.load_state_dict(state["best_state"])
+    model.eval()
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    context_meta = _context_meta(task_name, family, data)
+    save_model(model, out_dir, family=family, task=task_name, arch=best.config["arch"], context_meta=context_meta)
+
+    history = best.metrics_dataframe
+    history_columns = ["epoch"] + [c for c in history.columns if c.startswith(("train_", "val_"))] + \
+        [c for c in ("epoch_seconds", "images_per_second") if c in history.columns]
+    history = history[history_columns].drop_duplicates("epoch", keep="last").sort_values("epoch")
+    history.to_csv(out_dir / "history.csv", index=False)
+
+    started = time.perf_counter()
+    test_x = pixels_to_device(test_split.pixels, "cpu")
+    test_y = torch.as_tensor(test_split.labels(task_name), dtype=torch.int64)
+    test_metrics, outputs = evaluate(model, task, test_x, test_y)
+    test_seconds = time.perf_counter() - started
+    _write_predictions(out_dir / "test_predictions.csv", task, test_split, outputs)
+    _write_json(out_dir / "test_metrics.json", test_metrics)
+    _write_json(out_dir / "best_config.json", best.config)
+    trials = trials_table(grid, metric, task.mode, tuned_keys)
+    trials.to_csv(out_dir / "trials.csv", index=False)
+
+    best_row = history.loc[history[metric].idxmin() if task.mode == "min" else history[metric].idxmax()]
+    val_metrics = {c[len(VAL_PREFIX):]: float(best_row[c]) for c in history.columns
+                   if c.startswith(VAL_PREFIX) and c != "val_loss"}
+    return {
+        "family": family,
+        "task": task_name,
+        "best_config": best.config,
+        "val": val_metrics,
+        "test": {k: float(v) for k, v in test_metrics.items()},
+        "epochs": int(history["epoch"].max()),
+        "best_epoch": int(best_row["epoch"]),
+        "train_seconds": float(history["epoch_seconds"].sum()) if "epoch_seconds" in history else None,
+        "test_seconds": test_seconds,
+        "checkpoint": f"{out_dir.name}/model.pt",
+        "num_parameters": int(sum(p.numel() for p in model.parameters())),
+        "num_trials": len(trials),
+        "trial_id": _trial_id(best),
+    }
+
+
+def trials_table(grid: Any, metric: str, mode: str, tuned_keys: list[str]) -> pd.DataFrame:
+    """One row per trial: its tuned hyperparameters (flattened), best val metric, epochs and status."""
+    rows = []
+    for result in grid:
+        flat = flatten(result.config)
+        frame = result.metrics_dataframe
+        values = frame[metric].dropna() if frame is not None and metric in frame else pd.Series(dtype=float)
+        best_value = (values.min() if mode == "min" else values.max()) if len(values) else math.nan
+        row = {"trial_id": _trial_id(result)}
+        row.update({key: _cell(flat.get(key)) for key in tuned_keys})
+        row[metric] = best_value
+        row["epochs"] = int(frame["epoch"].max()) if frame is not None and "epoch" in frame else 0
+        row["status"] = "error" if result.error else "finished"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _trial_id(result: Any) -> str:
+    return str(result.metrics.get("trial_id") or Path(result.path).name)
+
+
+def _cell(value: Any) -> Any:
+    # Lists (layer widths) go into the CSV as JSON so they stay one readable cell.
+    return json.dumps(value) if isinstance(value, (list, tuple)) else value
+
+
+def _context_meta(task_name: str, family: str, data: SweepData) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    if task_name == "age":
+        meta.update(data.age_stats)
+    if family == "pca_dnn" and data.pca is not None:
+        meta["n_components"] = int(data.pca.components.shape[0])
+    return meta
+
+
+def _write_predictions(path: Path, task: Any, split: Any, outputs: np.ndarray) -> None:
+    predicted = task.predict(outputs)
+    frame = pd.DataFrame({
+        "source": split.source,
+        "age": split.age,
+        "gender": split.gender,
+        "ethnicity": split.ethnicity,
+        "y_true": split.labels(task.name),
+        "y_pred": np.asarray(predicted["pred"]),
+    })
+    probs = predicted.get("probs")
+    if probs is not None:
+        for index in range(np.asarray(probs).shape[1]):
+            frame[f"prob_{index}"] = np.asarray(probs)[:, index]
+    frame.to_csv(path, index=False)
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))

@@ -1,0 +1,238 @@
+"""The sweep: every (family, task) combination searched with Ray Tune, best trials exported.
+
+One Tune experiment per combination (each has its own metric and scheduler rungs), run one
+after another; within a combination, trials run in parallel on whatever the cluster offers.
+The train/val data is put in the object store once and shared by every trial.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facetune.settings import require_data_path
+from facetune.storage import ResultsStore
+from facetune.tuning.export import combination_name, export_best
+from facetune.tuning.profiles import combinations as profile_combinations
+from facetune.tuning.profiles import load_profile, per_family
+from facetune.tuning.space import combination_config, param_space
+from facetune.tuning.trainable import SweepData, run_trial
+
+SUMMARY_FILE = "summary.json"
+SWEEP_FILE = "sweep.json"
+
+
+class SweepExistsError(RuntimeError):
+    """The results location already holds a sweep and --resume was not given."""
+
+
+def run_sweep(
+    profile: str | dict[str, Any],
+    data: str | os.PathLike[str] | None,
+    results: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    storage: str | None = None,
+    only: list[str] | None = None,
+    use_gpu: str = "auto",
+) -> list[dict[str, Any]]:
+    """Run (or with `resume`, continue) a sweep; returns the summary entries (one per combination).
+
+    `data` is a prepared Parquet folder, or a raw source (Kaggle CSV / UTKFace folder) that is
+    prepared into RESULTS/data first. `storage` is Tune's experiment storage (default
+    RESULTS/tune). Uses the running Ray when already initialised (or RAY_ADDRESS), else starts
+    a local instance and shuts it down at the end.
+    """
+    import ray
+
+    profile = load_profile(profile) if isinstance(profile, str) else profile
+    store = ResultsStore(results)
+    summary: list[dict[str, Any]] = store.read_json(SUMMARY_FILE, default=[]) or []
+    if summary and not resume:
+        raise SweepExistsError(f"{results} already holds a sweep ({len(summary)} combinations done); "
+                               "pass --resume to continue it or choose another --results")
+    storage = storage or _default_storage(store)
+    # Save Tune's experiment state often, so a killed driver loses little (default: adaptive, >= 10 s).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+        started_ray = True
+    try:
+        prepared = ensure_prepared(data, store)
+        pairs = profile_combinations(profile, only)
+        store.write_json(SWEEP_FILE, {
+            "profile": profile.get("name"), "data": str(prepared), "storage": storage,
+            "combinations": [combination_name(f, t) for f, t in pairs],
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "resumed": resume,
+        })
+        sweep_data = load_sweep_data(prepared, profile, store, need_pca=any(f == "pca_dnn" for f, _ in pairs))
+        data_ref = ray.put(sweep_data)
+        from facetune.data.loading import load_split
+
+        test_split = load_split(prepared, "test")
+        done = {(entry["family"], entry["task"]) for entry in summary}
+        gpu_fraction = _gpu_fraction(profile, use_gpu)
+        for family, task in pairs:
+            if (family, task) in done:
+                print(f"[facetune] {combination_name(family, task)}: already finished, skipped", flush=True)
+                continue
+            entry = _run_combination(family, task, profile, data_ref, sweep_data, test_split, store, storage,
+                                     resume, gpu_fraction)
+            if entry is None:
+                print(f"[facetune] {combination_name(family, task)}: no trial finished an epoch; "
+                      "left out of the summary", file=sys.stderr, flush=True)
+                continue
+            summary = [e for e in summary if (e["family"], e["task"]) != (family, task)] + [entry]
+            store.write_json(SUMMARY_FILE, summary)
+            _print_entry(entry)
+        return summary
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def ensure_prepared(data: str | os.PathLike[str] | None, store: ResultsStore) -> Path:
+    """A prepared Parquet folder: `data` itself, or `data` prepared into RESULTS/data (once)."""
+    source = require_data_path(data)
+    if (source / "manifest.json").is_file():
+        return source
+    target = store.local_dir("data") if not store.remote else Path(store.local_dir("data"))
+    if (target / "manifest.json").is_file():
+        return target
+    from facetune.data.prepare import prepare
+
+    print(f"[facetune] preparing {source} into {target}", flush=True)
+    prepare(source, target, seed=0)
+    return target
+
+
+def load_sweep_data(prepared: Path, profile: dict[str, Any], store: ResultsStore, need_pca: bool) -> SweepData:
+    """Train and val splits as arrays, the age scaling and (once per sweep) the fitted PCA."""
+    from facetune.data.loading import load_split
+
+    train, val = load_split(prepared, "train"), load_split(prepared, "val")
+    labels = ("age", "gender", "ethnicity")
+    data = SweepData(
+        train_pixels=train.pixels, train_labels={k: train.labels(k) for k in labels},
+        val_pixels=val.pixels, val_labels={k: val.labels(k) for k in labels},
+        age_stats={"target_mean": float(np.mean(train.age)), "target_std": float(np.std(train.age) or 1.0)},
+    )
+    if need_pca:
+        data.pca = fitted_pca(train.pixels, int(profile.get("pca_components", 500)), store)
+    return data
+
+
+def fitted_pca(train_pixels: np.ndarray, n_components: int, store: ResultsStore) -> Any:
+    """The sweep's PCA: loaded from RESULTS/pca when a resumed sweep already fitted it, else fitted now."""
+    from facetune.models.pca import fit_pca, load_pca, save_pca
+
+    folder = store.local_dir("pca")
+    npz = folder / "pca.npz"
+    if npz.is_file():
+        params = load_pca(npz)
+        if params.components.shape[0] == n_components:
+            return params
+    started = time.perf_counter()
+    params = fit_pca(train_pixels, n_components=n_components, seed=0)
+    save_pca(params, npz)
+    ratio = np.asarray(params.explained_variance_ratio)
+    (folder / "pca.json").write_text(json.dumps({
+        "n_components": int(params.components.shape[0]),
+        "explained_variance_total": float(ratio.sum()),
+        "components_for": {f"{int(r * 100)}%": _components_for(params, r) for r in (0.90, 0.95, 0.99)},
+        "fit_seconds": time.perf_counter() - started,
+        "fitted_on": "train split",
+    }, indent=2))
+    store.publish("pca")
+    print(f"[facetune] PCA: {params.components.shape[0]} components explain {ratio.sum():.1%} of the variance",
+          flush=True)
+    return params
+
+
+def _components_for(params: Any, ratio: float) -> int | None:
+    """Components needed for `ratio` of the variance; None when all fitted ones explain less."""
+    from facetune.models.pca import components_for_ratio
+
+    try:
+        return components_for_ratio(params, ratio)
+    except ValueError:
+        return None
+
+
+def _run_combination(family: str, task: str, profile: dict[str, Any], data_ref: Any, sweep_data: SweepData,
+                     test_split: Any, store: ResultsStore, storage: str, resume: bool,
+                     gpu_fraction: float) -> dict[str, Any] | None:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from facetune.tasks import TASKS
+
+    name = combination_name(family, task)
+    metric, mode = "val_" + TASKS[task].metric, TASKS[task].mode
+    base, space = combination_config(family, task, profile)
+    max_epochs = int(per_family(profile, "max_epochs", family))
+    base.update(max_epochs=max_epochs, torch_threads=int(profile.get("torch_threads", 1)))
+    resources = {"cpu": float(profile["trial_resources"].get("cpu", 1)), "gpu": gpu_fraction}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, data_ref=[data_ref]), resources)
+    experiment = f"{storage.rstrip('/')}/{name}"
+
+    if resume and tune.Tuner.can_restore(experiment):
+        print(f"[facetune] {name}: resuming the interrupted search in {experiment}", flush=True)
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    else:
+        scheduler_cfg = dict(profile["scheduler"])
+        if scheduler_cfg.pop("type", "asha") != "asha":
+            raise ValueError("only the ASHA scheduler is configured in this version")
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(base, space),
+            tune_config=tune.TuneConfig(
+                metric=metric, mode=mode,
+                num_samples=int(per_family(profile, "num_samples", family)),
+                max_concurrent_trials=profile.get("max_concurrent_trials"),
+                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, **scheduler_cfg),
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=int((profile.get("failure") or {}).get("max_failures", 2))),
+                verbose=int(profile.get("verbose", 1)),
+            ),
+        )
+    print(f"[facetune] {name}: searching {len(space)} hyperparameters, metric {metric} ({mode})", flush=True)
+    grid = tuner.fit()
+    out_dir = store.local_dir(name)
+    entry = export_best(grid, family, task, sorted(space), sweep_data, test_split, out_dir)
+    if entry is not None:
+        store.publish(name)
+    return entry
+
+
+def _default_storage(store: ResultsStore) -> str:
+    return store.child("tune") if store.remote else str(store.local_dir("tune"))
+
+
+def _gpu_fraction(profile: dict[str, Any], use_gpu: str) -> float:
+    """GPU share per trial: the profile's when GPUs are used, else 0 (CPU trials)."""
+    import ray
+
+    wanted = float(profile["trial_resources"].get("gpu", 0))
+    if use_gpu == "no":
+        return 0.0
+    if use_gpu == "yes":
+        return wanted or 1.0
+    return wanted if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def _print_entry(entry: dict[str, Any]) -> None:
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in entry["test"].items())
+    print(f"[facetune] {entry['family']}/{entry['task']}: test {shown} "
+          f"({entry['epochs']} epochs, {entry['num_trials']} trials)", flush=True)

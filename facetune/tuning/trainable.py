@@ -1,0 +1,96 @@
+"""The Ray Tune trial: one (family, task, hyperparameters) trained by the plain PyTorch loop.
+
+The data arrives through Ray's object store (put once per sweep by the driver); the trial
+moves it to its device once, reports every epoch with a checkpoint that holds the whole
+training state, and resumes from Tune's checkpoint after a failure or a restored sweep.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: File inside every trial checkpoint; the full training state (model, optimiser, best weights...).
+STATE_FILE = "training_state.pt"
+
+
+@dataclass
+class SweepData:
+    """What every trial of a sweep needs, put in the object store once."""
+
+    train_pixels: np.ndarray  # (N, 2304) uint8
+    train_labels: dict[str, np.ndarray]
+    val_pixels: np.ndarray
+    val_labels: dict[str, np.ndarray]
+    pca: Any = None  # facetune.models.pca.PCAParams when a pca_dnn combination is in the sweep
+    age_stats: dict[str, float] = field(default_factory=dict)
+
+
+def model_context(task_name: str, family: str, data: SweepData) -> dict[str, Any]:
+    """The build-time context a family needs beyond its arch: PCA, regression target scaling."""
+    context: dict[str, Any] = {}
+    if task_name == "age":
+        context.update(data.age_stats)
+    if family == "pca_dnn":
+        context["pca"] = data.pca
+    return context
+
+
+def pixels_to_device(pixels: np.ndarray, device: Any) -> "torch.Tensor":  # noqa: F821
+    """(N, 2304) uint8 -> (N, 1, 48, 48) float32 in [0, 1] on `device`, converted once."""
+    import torch
+
+    from facetune.data.loading import pixels_to_images
+
+    return torch.from_numpy(pixels_to_images(pixels)).to(device)
+
+
+def run_trial(config: dict[str, Any], data_ref: list) -> None:
+    """Tune function trainable. `data_ref` is a one-element list holding the SweepData ObjectRef."""
+    import ray
+    import torch
+    from ray import tune
+
+    from facetune.models import build_model
+    from facetune.tasks import TASKS
+    from facetune.training.loop import TrainConfig, fit
+
+    data: SweepData = ray.get(data_ref[0])
+    family, task = config["family"], TASKS[config["task"]]
+    torch.set_num_threads(int(config.get("torch_threads", 1)))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    train_x = pixels_to_device(data.train_pixels, device)
+    val_x = pixels_to_device(data.val_pixels, device)
+    train_y = torch.as_tensor(data.train_labels[task.name], dtype=torch.int64, device=device)
+    val_y = torch.as_tensor(data.val_labels[task.name], dtype=torch.int64, device=device)
+
+    model = build_model(family, config["arch"], task, model_context(task.name, family, data)).to(device)
+    train_cfg = TrainConfig.from_dict({**config["train"], "epochs": int(config["max_epochs"])})
+
+    resume_state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            # Our own checkpoint, written below: it holds RNG states, so not weights-only.
+            resume_state = torch.load(Path(directory) / STATE_FILE, map_location=device, weights_only=False)
+
+    node_id = ray.get_runtime_context().get_node_id()
+
+    def report_epoch(report: Any) -> None:
+        metrics = {**report.metrics, "epoch": report.epoch, "is_best": bool(report.is_best), "node_id": node_id}
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(report.training_state(), Path(directory) / STATE_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    fit(model, task, train_x, train_y, val_x, val_y, train_cfg, on_epoch=report_epoch, resume_state=resume_state)
+
+
+def load_training_state(checkpoint_dir: str | Path) -> dict[str, Any]:
+    """Read a trial checkpoint's training state on the CPU."""
+    import torch
+
+    return torch.load(Path(checkpoint_dir) / STATE_FILE, map_location="cpu", weights_only=False)

@@ -1,0 +1,55 @@
+"""Shared fixtures: synthetic inputs in both layouts and a prepared dataset built from them."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic import make_faces, write_kaggle_csv, write_utkface_folder  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+# Tests run on 2 cores; keep torch from oversubscribing them.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def faces() -> dict:
+    return make_faces(400, seed=0)
+
+
+@pytest.fixture(scope="session")
+def kaggle_csv(tmp_path_factory, faces) -> Path:
+    return write_kaggle_csv(tmp_path_factory.mktemp("csv") / "age_gender.csv", faces)
+
+
+@pytest.fixture(scope="session")
+def utkface_folder(tmp_path_factory, faces) -> Path:
+    subset = {k: v[:60] for k, v in faces.items()}
+    return write_utkface_folder(tmp_path_factory.mktemp("utk") / "UTKFace", subset)
+
+
+@pytest.fixture(scope="session")
+def prepared_data(tmp_path_factory, kaggle_csv) -> Path:
+    """A prepared Parquet dataset (400 synthetic faces, 80/10/10) shared by the whole session."""
+    from facetune.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(kaggle_csv, out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One small local Ray instance for the tests that need it, shut down by its own handle."""
+    import ray
+
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield context
+    finally:
+        ray.shutdown()

@@ -1,0 +1,67 @@
+"""Search spaces and profiles are data: every shipped profile resolves to valid Tune spaces."""
+from __future__ import annotations
+
+import pytest
+from ray import tune
+
+from facetune.config import raycfg_dir
+from facetune.tuning.profiles import combinations, load_profile
+from facetune.tuning.space import FAMILIES, TASK_NAMES, combination_config, param_space, to_distribution
+
+SHIPPED_PROFILES = sorted(p.stem for p in (raycfg_dir() / "profiles").glob("*.yaml"))
+
+
+def test_distribution_specs_become_tune_domains():
+    assert isinstance(to_distribution({"loguniform": [1e-4, 1e-2]}), tune.search.sample.Float)
+    assert isinstance(to_distribution({"choice": [[8], [16, 8]]}), tune.search.sample.Categorical)
+    assert to_distribution([32, 64]) == [32, 64]
+
+
+def test_unknown_distribution_is_an_error():
+    with pytest.raises(ValueError, match="unknown distribution"):
+        to_distribution({"lognormal": [0, 1]})
+
+
+@pytest.mark.parametrize("profile_name", SHIPPED_PROFILES)
+def test_every_profile_covers_all_nine_combinations(profile_name):
+    profile = load_profile(profile_name)
+    assert len(combinations(profile)) == 9
+    for family in FAMILIES:
+        for task in TASK_NAMES:
+            base, space = combination_config(family, task, profile)
+            assert base["family"] == family and base["task"] == task
+            assert {"arch", "train"} <= set(base)
+            for dotted in space:
+                assert dotted.split(".")[0] in ("arch", "train"), dotted
+
+
+def test_profile_fixed_overrides_remove_the_tuned_key():
+    profile = {"overrides": {"cnn": {"arch.dense": [32]}}}
+    base, space = combination_config("cnn", "gender", profile)
+    assert base["arch"]["dense"] == [32]
+    assert "arch.dense" not in space
+
+
+def test_space_overrides_can_drop_and_add_keys():
+    profile = {"space_overrides": {"cnn": {"all": {"train.lr": None},
+                                           "ethnicity": {"arch.kernel_size": {"choice": [3, 5]}}}}}
+    _, gender_space = combination_config("cnn", "gender", profile)
+    _, ethnicity_space = combination_config("cnn", "ethnicity", profile)
+    assert "train.lr" not in gender_space
+    assert ethnicity_space["arch.kernel_size"] == {"choice": [3, 5]}
+    assert "arch.kernel_size" not in gender_space
+
+
+def test_param_space_nests_tuned_keys():
+    base, space = combination_config("dnn", "ethnicity", {})
+    config = param_space(base, space)
+    assert isinstance(config["train"]["lr"], tune.search.sample.Float)
+    assert isinstance(config["train"]["class_weighting"], tune.search.sample.Categorical)
+    assert base["train"]["lr"] == 1.0e-3  # the base is not modified
+
+
+def test_combinations_can_be_narrowed_and_reject_typos():
+    profile = load_profile("smoke")
+    assert combinations(profile, ["cnn/age", "dnn/gender"]) == [("cnn", "age"), ("dnn", "gender")]
+    with pytest.raises(ValueError, match="unknown combination"):
+        combinations(profile, ["cnn/height"])

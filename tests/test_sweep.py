@@ -1,0 +1,103 @@
+"""The smoke sweep runs all nine combinations and leaves the documented results layout."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from facetune.models import load_model
+from facetune.tuning.sweep import SweepExistsError, run_sweep
+
+COMBINATIONS = {(f, t) for f in ("cnn", "dnn", "pca_dnn") for t in ("age", "gender", "ethnicity")}
+METRIC_NAMES = {
+    "age": {"mae", "mse", "rmse", "r2"},
+    "gender": {"accuracy", "balanced_accuracy", "roc_auc", "f1"},
+    "ethnicity": {"accuracy", "balanced_accuracy", "macro_f1", "roc_auc"},
+}
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory, prepared_data, ray_session):
+    results = tmp_path_factory.mktemp("smoke_results")
+    summary = run_sweep("smoke", prepared_data, results)
+    return results, summary
+
+
+def test_summary_has_one_entry_per_combination(smoke_results):
+    results, summary = smoke_results
+    on_disk = json.loads((results / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    assert {(e["family"], e["task"]) for e in on_disk} == COMBINATIONS
+
+
+def test_summary_entries_carry_the_documented_fields(smoke_results):
+    _, summary = smoke_results
+    for entry in summary:
+        assert {"family", "task", "best_config", "val", "test", "epochs", "train_seconds", "checkpoint"} <= set(entry)
+        assert set(entry["test"]) == METRIC_NAMES[entry["task"]]
+        assert METRIC_NAMES[entry["task"]] <= set(entry["val"])
+        assert 1 <= entry["epochs"] <= 2
+
+
+def test_each_combination_folder_holds_its_artifacts(smoke_results):
+    results, summary = smoke_results
+    for entry in summary:
+        folder = results / f"{entry['family']}_{entry['task']}"
+        for name in ("best_config.json", "history.csv", "test_metrics.json", "test_predictions.csv",
+                     "model.pt", "model_config.json", "trials.csv"):
+            assert (folder / name).is_file(), folder / name
+        assert (results / entry["checkpoint"]).is_file()
+
+
+def test_checkpoints_load_weights_only_and_rebuild_from_their_config(smoke_results):
+    results, summary = smoke_results
+    for entry in summary:
+        state = torch.load(results / entry["checkpoint"], weights_only=True)
+        model, config = load_model((results / entry["checkpoint"]).parent)
+        assert config["family"] == entry["family"] and config["task"] == entry["task"]
+        assert set(state) == set(model.state_dict())
+        out = model(torch.rand(3, 1, 48, 48))
+        assert out.shape == (3, {"age": 1, "gender": 2, "ethnicity": 5}[entry["task"]])
+
+
+def test_test_predictions_list_every_test_face(smoke_results, prepared_data):
+    import pandas as pd
+
+    from facetune.data.loading import load_split
+
+    results, _ = smoke_results
+    test = load_split(prepared_data, "test")
+    predictions = pd.read_csv(results / "cnn_ethnicity" / "test_predictions.csv")
+    assert len(predictions) == len(test)
+    assert {"source", "y_true", "y_pred", "prob_0", "prob_4"} <= set(predictions.columns)
+    assert predictions[[f"prob_{i}" for i in range(5)]].sum(axis=1).round(4).eq(1).all()
+
+
+def test_pca_is_fitted_once_and_saved(smoke_results):
+    results, _ = smoke_results
+    pca = json.loads((results / "pca" / "pca.json").read_text())
+    assert pca["n_components"] == 16 and pca["fitted_on"] == "train split"
+    assert (results / "pca" / "pca.npz").is_file()
+
+
+def test_trials_table_lists_every_trial_with_its_hyperparameters(smoke_results):
+    import pandas as pd
+
+    results, _ = smoke_results
+    trials = pd.read_csv(results / "cnn_gender" / "trials.csv")
+    assert len(trials) == 2  # smoke: two CNN samples
+    assert {"trial_id", "train.lr", "val_accuracy", "epochs", "status"} <= set(trials.columns)
+
+
+def test_a_second_sweep_into_the_same_results_needs_resume(smoke_results, prepared_data):
+    results, _ = smoke_results
+    with pytest.raises(SweepExistsError, match="--resume"):
+        run_sweep("smoke", prepared_data, results)
+
+
+def test_resume_of_a_finished_sweep_redoes_nothing(smoke_results, prepared_data, capsys):
+    results, summary = smoke_results
+    again = run_sweep("smoke", prepared_data, results, resume=True)
+    assert again == json.loads(json.dumps(summary))
+    assert capsys.readouterr().out.count("already finished, skipped") == 9
