@@ -48,7 +48,9 @@ def ray_session():
     """One small local Ray instance for the tests that need it, shut down by its own handle."""
     import ray
 
-    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # address="local": never join another Ray instance running on this machine.
+    context = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                       configure_logging=False)
     try:
         yield context
     finally:

@@ -70,7 +70,7 @@ def _trials(family: str, task: str, rng: np.random.Generator) -> pd.DataFrame:
         frame["arch.batch_norm"] = [True, False, True, False, True, False]
     frame[f"val_{spec.metric}"] = scores
     frame["epochs"] = [4, 2, 4, 3, 4, 1]
-    frame["status"] = ["TERMINATED"] * 5 + ["ERROR"]
+    frame["status"] = ["finished"] * 5 + ["error"]
     frame.loc[5, f"val_{spec.metric}"] = np.nan  # a failed trial reports no metric
     return frame
 
@@ -100,7 +100,8 @@ def _write_combination(root: Path, family: str, task: str, train: dict, test: di
 
     trials = _trials(family, task, rng)
     trials.to_csv(directory / "trials.csv", index=False)
-    best_row = trials.loc[trials[f"val_{spec.metric}"].idxmin() if spec.mode == "min" else trials[f"val_{spec.metric}"].idxmax()]
+    scores = trials[f"val_{spec.metric}"]
+    best_row = trials.loc[scores.idxmin() if spec.mode == "min" else scores.idxmax()]
     best_config = {"family": family, "task": task, "arch": dict(ARCH[family], dense=json.loads(best_row["arch.dense"])),
                    "train": {"lr": float(best_row["train.lr"]), "batch_size": int(best_row["train.batch_size"]),
                              "optimizer": "adamw"}}
@@ -112,7 +113,8 @@ def _write_combination(root: Path, family: str, task: str, train: dict, test: di
     return {
         "family": family, "task": task, "best_config": best_config,
         "val": {spec.metric: float(best_row[f"val_{spec.metric}"])}, "test": test_metrics,
-        "epochs": int(best_row["epochs"]), "train_seconds": float(rng.uniform(20, 200)),
+        "epochs": int(best_row["epochs"]), "best_epoch": max(1, int(best_row["epochs"]) - 1), "num_trials": len(trials),
+        "train_seconds": float(rng.uniform(20, 200)),
         "checkpoint": f"{name}/model.pt", "num_parameters": sum(p.numel() for p in model.parameters()),
     }
 
@@ -136,7 +138,7 @@ def build_results_dir(root: Path, data_dir: Path | None = None, *, omit: tuple[s
         elif name not in omit:
             entries.append(_write_combination(root, family, task, train, test, pca, seed + index))
     (root / "summary.json").write_text(json.dumps(entries, indent=1))
-    sweep = {"profile": "fixture", "data": str(data_dir) if data_dir else None, "start": "2025-01-01T10:00:00",
-             "end": "2025-01-01T11:00:00", "combinations": ALL_COMBINATIONS}
+    sweep = {"profile": "fixture", "data": str(data_dir) if data_dir else None, "started": "2025-01-01T10:00:00",
+             "combinations": ALL_COMBINATIONS}
     (root / "sweep.json").write_text(json.dumps(sweep))
     return root

@@ -7,11 +7,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from facetune.cgan.generate import GENERATOR_FILE, grid_size, parse_ages
+from facetune.cgan.generate import GENERATOR_FILE, generator_payload, grid_size, load_generator, parse_ages
 from facetune.cgan.job import find_age_model, resolve_config
 from facetune.cgan.losses import get_loss
 from facetune.cgan.metrics import frechet_distance, quality_metrics, real_reference
 from facetune.cgan.models import build_discriminator, build_generator
+from facetune.cgan.train import ema_average_fn
 from facetune.cli import main as cli_main
 
 
@@ -136,3 +137,27 @@ def test_age_model_must_be_an_age_regressor(tmp_path):
     (tmp_path / "model_config.json").write_text('{"task": "gender"}')
     with pytest.raises(ValueError, match="not an age regressor"):
         find_age_model(tmp_path)
+
+
+def test_ema_follows_the_generator_closely_at_first_then_at_the_configured_decay():
+    average = ema_average_fn(0.999)
+    early = average(torch.zeros(1), torch.ones(1), torch.tensor(1))
+    late = average(torch.zeros(1), torch.ones(1), torch.tensor(100_000))
+    assert early.item() == pytest.approx(1 - 2 / 11)
+    assert late.item() == pytest.approx(0.001)
+
+
+def test_the_exported_generator_is_the_ema_copy_when_one_is_kept(tmp_path):
+    from torch.optim.swa_utils import AveragedModel
+
+    config = resolve_config("smoke", {"preset": "strong"})
+    generator = build_generator(config["model"])
+    ema = AveragedModel(generator, use_buffers=True)
+    with torch.no_grad():
+        for parameter in ema.module.parameters():
+            parameter.fill_(0.5)
+    state = {"generator": generator.state_dict(), "ema": ema.state_dict(), "epoch": 3, "config": config}
+    torch.save(state, tmp_path / "cgan_state.pt")
+    loaded, _ = load_generator(tmp_path)  # a Ray Train checkpoint dir
+    assert all(torch.all(p == 0.5) for p in loaded.parameters())
+    assert generator_payload(state)["epoch"] == 3

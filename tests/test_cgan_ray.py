@@ -1,12 +1,13 @@
 """The conditional GAN on Ray Train: 2 CPU workers on the synthetic prepared data.
 
 One smoke run (through `facetune train-cgan`) is shared by the tests that read its outputs;
-the failure-recovery and --resume tests each run their own short training.
+the failure-recovery test runs its own, and the --resume test continues a copy of the smoke run.
 """
 from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -77,19 +78,22 @@ def test_a_worker_failing_mid_epoch_resumes_from_the_last_checkpoint(smoke_run, 
     marker = tmp_path / "failed_once"
     results = tmp_path / "results"
     fail_at = {"rank": 1, "epoch": 2, "step": 1, "marker": str(marker)}
-    config = _config(prepared_data, results, smoke_run / AGE_MODEL_DIR, fail_at=fail_at, max_failures=1)
+    # The strong preset, so the EMA generator goes through the checkpoint and back too.
+    config = _config(prepared_data, results, smoke_run / AGE_MODEL_DIR, preset="strong", fail_at=fail_at, max_failures=1)
     final = run_training(config)
     assert marker.exists()  # the failure really happened
     state = torch.load(sorted(run_dir(results).glob(f"epoch_*/{STATE_FILE}"))[-1], weights_only=True)
     assert state["epoch"] == 2 and final["epoch"] == 2
     assert state["resumes"] == [1]  # restarted after epoch 1's checkpoint, not from scratch
     assert [row["epoch"] for row in state["history"]] == [1, 2]
+    assert state["ema"]["n_averaged"] > 0
 
 
 def test_resume_continues_a_stopped_run(smoke_run, prepared_data, tmp_path):
+    # A copy of the finished 2-epoch smoke run, continued to 3 epochs.
     results = tmp_path / "results"
-    run_training(_config(prepared_data, results, smoke_run / AGE_MODEL_DIR, epochs=1))
-    final = run_training(_config(prepared_data, results, smoke_run / AGE_MODEL_DIR, epochs=2), resume=True)
+    shutil.copytree(smoke_run, results)
+    final = run_training(_config(prepared_data, results, results / AGE_MODEL_DIR, epochs=3), resume=True)
     state = torch.load(sorted(run_dir(results).glob(f"epoch_*/{STATE_FILE}"))[-1], weights_only=True)
-    assert final["epoch"] == 2 and state["resumes"] == [1]
-    assert json.loads((results / "metrics.json").read_text())["epochs_done"] == 2
+    assert final["epoch"] == 3 and state["resumes"] == [2]
+    assert [row["epoch"] for row in json.loads((results / "metrics.json").read_text())["history"]] == [1, 2, 3]

@@ -71,7 +71,8 @@ def test_pixel_parser_handles_several_and_sliced_arrow_chunks():
     rng = np.random.default_rng(1)
     pixels = rng.integers(0, 256, (7, 2304), dtype=np.uint8)
     texts = [" ".join(map(str, row)) for row in pixels]
-    texts[4] = "  " + texts[4] + " "  # stray spaces are separators, not values
+    texts[4] = "  " + texts[4].replace(" ", "  ", 3) + " "  # stray spaces separate, they are not values
+    texts[6] = texts[6] + " "
     column = pa.chunked_array([pa.array(texts[:3]), pa.array(["junk"] + texts[3:]).slice(1)])
     parsed, bad = parse_pixel_column(column)
     assert bad.tolist() == []
@@ -90,6 +91,11 @@ def test_detect_kind_accepts_folders_and_csv_only(tmp_path):
     assert detect_kind(tmp_path / "x.csv.gz") == "csv"
     with pytest.raises(SourceFormatError):
         detect_kind(tmp_path / "x.txt")
+
+
+def test_a_prepared_directory_is_not_mistaken_for_an_image_folder(prepared_data):
+    with pytest.raises(SourceFormatError, match="already a prepared directory"):
+        detect_kind(prepared_data)
 
 
 def test_utkface_name_parsing():

@@ -9,13 +9,14 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
-from facetune.cluster import LocalHead
-from facetune.cluster.local_head import ray_executable
+from facetune.cluster.local_head import LocalHead, ray_executable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # .gitignore keeps .venv, build outputs and results out of the upload; .git is not in it.
@@ -36,7 +37,8 @@ def job_client(head):
     return JobSubmissionClient(head.dashboard_url, headers=head.auth_headers())
 
 
-def submit(head: LocalHead, entrypoint: list[str], env: dict[str, str], submission_id: str) -> subprocess.CompletedProcess:
+def submit(head: LocalHead, entrypoint: list[str], env: dict[str, str],
+           submission_id: str) -> subprocess.CompletedProcess:
     command = [ray_executable(), "job", "submit", "--address", head.dashboard_url, "--submission-id", submission_id,
                "--working-dir", str(REPO_ROOT), "--runtime-env-json", RUNTIME_ENV_JSON, "--no-wait",
                "--", *entrypoint]
@@ -97,6 +99,17 @@ def test_uploaded_working_dir_has_the_code_but_no_venv_or_git(submitted_sweep, h
         assert not (upload / ".git").exists()
 
 
+def test_report_job_runs_under_job_submit_on_the_sweeps_results(submitted_sweep, head, job_client, tmp_path):
+    _, results, _ = submitted_sweep
+    submission_id = f"facetune-report-{uuid.uuid4().hex[:8]}"
+    submitted = submit(head, ["python", "jobs/report.py", str(results), "--out", str(tmp_path / "report")],
+                       head.client_env(), submission_id)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    status = wait_for_end(job_client, submission_id, 180)
+    assert status == "SUCCEEDED", job_client.get_job_logs(submission_id)[-3000:]
+    assert (tmp_path / "report" / "report.md").is_file()
+
+
 def _env_without_token(head: LocalHead, home: Path) -> dict[str, str]:
     env = head.client_env()
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN"):
@@ -124,18 +137,36 @@ def test_submission_with_a_wrong_token_is_refused(head, job_client, tmp_path):
     assert submission_id not in {job.submission_id for job in job_client.list_jobs()}
 
 
-def test_head_listens_on_loopback_only(head):
+def listening_sockets(head: LocalHead) -> set[tuple[str, int]]:
+    """(ip, port) of every listening TCP socket of the head's processes (its session)."""
     import ray  # noqa: F401  -- puts Ray's bundled psutil on sys.path
     import psutil
 
     listening = set()
     for process in psutil.process_iter():
         try:
-            if os.getpgid(process.pid) != head.pgid:
+            if os.getsid(process.pid) != head.pgid:
                 continue
-            listening |= {(conn.laddr.ip, conn.laddr.port, process.name())
+            listening |= {(conn.laddr.ip.removeprefix("::ffff:"), conn.laddr.port)
                           for conn in process.net_connections(kind="inet") if conn.status == psutil.CONN_LISTEN}
         except (psutil.Error, ProcessLookupError):
             continue  # exited meanwhile
-    assert listening, "found no listening sockets in the head's process group"
-    assert {ip for ip, _, _ in listening} == {"127.0.0.1"}, "\n".join(map(str, sorted(listening)))
+    return listening
+
+
+def test_dashboard_and_job_server_listen_on_loopback_only(head):
+    dashboard_port = int(head.dashboard_url.rsplit(":", 1)[1])
+    assert {ip for ip, port in listening_sockets(head) if port == dashboard_port} == {"127.0.0.1"}
+
+
+def test_job_agent_reachable_beyond_loopback_demands_the_token(head):
+    # Ray binds its node agent to the node's address, not loopback; the token must guard it.
+    agent_port = head.ports["--dashboard-agent-listen-port"]
+    outside = sorted(ip for ip, port in listening_sockets(head) if port == agent_port and ip != "127.0.0.1")
+    assert outside, "the job agent listens on loopback only"
+    request = urllib.request.Request(f"http://{outside[0]}:{agent_port}/api/job_agent/jobs/", method="POST",
+                                     data=json.dumps({"entrypoint": "echo should-never-run"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 401

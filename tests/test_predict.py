@@ -94,6 +94,13 @@ def test_images_are_preprocessed_as_in_training(predictor, image_folder):
     pd.testing.assert_frame_equal(from_files, from_array)
 
 
+def test_progress_is_reported_until_every_input_is_done(predictor, image_folder):
+    calls = []
+    files = sorted(image_folder.glob("*.*"))
+    predictor.predict_images(files, use_ray=False, batch_size=2, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(2, 6), (4, 6), (6, 6)]
+
+
 def test_predict_array_accepts_both_layouts_and_unit_floats(predictor, test_faces):
     pixels = test_faces["pixels"][:6]
     flat = predictor.predict_array(pixels)

@@ -30,9 +30,9 @@ def small_model(task, train_y, seed=0, arch=SMALL_CNN):
     return build_model("cnn", arch, task, make_context(task, train_y if task == "age" else None))
 
 
-def run(task, data, **cfg):
+def run(task, data, arch=SMALL_CNN, **cfg):
     train_x, train_y, val_x, val_y = data
-    model = small_model(task, train_y[task])
+    model = small_model(task, train_y[task], arch=arch)
     reports: list[EpochReport] = []
     config = TrainConfig(**{"epochs": 3, "batch_size": 32, **cfg})
     result = fit(model, task, train_x, train_y[task], val_x, val_y[task], config, on_epoch=reports.append)
@@ -72,6 +72,18 @@ def test_fit_learns_gender_and_reports_every_epoch(data):
     assert result.epochs_run == 4 and result.train_seconds > 0
 
 
+def test_bf16_channels_last_training_learns_gender_too(data):
+    model, result, _ = run("gender", data, epochs=4, precision="bf16", channels_last=True, lr=3e-3)
+    assert result.best_metrics["val_accuracy"] > 0.8
+    assert all(math.isfinite(row["train_loss"]) for row in result.history)
+    assert next(model.parameters()).dtype == torch.float32  # autocast leaves the weights in fp32
+
+
+def test_unknown_precision_is_rejected():
+    with pytest.raises(ValueError, match="fp16"):
+        TrainConfig.from_dict({"precision": "fp16"})
+
+
 def test_model_ends_with_the_best_epochs_weights(data):
     model, result, reports = run("ethnicity", data, epochs=4)
     assert sum(r.is_best for r in reports) >= 1
@@ -83,10 +95,10 @@ def test_model_ends_with_the_best_epochs_weights(data):
 
 
 def test_age_trains_in_standardised_units_and_reports_years(data):
-    _, result, _ = run("age", data, epochs=4, lr=3e-3)
+    _, result, _ = run("age", data, epochs=5, lr=1e-2, arch={"conv_channels": [4, 8], "dense": [16]})
     ages = data[3]["age"].numpy()
-    baseline_mae = np.abs(ages - data[1]["age"].numpy().mean()).mean()
-    assert result.best_metrics["val_mae"] < baseline_mae
+    predict_the_mean_mae = np.abs(ages - data[1]["age"].numpy().mean()).mean()
+    assert result.best_metrics["val_mae"] < predict_the_mean_mae / 2
     assert result.history[0]["train_loss"] < 10  # MSE in std units, not years²
     assert {"val_mae", "val_mse", "val_rmse", "val_r2"} <= set(result.best_metrics)
 
@@ -98,13 +110,14 @@ def test_same_seed_same_run(data):
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(data):
-    # A learning rate far below float32 resolution leaves the metric flat, so it never improves.
-    _, result, _ = run("gender", data, epochs=10, lr=1e-12, patience=2)
+    # A learning rate far below float32 resolution leaves the metric flat, so it never improves
+    # (no batch norm: its running statistics would move the metric).
+    _, result, _ = run("gender", data, epochs=10, lr=1e-12, patience=2, arch={"conv_channels": [4], "dense": [8]})
     assert result.stopped_early and result.best_epoch == 1 and result.epochs_run == 3
 
 
 def test_patience_zero_runs_every_epoch(data):
-    _, result, _ = run("gender", data, epochs=4, lr=1e-12, patience=0)
+    _, result, _ = run("gender", data, epochs=4, lr=1e-12, patience=0, arch={"conv_channels": [4], "dense": [8]})
     assert not result.stopped_early and result.epochs_run == 4
 
 
@@ -122,14 +135,18 @@ def test_resume_continues_exactly_where_the_state_was_taken(data):
 
     saved = {}
 
-    def keep_epoch_2(report):
-        if report.epoch == 2:
-            buffer = io.BytesIO()
-            torch.save(report.training_state(), buffer)  # as a Tune checkpoint would
-            saved["state"] = buffer.getvalue()
+    class Interrupted(Exception):
+        pass
 
-    first = TrainConfig(**{**cfg.to_dict(), "epochs": 2})
-    fit(small_model("gender", None), "gender", train_x, train_y["gender"], val_x, val_y["gender"], first, on_epoch=keep_epoch_2)
+    def checkpoint_then_die_at_epoch_2(report):
+        buffer = io.BytesIO()
+        torch.save(report.training_state(), buffer)  # as a Tune checkpoint would
+        saved["state"] = buffer.getvalue()
+        if report.epoch == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        fit(small_model("gender", None), "gender", train_x, train_y["gender"], val_x, val_y["gender"], cfg, on_epoch=checkpoint_then_die_at_epoch_2)
     state = torch.load(io.BytesIO(saved["state"]), weights_only=True)
     resumed = fit(small_model("gender", None, seed=99), "gender", train_x, train_y["gender"], val_x, val_y["gender"], cfg, resume_state=state)
 
@@ -181,8 +198,8 @@ def test_predict_outputs_is_batched_no_grad_and_keeps_the_mode(data):
 def test_flip_mirrors_some_images_and_leaves_the_others():
     x = torch.rand(64, 1, 48, 48)
     out = augment_batch(x, "flip", torch.Generator().manual_seed(0))
-    flipped = torch.stack([torch.equal(o, i.flip(-1)) for o, i in zip(out, x)])
-    kept = torch.stack([torch.equal(o, i) for o, i in zip(out, x)])
+    flipped = torch.tensor([torch.equal(o, i.flip(-1)) for o, i in zip(out, x)])
+    kept = torch.tensor([torch.equal(o, i) for o, i in zip(out, x)])
     assert bool((flipped | kept).all()) and 10 < int(flipped.sum()) < 54
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ def find_age_model(path: str | os.PathLike[str]) -> Path:
 
 def train_fallback_age_model(data_dir: Path, out_dir: Path, spec: dict[str, Any], seed: int) -> Path:
     """Train the small age CNN the metrics need when no sweep result is given (plain PyTorch, no Ray)."""
+    import numpy as np
     import torch
 
     from facetune.data.loading import load_split
@@ -66,11 +68,11 @@ def train_fallback_age_model(data_dir: Path, out_dir: Path, spec: dict[str, Any]
 
     task = TASKS["age"]
     train, val = load_split(data_dir, "train"), load_split(data_dir, "val")
-    train_y = torch.as_tensor(train.labels("age"))
+    train_y = torch.as_tensor(np.array(train.labels("age")))  # a writable copy
     seed_everything(seed)
     model = build_model(spec["family"], spec["arch"], task, make_context(task, train_y))
     cfg = TrainConfig(epochs=spec["epochs"], batch_size=spec["batch_size"], lr=spec["lr"], seed=seed, patience=0)
-    result = fit(model, task, train.images(), train_y, val.images(), torch.as_tensor(val.labels("age")), cfg)
+    result = fit(model, task, train.images(), train_y, val.images(), torch.as_tensor(np.array(val.labels("age"))), cfg)
     save_model(model, out_dir, family=spec["family"], task=task, arch=spec["arch"])
     print(f"fallback age regressor: val MAE {result.best_metrics['val_mae']:.2f} years (epoch {result.best_epoch})")
     return out_dir
@@ -93,11 +95,16 @@ def run(args: argparse.Namespace) -> int:
     """Resolve the config, make sure an age regressor exists, run the training under Ray."""
     import ray
 
-    from facetune.cgan.train import run_training
+    from facetune.cgan.train import check_run_state, run_training
     from facetune.settings import require_data_path
 
     data_dir = require_data_path(args.data).resolve()
     results = Path(args.results).resolve()
+    try:
+        check_run_state(results, args.resume)
+    except (FileExistsError, FileNotFoundError) as err:
+        print(f"train-cgan: {err}", file=sys.stderr)
+        return 2
     overrides = {"epochs": args.epochs} if args.epochs else {}
     config = resolve_config(args.profile, overrides)
     config.update(data_dir=str(data_dir), results_dir=str(results))

@@ -21,7 +21,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from facetune.cgan import metrics as quality
 from facetune.cgan.generate import (
@@ -62,6 +62,17 @@ def _load_state(checkpoint: ray.train.Checkpoint | None) -> dict[str, Any] | Non
         return None
     with checkpoint.as_directory() as directory:
         return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def ema_average_fn(decay: float):
+    """EMA update with a warm-up: decay ramps as (1+n)/(10+n) up to `decay`, so early samples are
+    not dominated by the random initial weights (a fixed 0.999 needs thousands of steps)."""
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        rate = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged)))
+        return averaged * rate + current * (1.0 - rate)
+
+    return average
 
 
 def _mean_across_workers(values: dict[str, float], device: torch.device) -> dict[str, float]:
@@ -131,7 +142,7 @@ def train_loop(config: dict[str, Any]) -> None:
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=optim["lr_d"], betas=betas)
     ema = None
     if optim.get("ema_decay"):
-        ema = AveragedModel(bare_generator, multi_avg_fn=get_ema_multi_avg_fn(optim["ema_decay"]), use_buffers=True)
+        ema = AveragedModel(bare_generator, avg_fn=ema_average_fn(optim["ema_decay"]), use_buffers=True)
     history: list[dict[str, Any]] = []
     resumes: list[int] = []
     done = 0
@@ -156,6 +167,8 @@ def train_loop(config: dict[str, Any]) -> None:
             local_shuffle_buffer_size=config["shuffle_buffer"], local_shuffle_seed=config["seed"] + epoch,
         )
         for step, batch in enumerate(batches):
+            if step == config.get("max_steps_per_epoch"):
+                break  # every worker stops at the same step, so DDP stays in lock-step
             _maybe_fail(config.get("fail_at"), rank, epoch, step)
             real = to_signed(batch["image"].float())
             real_ages = batch["age"].float()
@@ -230,6 +243,15 @@ def run_dir(results_dir: Path) -> Path:
     return results_dir / TRAIN_STORAGE / RUN_NAME
 
 
+def check_run_state(results_dir: Path, resume: bool) -> None:
+    """A fresh run must not silently continue an old one, and --resume needs a run to continue."""
+    existing = run_dir(results_dir).exists()
+    if existing and not resume:
+        raise FileExistsError(f"{run_dir(results_dir)} already holds a run: pass --resume to continue it, or use new --results")
+    if resume and not existing:
+        raise FileNotFoundError(f"--resume: no run to continue under {run_dir(results_dir)}")
+
+
 def export_generator(checkpoint_dir: str | Path, out: str | Path) -> Path:
     """Write the sampling generator (EMA copy when kept) of a training checkpoint to `out`."""
     state = torch.load(Path(checkpoint_dir) / STATE_FILE, map_location="cpu", weights_only=True)
@@ -248,11 +270,7 @@ def run_training(config: dict[str, Any], *, resume: bool = False) -> dict[str, A
     from facetune.data.loading import read_split_dataset
 
     results = Path(config["results_dir"])
-    existing = run_dir(results).exists()
-    if existing and not resume:
-        raise FileExistsError(f"{run_dir(results)} already holds a run: pass --resume to continue it, or use new --results")
-    if resume and not existing:
-        raise FileNotFoundError(f"--resume: no run to continue under {run_dir(results)}")
+    check_run_state(results, resume)
     results.mkdir(parents=True, exist_ok=True)
     (results / "cgan_config.json").write_text(json.dumps(config, indent=2))
 

@@ -1,4 +1,4 @@
-"""A local Ray head started with `ray start --head --block`, bound to 127.0.0.1, token auth on.
+"""A local Ray head started with `ray start --head --block`: dashboard on 127.0.0.1, token auth on.
 
 Used by tests (job submission against a real head) and by scripts that want a throwaway
 cluster on one machine. The head runs in its own process group on free ports with its own
@@ -80,7 +80,7 @@ def write_new_token(path: Path) -> str:
 
 
 class LocalHead:
-    """A `ray start --head --block` process group on 127.0.0.1; a context manager.
+    """A `ray start --head --block` process group, dashboard on 127.0.0.1; a context manager.
 
     `token_path=None` uses the user's token (``$RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``,
     created by ``ray get-auth-token --generate`` when missing); `fresh_token=True` writes a new
@@ -103,19 +103,20 @@ class LocalHead:
         self.object_store_mb = object_store_mb
         self.ready_timeout_s = ready_timeout_s
         self.keep_temp_dir = keep_temp_dir
-        # Short path under /tmp: Ray puts Unix sockets in it (107-byte limit on socket paths).
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="ft-ray-", dir="/tmp"))
-        self.log_path = self.temp_dir / "ray_start.log"
-        if fresh_token:
-            self.token_path = self.temp_dir / "auth_token"
-            write_new_token(self.token_path)
-        else:
-            self.token_path = token_path or Path(os.environ.get(AUTH_TOKEN_PATH_ENV, DEFAULT_TOKEN_PATH))
-        ports = free_ports(len(_PORT_FLAGS))
-        self._ports = dict(zip(_PORT_FLAGS, ports))
-        self.gcs_address = f"{LOOPBACK}:{self._ports['--port']}"
-        self.dashboard_url = f"http://{LOOPBACK}:{self._ports['--dashboard-port']}"
+        self.fresh_token = fresh_token
+        self.token_path = token_path or Path(os.environ.get(AUTH_TOKEN_PATH_ENV, DEFAULT_TOKEN_PATH))
+        # Set by start(): the head's own temp dir, its ports and addresses.
+        self.temp_dir = Path()
+        self.log_path = Path()
+        self.gcs_address = ""
+        self.dashboard_url = ""
+        self._ports: dict[str, int] = {}
         self._process: subprocess.Popen | None = None
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """The port given to each `ray start` port flag, e.g. ports["--dashboard-port"]."""
+        return dict(self._ports)
 
     @property
     def token(self) -> str:
@@ -142,13 +143,25 @@ class LocalHead:
     def start(self) -> "LocalHead":
         if self._process is not None:
             raise RuntimeError("this head is already started")
+        # Short path under /tmp: Ray puts Unix sockets in it (107-byte limit on socket paths).
+        # Ray also writes its "current cluster" file here, so a bare `ray.init()` elsewhere on
+        # the machine never joins this head by accident.
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="ft-ray-", dir="/tmp"))
+        self.log_path = self.temp_dir / "ray_start.log"
+        if self.fresh_token:
+            self.token_path = self.temp_dir / "auth_token"
+            write_new_token(self.token_path)
+        self._ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS))))
+        self.gcs_address = f"{LOOPBACK}:{self._ports['--port']}"
+        self.dashboard_url = f"http://{LOOPBACK}:{self._ports['--dashboard-port']}"
         if not self.token_path.exists():
             # Ray's own generator; writes ~/.ray/auth_token (0600) for the default path.
             subprocess.run([ray_executable(), "get-auth-token", "--generate"], check=True,
                            capture_output=True, env=self._head_env())
         command = [
             ray_executable(), "start", "--head", "--block",
-            f"--node-ip-address={LOOPBACK}",
+            # The dashboard and job server (HTTP) listen on loopback only. Ray's gRPC services
+            # (GCS, raylet) listen on all interfaces whatever the node IP; the token guards them.
             "--include-dashboard=true", f"--dashboard-host={LOOPBACK}",
             f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}",
             f"--object-store-memory={self.object_store_mb * 1024 * 1024}",
@@ -167,7 +180,7 @@ class LocalHead:
             raise
         return self
 
-    def stop(self, grace_s: float = 15.0) -> None:
+    def stop(self, grace_s: float = 5.0) -> None:
         """End the head's process group: SIGTERM (ray start cleans up), then SIGKILL what is left."""
         process, self._process = self._process, None
         if process is not None:
@@ -178,7 +191,11 @@ class LocalHead:
                 pass
             _signal_group(process.pid, signal.SIGKILL)
             process.wait()
-        if not self.keep_temp_dir:
+            # Ray workers lead their own process groups but stay in the head's session; they
+            # exit with their raylet, and any that linger are ended here by that session id.
+            for pid in session_members(process.pid):
+                _signal_process(pid, signal.SIGKILL)
+        if not self.keep_temp_dir and self.temp_dir.name.startswith("ft-ray-"):
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def log_tail(self, lines: int = 40) -> str:
@@ -225,8 +242,55 @@ class LocalHead:
         raise HeadStartError(f"head not ready after {self.ready_timeout_s:.0f}s:\n{self.log_tail()}")
 
 
+def session_members(sid: int) -> list[int]:
+    """Ids of the live processes in session `sid` (Linux /proc; empty elsewhere)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # Fields after the parenthesised command name: state ppid pgrp session ...
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        if int(fields[3]) == sid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _signal_process(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         pass  # the group is already gone
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m facetune.cluster.local_head`: a local head for trying `ray job submit`; Ctrl-C stops it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--num-cpus", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--num-gpus", type=int, default=0)
+    args = parser.parse_args(argv)
+    # SIGTERM ends the head like Ctrl-C does: through the context manager's stop().
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with LocalHead(num_cpus=args.num_cpus, num_gpus=args.num_gpus) as head:
+        print(f"Ray head up (token auth on). In another shell:\n"
+              f"  export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={head.token_path}\n"
+              f"  ray job submit --address {head.dashboard_url} --working-dir . -- python jobs/tune_all.py ...\n"
+              f"Dashboard: {head.dashboard_url}   Ctrl-C stops the head.", flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--ray", action=argparse.BooleanOptionalAction, default=None,
         help=f"force (or forbid) Ray Data batch inference; default: Ray above {RAY_MIN_IMAGES} inputs",
     )
-    parser.add_argument("--workers", type=int, help="Ray Data predictor actors (default: GPUs, else CPUs/2, max 4)")
+    parser.add_argument("--workers", type=int, help="Ray Data predictor actors (default: one per GPU, else one per CPU, at most 8)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="faces per forward pass")
     parser.add_argument("--device", help="torch device for the plain loop (default: cuda when present)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")

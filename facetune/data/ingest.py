@@ -28,11 +28,6 @@ LABEL_RANGES: dict[str, tuple[int, int]] = {"age": (0, 116), "gender": (0, 1), "
 UTKFACE_NAME = re.compile(r"^(?P<age>\d+)_(?P<gender>\d+)_(?P<ethnicity>\d+)_(?P<stamp>\d+)(?!\d)")
 UTKFACE_NAME_HINT = "[age]_[gender]_[race]_[datetime].jpg.chip.jpg"
 
-_SPACE = np.zeros(256, dtype=bool)
-_SPACE[[ord(" "), ord("\t"), ord("\r"), ord("\n")]] = True
-_DIGIT = np.zeros(256, dtype=bool)
-_DIGIT[ord("0") : ord("9") + 1] = True
-
 
 class SourceFormatError(ValueError):
     """The source exists but is not a usable CSV or UTKFace folder (one-line message)."""
@@ -72,6 +67,8 @@ class IngestResult:
 def detect_kind(source: Path) -> str:
     """'utkface' for a folder, 'csv' for a .csv / .csv.gz file; SourceFormatError otherwise."""
     if source.is_dir():
+        if (source / "manifest.json").exists() and any(source.glob("part-*.parquet")):
+            raise SourceFormatError(f"{source} is already a prepared directory (it holds manifest.json); use it directly")
         return "utkface"
     name = source.name.lower()
     if name.endswith((".csv", ".csv.gz")):
@@ -98,7 +95,20 @@ def read_kaggle_csv(path: str | os.PathLike[str], threads: int = 2) -> IngestRes
     Every column is read as text so that one bad value rejects its row, not the whole column.
     """
     path = Path(path)
-    table = _read_csv_text_columns(path)
+    reader = _open_csv_text_columns(path)
+    batches: list[pa.RecordBatch] = []
+    parsing = []
+    # Arrow decompresses and splits the file ahead in its own threads while numpy (which
+    # releases the GIL) parses the pixels of the batches already read.
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        try:
+            for batch in reader:
+                batches.append(batch)
+                parsing.append(pool.submit(_parse_pixel_array, batch.column("pixels")))
+        except pa.ArrowInvalid as err:
+            raise SourceFormatError(f"{path}: malformed CSV ({err})") from None
+        parsed = [job.result() for job in parsing]
+    table = pa.Table.from_batches(batches, schema=reader.schema)
     rows = table.num_rows
     names = np.asarray(table.column("img_name").fill_null("").to_pylist(), dtype=object)
     problems: dict[int, str] = {}
@@ -111,7 +121,7 @@ def read_kaggle_csv(path: str | os.PathLike[str], threads: int = 2) -> IngestRes
         for row, text in zip(bad_rows.tolist(), texts):
             problems.setdefault(row, describe_bad_label(column, text, low, high))
 
-    pixels, bad_pixel_rows = parse_pixel_column(table.column("pixels"), threads=threads)
+    pixels, bad_pixel_rows = _concatenate_parsed(parsed, [len(batch) for batch in batches])
     if len(bad_pixel_rows):
         texts = table.column("pixels").take(pa.array(bad_pixel_rows, pa.int64())).to_pylist()
         for row, text in zip(bad_pixel_rows.tolist(), texts):
@@ -137,8 +147,18 @@ def read_kaggle_csv(path: str | os.PathLike[str], threads: int = 2) -> IngestRes
     )
 
 
-def _read_csv_text_columns(path: Path) -> pa.Table:
+def _open_csv_text_columns(path: Path) -> pa_csv.CSVStreamingReader:
+    """A streaming reader of the five Kaggle columns, all as text, after checking the header."""
+    convert = pa_csv.ConvertOptions(
+        column_types={c: pa.string() for c in CSV_COLUMNS},
+        include_columns=list(CSV_COLUMNS),
+        include_missing_columns=True,  # so a missing column is reported below, by name
+        strings_can_be_null=True,
+    )
+    # Large blocks: fewer, bigger batches for the numpy pixel parser.
+    read = pa_csv.ReadOptions(block_size=8 << 20)
     try:
+        reader = pa_csv.open_csv(path, read_options=read, convert_options=convert)
         header = pa_csv.open_csv(path).schema.names
     except (pa.ArrowInvalid, OSError) as err:
         raise SourceFormatError(f"{path}: cannot read as CSV ({err})") from None
@@ -147,109 +167,134 @@ def _read_csv_text_columns(path: Path) -> pa.Table:
         raise SourceFormatError(
             f"{path}: missing column(s) {', '.join(missing)}; expected the Kaggle layout {','.join(CSV_COLUMNS)}"
         )
-    convert = pa_csv.ConvertOptions(
-        column_types={c: pa.string() for c in CSV_COLUMNS},
-        include_columns=list(CSV_COLUMNS),
-        strings_can_be_null=True,
-    )
-    # Large blocks: fewer, bigger chunks for the numpy pixel parser.
-    read = pa_csv.ReadOptions(block_size=16 << 20)
-    try:
-        return pa_csv.read_csv(path, read_options=read, convert_options=convert)
-    except pa.ArrowInvalid as err:
-        raise SourceFormatError(f"{path}: malformed CSV ({err})") from None
+    return reader
 
 
 def _parse_label_column(column: pa.ChunkedArray, low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
     """Integers of a text column and the row indices that are not integers in low..high."""
-    text = pc.utf8_trim_whitespace(column)
-    is_int = pc.fill_null(pc.match_substring_regex(text, r"^[+-]?\d{1,18}$"), False)
-    values = pc.cast(pc.if_else(is_int, text, "-1"), pa.int64()).to_numpy()
-    good = is_int.to_numpy(zero_copy_only=False) & (values >= low) & (values <= high)
+    try:  # the common case: every value is an integer, one cast does it
+        values = pc.cast(column, pa.int64())
+        is_int = pc.is_valid(values).to_numpy(zero_copy_only=False)
+        values = values.fill_null(low - 1).to_numpy()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        text = pc.utf8_trim_whitespace(column)
+        matches = pc.fill_null(pc.match_substring_regex(text, r"^[+-]?\d{1,18}$"), False)
+        values = pc.cast(pc.if_else(matches, text, "-1"), pa.int64()).to_numpy()
+        is_int = matches.to_numpy(zero_copy_only=False)
+    good = is_int & (values >= low) & (values <= high)
     return values, np.flatnonzero(~good)
 
 
-def parse_pixel_column(column: pa.ChunkedArray, threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def parse_pixel_column(column: pa.ChunkedArray | pa.Array, threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Parse a text column of 2304 space-separated 0..255 integers per row.
 
-    Returns ((rows, 2304) uint8 with zeros in bad rows, indices of bad rows). The work is done on
-    the raw UTF-8 bytes of each Arrow chunk with numpy (no Python loop per row); chunks run on a
-    thread pool because numpy releases the GIL.
+    Returns ((rows, 2304) uint8 with zeros in bad rows, sorted indices of bad rows). The work is
+    done on the raw UTF-8 bytes of each Arrow chunk with numpy (no Python loop per row); chunks
+    run on a thread pool because numpy releases the GIL.
     """
-    out = np.zeros((len(column), NUM_PIXELS), dtype=np.uint8)
-    starts = np.cumsum([0] + [len(chunk) for chunk in column.chunks])
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        bad_parts = list(
-            pool.map(
-                lambda item: _parse_pixel_chunk(item[1], out[starts[item[0]] : starts[item[0] + 1]]),
-                enumerate(column.chunks),
-            )
-        )
-    bad = [part + starts[i] for i, part in enumerate(bad_parts)]
-    return out, (np.concatenate(bad) if bad else np.empty(0, np.int64)).astype(np.int64)
+        parsed = list(pool.map(_parse_pixel_array, chunks))
+    return _concatenate_parsed(parsed, [len(chunk) for chunk in chunks])
 
 
-def _parse_pixel_chunk(chunk: pa.Array, out: np.ndarray) -> np.ndarray:
-    """Fill `out` from one Arrow string chunk; return the chunk-local indices of bad rows."""
+def _parse_pixel_array(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    out = np.zeros((len(chunk), NUM_PIXELS), dtype=np.uint8)
+    return out, _parse_pixel_chunk(chunk, out)
+
+
+def _concatenate_parsed(parsed: list[tuple[np.ndarray, np.ndarray]], sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Join per-chunk (pixels, chunk-local bad rows) into whole-column results."""
+    if not parsed:
+        return np.zeros((0, NUM_PIXELS), np.uint8), np.empty(0, np.int64)
+    starts = np.cumsum([0, *sizes[:-1]])
+    bad = np.concatenate([rows.astype(np.int64) + start for (_, rows), start in zip(parsed, starts)])
+    return np.concatenate([pixels for pixels, _ in parsed]), bad
+
+
+def _parse_pixel_chunk(chunk: pa.Array, out: np.ndarray, spaces_normalised: bool = False) -> np.ndarray:
+    """Fill `out` from one Arrow string chunk; return the chunk-local indices of bad rows.
+
+    Arrow stores the rows' text back to back in one buffer. A valid row is 2304 tokens of 1-3
+    digits separated by single spaces, so every token but a row's last ends just before a space:
+    find the spaces once, read each token's (up to) three digits just before them, and check
+    lengths and counts per row. Work is a handful of whole-array numpy passes per chunk.
+    """
     rows = len(chunk)
-    if rows == 0:
-        return np.empty(0, np.int64)
-    chunk = chunk.cast(pa.large_string())
-    _, offsets_buf, data_buf = chunk.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[chunk.offset : chunk.offset + rows + 1]
-    base = offsets[0]
-    text = np.frombuffer(data_buf, dtype=np.uint8)[base : offsets[-1]] if data_buf is not None else np.empty(0, np.uint8)
-    row_starts = offsets[:-1] - base
     bad = np.zeros(rows, dtype=bool)
+    if rows == 0:
+        return np.flatnonzero(bad)
+    offset_type = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+    _, offsets_buf, data_buf = chunk.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=offset_type)[chunk.offset : chunk.offset + rows + 1].astype(np.int64)
+    text = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0] : offsets[-1]] if data_buf else np.empty(0, np.uint8)
+    row_start, row_end = offsets[:-1] - offsets[0], offsets[1:] - offsets[0]
     if chunk.null_count:
         bad |= chunk.is_null().to_numpy(zero_copy_only=False)
+    bad |= row_end == row_start
 
-    # A token starts at a non-space byte after a space byte or at a row start (rows are glued
-    # together without separators in the Arrow data buffer); it ends symmetrically.
-    solid = ~_SPACE[text]
-    begins = solid.copy()
-    begins[1:] &= ~solid[:-1]
-    ends = solid.copy()
-    ends[:-1] &= ~solid[1:]
-    row_starts_in = row_starts[row_starts < len(text)]
-    begins[row_starts_in] = solid[row_starts_in]
-    row_last = offsets[1:] - base - 1
-    row_last = row_last[(row_last >= 0) & (row_last >= row_starts)]
-    ends[row_last] = solid[row_last]
-    token_begin = np.flatnonzero(begins)
-    token_end = np.flatnonzero(ends) + 1
-    del begins, ends
+    # Digit values, shifted 3 bytes right so padded[pos], padded[pos+1], padded[pos+2] are the
+    # bytes 3, 2 and 1 places before position pos without index arithmetic or wrap-around.
+    padded = np.zeros(len(text) + 3, dtype=np.uint8)
+    digit = padded[3:]
+    np.subtract(text, ord("0"), out=digit)  # uint8 wrap-around: non-digits become > 9
+    space = text == ord(" ")
+    if np.count_nonzero(digit > 9) != np.count_nonzero(space):
+        odd = np.flatnonzero((digit > 9) & ~space)  # letters, '-', '.', tabs...
+        bad[np.searchsorted(row_start, odd, side="right") - 1] = True
 
-    # Any byte that is neither space nor digit (letters, '-', '.') marks its row bad.
-    odd_bytes = np.flatnonzero(solid & ~_DIGIT[text])
-    del solid
-    if len(odd_bytes):
-        bad[np.searchsorted(row_starts, odd_bytes, side="right") - 1] = True
+    spaces = np.flatnonzero(space)
+    del space
+    first_space = np.searchsorted(spaces, row_start)  # index of each row's first space
+    end_space = np.searchsorted(spaces, row_end)
+    bad |= end_space - first_space != NUM_PIXELS - 1
 
-    counts = np.diff(np.searchsorted(token_begin, np.append(row_starts, len(text))))
-    bad |= counts != NUM_PIXELS
-    length = token_end - token_begin
-    long_tokens = np.flatnonzero(length > 3)
-    if len(long_tokens):
-        bad[np.searchsorted(row_starts, token_begin[long_tokens], side="right") - 1] = True
+    # Tokens ending at a space start after the previous space, or at their row's start.
+    length = np.empty_like(spaces)
+    if len(spaces):
+        length[0] = spaces[0] + 1
+        np.subtract(spaces[1:], spaces[:-1], out=length[1:])
+        length -= 1
+        has_space = end_space > first_space
+        length[first_space[has_space]] = spaces[first_space[has_space]] - row_start[has_space]
+    # Only 0 (empty), 1-3 and "too long" matter; small unsigned lengths keep the passes below cheap.
+    length = np.minimum(length, 4).astype(np.uint8) if len(length) else length.astype(np.uint8)
+    value = _token_values(padded, spaces, length)
 
-    # Value of each token of up to 3 digits: ones + tens + hundreds, read from its last byte back.
-    last = token_end - 1
-    value = text[last].astype(np.int16) - ord("0")
-    for place, scale in ((2, 10), (3, 100)):
-        has = np.flatnonzero(length >= place)
-        value[has] += scale * (text[last[has] - (place - 1)].astype(np.int16) - ord("0"))
-    over = np.flatnonzero(value > 255)
-    if len(over):
-        bad[np.searchsorted(row_starts, token_begin[over], side="right") - 1] = True
+    # Each row's last token runs from its last space (or its start) to its end.
+    after_last_space = spaces[np.maximum(end_space - 1, 0)] + 1 if len(spaces) else row_start
+    last_begin = np.where(end_space > first_space, after_last_space, row_start)
+    last_length = row_end - last_begin
+    last_value = _token_values(padded, row_end, last_length)
+    if not spaces_normalised and ((length == 0).any() or (last_length[row_end > row_start] == 0).any()):
+        # Leading, trailing or repeated spaces (rare): collapse them with Arrow, then parse again.
+        collapsed = pc.replace_substring_regex(pc.utf8_trim(chunk, " "), " {2,}", " ")
+        return _parse_pixel_chunk(collapsed, out, spaces_normalised=True)
+    bad |= (last_length < 1) | (last_length > 3) | (last_value > 255)
 
-    good_rows = np.flatnonzero(~bad)
-    if len(good_rows):
-        # Tokens of the good rows, in order: each good row owns exactly 2304 consecutive tokens.
-        first_token = np.searchsorted(token_begin, row_starts[good_rows])
-        token_index = first_token[:, None] + np.arange(NUM_PIXELS)
-        out[good_rows] = value[token_index].astype(np.uint8)
+    odd_tokens = np.flatnonzero(((length - np.uint8(1)) > 2) | (value > 255))  # uint8: 0 wraps to 255
+    if len(odd_tokens):
+        bad[np.searchsorted(row_start, spaces[odd_tokens], side="right") - 1] = True
+
+    if not bad.any():  # the common case: the tokens are exactly rows x 2303, in order
+        out[:, : NUM_PIXELS - 1] = value.reshape(rows, NUM_PIXELS - 1)
+        out[:, NUM_PIXELS - 1] = last_value
+        return np.flatnonzero(bad)
+    good = np.flatnonzero(~bad)
+    if len(good):
+        token_index = first_space[good][:, None] + np.arange(NUM_PIXELS - 1)
+        out[good, : NUM_PIXELS - 1] = value[token_index]
+        out[good, NUM_PIXELS - 1] = last_value[good]
     return np.flatnonzero(bad)
+
+
+def _token_values(padded: np.ndarray, ends: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Integer value of the tokens of 1-3 digits ending just before `ends` (longer ones: garbage,
+    rejected by their length). `padded` holds digit values shifted right by 3 bytes."""
+    value = padded[2:][ends].astype(np.int16)
+    value += (length >= 2) * (10 * padded[1:][ends].astype(np.int16))
+    value += (length >= 3) * (100 * padded[ends].astype(np.int16))
+    return value
 
 
 def describe_bad_label(column: str, text: str | None, low: int, high: int) -> str:
@@ -266,7 +311,7 @@ def describe_bad_pixels(text: str | None) -> str:
     """Say why one pixel field is unusable (called only for rows the vectorised parser flagged)."""
     if text is None or not text.strip():
         return "pixels missing"
-    tokens = text.split()
+    tokens = [token for token in text.split(" ") if token]  # the parser splits on spaces only
     for position, token in enumerate(tokens):
         if not token.lstrip("+-").isdigit():
             return f"non-numeric pixel value {token[:20]!r} at position {position}"

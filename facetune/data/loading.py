@@ -117,6 +117,6 @@ def read_split_dataset(data_dir: str | os.PathLike[str], split: str) -> "ray.dat
 
     _check_split(split)
     paths = [str(p) for p in parquet_files(data_dir)]
-    dataset = ray.data.read_parquet(paths, columns=["pixels", "split", *LABELS])
+    dataset = ray.data.read_parquet(paths).select_columns(["pixels", "split", *LABELS])
     dataset = dataset.filter(expr=col("split") == split)
     return dataset.map_batches(_batch_to_training, batch_format="numpy")

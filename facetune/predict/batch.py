@@ -6,18 +6,27 @@ the same `Predictor.raw_outputs`, so the Ray path gives the numbers of the plain
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import os
 from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import torch
 from ray.data.extensions import ArrowTensorArray
 
 from facetune.data.images import NUM_PIXELS
 from facetune.predict.inputs import Inputs, decode_images
-from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback, Reject
+from facetune.predict.predictor import (
+    DEFAULT_BATCH_SIZE,
+    Predictor,
+    ProgressCallback,
+    Reject,
+    pixels_to_tensor,
+)
 
-#: Rows per Ray Data block; small enough to spread a few thousand images over the actor pool.
+#: Most rows per Ray Data block (fewer when needed to give every actor several blocks).
 ROWS_PER_BLOCK = 512
 
 
@@ -32,16 +41,12 @@ class _PredictBatch:
 
     def __init__(self, model_dirs: dict[str, str], batch_size: int) -> None:
         # Actors share the node's cores; one torch thread each avoids oversubscription.
-        import torch
-
         if not torch.cuda.is_available():
             torch.set_num_threads(1)
         self.predictor = Predictor.from_model_dirs(model_dirs)
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from facetune.predict.predictor import pixels_to_tensor
-
         readable = np.asarray([not e for e in batch["error"]], dtype=bool)
         result = {"position": batch["position"], "error": batch["error"]}
         outputs = self.predictor.raw_outputs(pixels_to_tensor(batch["pixels"][readable]), self.batch_size)
@@ -79,11 +84,42 @@ def ray_connection(num_cpus: int | None = None) -> Iterator[None]:
         context.disconnect()
 
 
-def _blocks(inputs: Inputs) -> list[pa.Table]:
-    """The inputs as Arrow tables of ROWS_PER_BLOCK rows: position + path, or position + pixels."""
+@contextlib.contextmanager
+def _ray_progress_replaced_by(progress: ProgressCallback | None) -> Iterator[None]:
+    """With a caller's progress display, switch Ray Data's own off (not both at once).
+
+    A Dataset copies the DataContext when it is created, so this wraps the dataset's creation.
+    Ray Data logs a hint whenever its bars are off; that hint is muted for the same span.
+    """
+    import ray.data
+
+    if progress is None:
+        yield
+        return
+    context = ray.data.DataContext.get_current()
+    progress_logger = logging.getLogger("ray.data._internal.progress")
+    saved_bars, saved_level = context.enable_progress_bars, progress_logger.level
+    context.enable_progress_bars = False
+    progress_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        context.enable_progress_bars = saved_bars
+        progress_logger.setLevel(saved_level)
+
+
+def default_num_workers(gpus: float, cpus: float) -> int:
+    """One actor per GPU; on CPUs one per core (each actor runs torch on one thread), at most 8."""
+    if gpus >= 1:
+        return int(gpus)
+    return max(1, min(8, int(cpus)))
+
+
+def _blocks(inputs: Inputs, rows_per_block: int) -> list[pa.Table]:
+    """The inputs as Arrow tables of `rows_per_block` rows: position + path, or position + pixels."""
     tables = []
-    for start in range(0, len(inputs), ROWS_PER_BLOCK):
-        stop = min(start + ROWS_PER_BLOCK, len(inputs))
+    for start in range(0, len(inputs), rows_per_block):
+        stop = min(start + rows_per_block, len(inputs))
         position = pa.array(np.arange(start, stop, dtype=np.int64))
         if inputs.paths is not None:
             tables.append(pa.table({"position": position, "path": [str(p) for p in inputs.paths[start:stop]]}))
@@ -111,14 +147,16 @@ def ray_raw_outputs(
     total = len(inputs)
     if total == 0:
         raise ValueError("no inputs to predict on")
-    with ray_connection():
+    parts: list[dict[str, np.ndarray]] = []
+    with ray_connection(), _ray_progress_replaced_by(progress):
         gpus = _gpus_available()
         if num_workers is None:
-            cpus = int(ray.available_resources().get("CPU", 1))
-            num_workers = int(gpus) if gpus >= 1 else max(1, min(4, cpus // 2))
-        dataset = ray.data.from_arrow(_blocks(inputs))
+            num_workers = default_num_workers(gpus, ray.available_resources().get("CPU", 1))
+        # Several blocks per actor so that the pool shares the work and progress moves.
+        rows_per_block = max(1, min(ROWS_PER_BLOCK, math.ceil(total / (4 * num_workers))))
+        dataset = ray.data.from_arrow(_blocks(inputs, rows_per_block))
         if inputs.paths is not None:
-            # Decoding is stateless: plain Ray tasks, spread over whatever CPUs are free.
+            # Decoding is stateless: plain Ray tasks (fused into the actors when they run on CPU).
             dataset = dataset.map_batches(_decode_batch, batch_size=batch_size, batch_format="numpy")
         dataset = dataset.map_batches(
             _PredictBatch,
@@ -131,13 +169,10 @@ def ray_raw_outputs(
             compute=ray.data.ActorPoolStrategy(size=num_workers),
             num_gpus=1 if gpus >= 1 else 0,
         )
-        parts: list[dict[str, np.ndarray]] = []
-        done = 0
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             parts.append(batch)
-            done += len(batch["position"])
             if progress is not None:
-                progress(done, total)
+                progress(sum(len(p["position"]) for p in parts), total)
     merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     order = np.argsort(merged["position"], kind="stable")
     merged = {key: values[order] for key, values in merged.items()}

@@ -53,7 +53,7 @@ def format_evaluation(table: pd.DataFrame, all_metrics: bool = False) -> str:
     if not all_metrics:
         keep = [m in HEADLINE_METRICS.get(t, ()) for t, m in zip(table["task"], table["metric"])]
         table = table[keep]
-    lines = [f"{'task':<10} {'family':<8} {'metric':<18} {'here':>9} {'sweep test':>11} {'n':>7}"]
+    lines = [f"{'task':<10} {'family':<8} {'metric':<18} {'this run':>9} {'sweep test':>11} {'n':>7}"]
     for row in table.itertuples():
         sweep = "-" if math.isnan(row.sweep_test) else f"{row.sweep_test:.4f}"
         lines.append(f"{row.task:<10} {row.family:<8} {row.metric:<18} {row.value:>9.4f} {sweep:>11} {row.n:>7}")

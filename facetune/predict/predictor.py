@@ -10,7 +10,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,9 @@ from facetune.data.images import NUM_PIXELS, SIZE
 from facetune.data.loading import pixels_to_images
 from facetune.models import load_model
 from facetune.tasks import TASKS
+
+if TYPE_CHECKING:  # inputs.py imports this module; the import is for annotations only
+    from facetune.predict.inputs import Inputs
 
 #: Inputs with more images than this run as Ray Data batch inference unless told otherwise.
 RAY_MIN_IMAGES = 1000
@@ -198,7 +201,6 @@ class Predictor:
         self,
         images: torch.Tensor,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        progress: ProgressCallback | None = None,
     ) -> dict[str, np.ndarray]:
         """task -> (N, num_outputs) float32 model outputs for (N, 1, 48, 48) images in [0, 1]."""
         chunks: dict[str, list[np.ndarray]] = {task: [] for task in self.models}
@@ -207,8 +209,6 @@ class Predictor:
             batch = images[start : start + batch_size].to(self.device)
             for task, task_model in self.models.items():
                 chunks[task].append(task_model.module(batch).float().cpu().numpy())
-            if progress is not None:
-                progress(min(start + batch_size, total), total)
         return {
             task: np.concatenate(parts) if parts else np.zeros((0, TASKS[task].num_outputs), np.float32)
             for task, parts in chunks.items()
@@ -249,7 +249,7 @@ class Predictor:
 
     def predict_inputs(
         self,
-        inputs: "Inputs",  # noqa: F821 (facetune.predict.inputs imports this module)
+        inputs: Inputs,
         use_ray: bool | None = None,
         num_workers: int | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -271,21 +271,32 @@ class Predictor:
         return PredictionResult(frame, list(inputs.rejects) + decode_rejects, outputs)
 
     def _local_raw_outputs(
-        self, inputs: "Inputs", batch_size: int, progress: ProgressCallback | None  # noqa: F821
+        self, inputs: Inputs, batch_size: int, progress: ProgressCallback | None
     ) -> tuple[np.ndarray, dict[str, np.ndarray], list[Reject]]:
-        if inputs.pixels is not None:
-            positions = np.arange(len(inputs))
-            pixels = inputs.pixels
-            rejects: list[Reject] = []
-        else:
-            from facetune.predict.inputs import decode_images
+        """The plain loop: decode (for image files) and predict one batch at a time."""
+        from facetune.predict.inputs import decode_images
 
-            pixels, ok, reasons = decode_images(inputs.paths)
-            positions = np.flatnonzero(ok)
-            pixels = pixels[ok]
-            rejects = [Reject(inputs.sources[i], reasons[i]) for i in np.flatnonzero(~ok)]
-        outputs = self.raw_outputs(pixels_to_tensor(pixels), batch_size=batch_size, progress=progress)
-        return positions, outputs, rejects
+        positions: list[np.ndarray] = []
+        chunks: dict[str, list[np.ndarray]] = {task: [] for task in self.models}
+        rejects: list[Reject] = []
+        total = len(inputs)
+        for start in range(0, total, batch_size):
+            stop = min(start + batch_size, total)
+            if inputs.pixels is not None:
+                pixels, ok = inputs.pixels[start:stop], np.ones(stop - start, dtype=bool)
+            else:
+                pixels, ok, reasons = decode_images(inputs.paths[start:stop])
+                rejects += [Reject(inputs.sources[start + i], reasons[i]) for i in np.flatnonzero(~ok)]
+            positions.append(start + np.flatnonzero(ok))
+            for task, values in self.raw_outputs(pixels_to_tensor(pixels[ok]), batch_size).items():
+                chunks[task].append(values)
+            if progress is not None:
+                progress(stop, total)
+        outputs = {
+            task: np.concatenate(parts) if parts else np.zeros((0, TASKS[task].num_outputs), np.float32)
+            for task, parts in chunks.items()
+        }
+        return (np.concatenate(positions) if positions else np.zeros(0, np.int64)), outputs, rejects
 
     def frame(
         self,

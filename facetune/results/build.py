@@ -54,13 +54,18 @@ def _test_faces(results: SweepResults) -> np.ndarray | None:
     return load_split(results.data_dir, "test").pixels[:FACES_SHOWN]
 
 
+def _first(record: dict, *keys: str) -> str:
+    """The first of `keys` present in `record`, as text ("—" when none is)."""
+    return next((str(record[k]) for k in keys if record.get(k) is not None), "—")
+
+
 def _overview(results: SweepResults, study: Study, rows: pd.DataFrame, make: _FigureMaker) -> Section:
     sweep = results.sweep
     finished, asked = len(results.combinations), len(results.requested)
     facts = [
         f"results: {results.root}",
         f"profile: {sweep.get('profile', '—')}; data: {sweep.get('data', '—')}",
-        f"started: {sweep.get('start', sweep.get('start_time', '—'))}; ended: {sweep.get('end', sweep.get('end_time', '—'))}",
+        f"started: {_first(sweep, 'started', 'start')}; ended: {_first(sweep, 'ended', 'finished', 'end')}",
         f"combinations finished: {finished} of {asked} asked for",
     ]
     blocks: list = [Bullets(facts)]

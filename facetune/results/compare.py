@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from facetune.results.collect import ALL_COMBINATIONS, Combination, SweepResults, combination_name, trial_columns
+from facetune.results.collect import ALL_COMBINATIONS, FAMILIES, Combination, SweepResults, combination_name, trial_columns
 from facetune.results.study import Study
 from facetune.tasks import TASKS
 
@@ -24,15 +24,16 @@ def format_metric(task: str, value: float | None) -> str:
 
 
 def best_families(results: SweepResults) -> dict[str, str]:
-    """task -> the family with the best test headline metric among the finished combinations."""
+    """task -> the family with the best test headline metric among the finished combinations (ties: first family)."""
     best: dict[str, str] = {}
     for task, spec in TASKS.items():
         scored = [(c.test_metrics.get(spec.metric, math.nan), c.family) for c in results.combinations.values()
                   if c.task == task]
         scored = [(v, f) for v, f in scored if not math.isnan(v)]
         if scored:
-            pick = min if spec.mode == "min" else max
-            best[task] = pick(scored)[1]
+            # Ties go to the family listed first (cnn, dnn, pca_dnn): the simpler pipeline is not favoured by chance.
+            sign = 1.0 if spec.mode == "min" else -1.0
+            best[task] = min(scored, key=lambda item: (sign * item[0], FAMILIES.index(item[1])))[1]
     return best
 
 
@@ -53,6 +54,19 @@ def _format_hyperparameters(values: dict[str, Any]) -> str:
         return f"{value:.3g}" if isinstance(value, float) else json.dumps(value) if isinstance(value, list) else str(value)
 
     return ", ".join(f"{key}={short(value)}" for key, value in values.items())
+
+
+def _trial_count(combination: Combination | None) -> int | None:
+    return len(combination.trials) if combination is not None and combination.trials is not None else None
+
+
+def _epochs(row: dict[str, Any]) -> str:
+    """"best of trained" when the sweep recorded the best epoch, else the epochs trained."""
+    if pd.isna(row["epochs"]):
+        return "—"
+    if pd.notna(row.get("best_epoch")):
+        return f"{int(row['best_epoch'])} of {int(row['epochs'])}"
+    return str(int(row["epochs"]))
 
 
 def results_rows(results: SweepResults, study: Study) -> pd.DataFrame:
@@ -78,6 +92,8 @@ def results_rows(results: SweepResults, study: Study) -> pd.DataFrame:
         row.update(
             num_parameters=summary.get("num_parameters"),
             epochs=summary.get("epochs"),
+            best_epoch=summary.get("best_epoch"),
+            num_trials=summary.get("num_trials", _trial_count(combination)),
             train_seconds=summary.get("train_seconds"),
             best_hyperparameters=json.dumps(tuned_hyperparameters(combination)) if combination else "",
             best_family_for_task=bool(combination) and best.get(task) == family,
@@ -102,11 +118,12 @@ def comparison_table(rows: pd.DataFrame, study: Study) -> pd.DataFrame:
                 "combination": row["combination"] + (" ★ best" if row["best_family_for_task"] else ""),
                 "test": format_metric(task, row[f"test_{headline(task)}"]) if row["status"] == "finished"
                 else f"missing: {row['missing_reason']}",
-                "ROC AUC": row.get("test_roc_auc", math.nan),
-                "balanced acc.": row.get("test_balanced_accuracy", math.nan),
-                "R²": row.get("test_r2", math.nan),
+                "ROC AUC": round(row.get("test_roc_auc", math.nan), 3),
+                "balanced acc.": round(row.get("test_balanced_accuracy", math.nan), 3),
+                "R²": round(row.get("test_r2", math.nan), 3),
                 "params": f"{int(row['num_parameters']):,}" if pd.notna(row["num_parameters"]) else "—",
-                "epochs": int(row["epochs"]) if pd.notna(row["epochs"]) else "—",
+                "epochs": _epochs(row),
+                "trials": int(row["num_trials"]) if pd.notna(row["num_trials"]) else "—",
                 "train time": f"{row['train_seconds'] / 60:.1f} min" if pd.notna(row["train_seconds"]) else "—",
                 "best hyperparameters": _format_hyperparameters(hyper) or "—",
                 "study": row["study_reported"] or "—",

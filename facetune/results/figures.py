@@ -11,9 +11,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import auc, confusion_matrix, roc_curve
 
-from facetune.results.fairness import age_band_labels, group_metrics, lower_is_better, metric_name
+from facetune.results.fairness import group_metrics, lower_is_better, metric_name
 from facetune.tasks import TASKS
 
 #: Modest resolution keeps the self-contained HTML small (the report embeds every PNG).
@@ -32,7 +33,7 @@ def _prob_columns(predictions: pd.DataFrame, num_classes: int) -> np.ndarray:
     columns = [f"prob_{c}" for c in range(num_classes)]
     absent = [c for c in columns if c not in predictions]
     if absent:
-        raise ValueError(f"test_predictions.csv lacks {absent}; a classifier's predictions need prob_0..prob_{num_classes - 1}")
+        raise ValueError(f"test_predictions.csv lacks {absent}; a classifier needs prob_0..prob_{num_classes - 1}")
     return predictions[columns].to_numpy(float)
 
 
@@ -74,12 +75,14 @@ def curves_figure(history: pd.DataFrame, task: str, title: str, path: Path) -> P
         if column in history:
             ax_loss.plot(history["epoch"], history[column], style, label=column.replace("_", " "))
     ax_loss.set(xlabel="epoch", ylabel="loss", title=f"{title}: loss")
+    ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.legend(fontsize=8)
     ax_metric = figure.add_subplot(1, 2, 2)
     logged = [c for c in (f"train_{metric}", f"val_{metric}") if c in history]
     for column in logged:
         ax_metric.plot(history["epoch"], history[column], "-" if column.startswith("train") else "--",
                        label=column.replace("_", " "))
+    ax_metric.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_metric.set(xlabel="epoch", ylabel=metric, title=f"{title}: {metric}" if logged else f"{metric} not logged")
     if logged:
         ax_metric.legend(fontsize=8)
@@ -98,11 +101,10 @@ def age_figure(predictions: pd.DataFrame, title: str, path: Path) -> Path:
     ax.legend(fontsize=8)
     bands = group_metrics(predictions, "age", "age_band")
     ax_band = figure.add_subplot(1, 2, 2)
-    ax_band.bar(bands["group"], bands["value"].fillna(0))
-    for x, n in enumerate(bands["n"]):
-        ax_band.annotate(f"n={n}", (x, 0), ha="center", va="bottom", fontsize=6, rotation=90)
-    ax_band.set(xlabel="age band", ylabel="MAE (years)", title="MAE per age band")
-    ax_band.tick_params(axis="x", labelrotation=45, labelsize=7)
+    positions = np.arange(len(bands))
+    ax_band.bar(positions, bands["value"].fillna(0))
+    ax_band.set_xticks(positions, [f"{g}\nn={n}" for g, n in zip(bands["group"], bands["n"])], fontsize=6)
+    ax_band.set(xlabel="age band (test faces)", ylabel="MAE (years)", title="MAE per age band")
     return save(figure, path)
 
 

@@ -30,16 +30,18 @@ def _counts_from_labels(split: str, age: np.ndarray, gender: np.ndarray, ethnici
 
 
 def _expand(histogram: Any) -> np.ndarray | None:
-    """A manifest histogram ({"0": n, ...} or [n0, n1, ...]) -> one value per face, for re-binning."""
+    """A manifest histogram ({"0": n, ...}, {"0-9": n, ...} or [n0, n1, ...]) -> one value per face, for re-binning."""
     if isinstance(histogram, dict):
-        return np.repeat([int(k) for k in histogram], [int(v) for v in histogram.values()])
+        # Keys are label codes ("0") or, for age, bins ("20-29"): a bin's start stands for its faces.
+        values = [int(str(k).split("-")[0]) for k in histogram]
+        return np.repeat(values, [int(v) for v in histogram.values()])
     if isinstance(histogram, list):
         return np.repeat(np.arange(len(histogram)), [int(v) for v in histogram])
     return None
 
 
 def counts_from_manifest(manifest: dict) -> pd.DataFrame | None:
-    """Per-split histograms from a manifest, when it has them as {split: {"age"|"gender"|"ethnicity": hist}}."""
+    """Per-split histograms from a manifest ({"splits": {split: {"age"|"gender"|"ethnicity": hist}}}), or None."""
     for key in ("label_histograms", "histograms", "label_counts", "splits"):
         per_split = manifest.get(key)
         if not isinstance(per_split, dict):

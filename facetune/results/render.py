@@ -105,7 +105,7 @@ table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
 tr:nth-child(even) td { background: #fafafa; }
-figure { margin: 1em 0; }
+figure { display: inline-block; vertical-align: top; margin: 0.5em 1em 0.5em 0; }  /* small figures sit side by side */
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption, .caption { font-size: 0.85em; color: #555; }
 nav ul { columns: 2; }

@@ -23,6 +23,7 @@ from facetune.training.augment import augment_batch, check_augment
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle")
 CLASS_WEIGHTINGS = ("none", "balanced")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass
@@ -40,6 +41,11 @@ class TrainConfig:
     patience: int = 5  # early stopping on the task's selection metric; 0 = off
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     seed: int = 0
+    # bf16 autocast for the forward pass (weights and loss stay fp32): ~2-3x faster CNN
+    # training on CPUs with AVX512-BF16/AMX and on recent GPUs.
+    precision: str = "fp32"  # fp32 | bf16 | auto (bf16 where the hardware has it, else fp32)
+    # NHWC layout: oneDNN's fast convolution path on CPU (and tensor cores on GPU).
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         # Tune's samplers hand out floats for integer knobs (quniform) and numpy scalars.
@@ -47,7 +53,9 @@ class TrainConfig:
             setattr(self, name, int(getattr(self, name)))
         for name in ("lr", "weight_decay", "label_smoothing", "grad_clip"):
             setattr(self, name, float(getattr(self, name)))
-        for name, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("class_weighting", CLASS_WEIGHTINGS)):
+        self.channels_last = bool(self.channels_last)
+        for name, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("class_weighting", CLASS_WEIGHTINGS),
+                              ("precision", PRECISIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; allowed: {list(allowed)}")
         check_augment(self.augment)
@@ -165,6 +173,16 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return value < best if mode == "min" else value > best
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast runs natively (not emulated, which would be slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # AVX512-BF16 / AMX CPUs
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def model_device(model: nn.Module) -> torch.device:
     for tensor in model.parameters():
         return tensor.device
@@ -221,6 +239,9 @@ def fit(
         raise ValueError(f"images/labels mismatch: train {n}/{len(train_y)}, val {len(val_x)}/{len(val_y)}")
     device = train_x.device
     model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_supported(device))
 
     torch.manual_seed(cfg.seed)  # dropout draws
     shuffle_rng = torch.Generator().manual_seed(cfg.seed)
@@ -282,8 +303,12 @@ def fit(
         for start, end in bounds:
             index = order[start:end]
             xb = augment_batch(train_x[index], cfg.augment, augment_rng)
+            if cfg.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             yb = train_y[index]
-            outputs = model(xb)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                outputs = model(xb)
+            outputs = outputs.float()
             loss = task.loss(outputs, yb, class_weights=class_weights, loss_name=cfg.loss, label_smoothing=cfg.label_smoothing, target_std=target_std)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -295,6 +320,8 @@ def fit(
             # Summed on-device: a .item() per batch would sync a GPU every step.
             loss_sum += loss.detach() * (end - start)
             train_outputs.append(outputs.detach())
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # GPU work is queued; time it, not its launch
         train_seconds = time.perf_counter() - started
 
         # Train metrics from the running (dropout, augmented) outputs: free, Keras-style.

@@ -57,6 +57,7 @@ def run_sweep(
         raise SweepExistsError(f"{results} already holds a sweep ({len(summary)} combinations done); "
                                "pass --resume to continue it or choose another --results")
     storage = storage or _default_storage(store)
+    require_data_path(data)  # fail with one line before starting anything
     # Save Tune's experiment state often, so a killed driver loses little (default: adaptive, >= 10 s).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 
@@ -67,11 +68,12 @@ def run_sweep(
     try:
         prepared = ensure_prepared(data, store)
         pairs = profile_combinations(profile, only)
-        store.write_json(SWEEP_FILE, {
+        record = {
             "profile": profile.get("name"), "data": str(prepared), "storage": storage,
             "combinations": [combination_name(f, t) for f, t in pairs],
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "resumed": resume,
-        })
+        }
+        store.write_json(SWEEP_FILE, record)
         sweep_data = load_sweep_data(prepared, profile, store, need_pca=any(f == "pca_dnn" for f, _ in pairs))
         data_ref = ray.put(sweep_data)
         from facetune.data.loading import load_split
@@ -92,6 +94,8 @@ def run_sweep(
             summary = [e for e in summary if (e["family"], e["task"]) != (family, task)] + [entry]
             store.write_json(SUMMARY_FILE, summary)
             _print_entry(entry)
+        store.write_json(SWEEP_FILE, {**record, "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                      "combinations_finished": len(summary)})
         return summary
     finally:
         if started_ray:

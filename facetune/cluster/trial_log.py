@@ -1,0 +1,89 @@
+"""What Ray Tune recorded about a sweep's trials, read from its experiment storage (RESULTS/tune).
+
+Two views, both plain JSON written by Tune (nothing unpickled):
+- every report a trial made (`<experiment>/<trial dir>/result.json`, one JSON object a line):
+  which epoch, on which node (the `node_id` metric facetune's trainable reports), in which process;
+- each trial's final state (`<experiment>/experiment_state-*.json`): status and failure count.
+Used by the failure drill and its tests to show where trials ran and what was retried.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class TrialReport:
+    experiment: str        # the combination's experiment name, e.g. "cnn_age"
+    trial_id: str
+    epoch: int             # Tune's training_iteration: 1 for the first epoch
+    node_id: str | None    # the Ray node the trial ran on when it reported
+    pid: int | None        # the trial's worker process
+    done: bool
+
+
+@dataclass(frozen=True)
+class TrialState:
+    experiment: str
+    trial_id: str
+    status: str            # TERMINATED, ERROR, RUNNING, PENDING, PAUSED
+    num_failures: int      # how often Tune restarted the trial after a failure
+
+
+class TrialLogError(ValueError):
+    """A Tune file that should be JSON is not (other than a line still being written)."""
+
+
+def read_trial_reports(storage: str | Path, *, live: bool = False) -> list[TrialReport]:
+    """Every report of every trial under `storage`, in file order per trial.
+
+    `live=True` is for reading while the sweep runs: a last line that is still being written
+    is left for the next read. Any other undecodable line raises TrialLogError.
+    """
+    reports = []
+    for result_file in sorted(Path(storage).glob("*/*/result.json")):
+        experiment = result_file.parent.parent.name
+        lines = result_file.read_text().splitlines()
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                if live and number == len(lines):
+                    break
+                raise TrialLogError(f"{result_file}:{number} is not JSON: {error}") from error
+            reports.append(TrialReport(
+                experiment=experiment, trial_id=str(record["trial_id"]), epoch=int(record["training_iteration"]),
+                node_id=record.get("node_id"), pid=record.get("pid"), done=bool(record.get("done", False)),
+            ))
+    return reports
+
+
+def read_trial_states(storage: str | Path) -> list[TrialState]:
+    """Each trial's last saved state, from the newest experiment_state file of every experiment."""
+    states = []
+    for experiment_dir in sorted(path for path in Path(storage).iterdir() if path.is_dir()):
+        snapshots = sorted(experiment_dir.glob("experiment_state-*.json"))
+        if not snapshots:
+            continue
+        try:
+            saved = json.loads(snapshots[-1].read_text())
+            for trial_json, run_metadata_json in saved["trial_data"]:
+                trial, run_metadata = json.loads(trial_json), json.loads(run_metadata_json)
+                states.append(TrialState(
+                    experiment=experiment_dir.name, trial_id=trial["trial_id"], status=trial["status"],
+                    num_failures=int(run_metadata.get("num_failures", 0)),
+                ))
+        except (json.JSONDecodeError, KeyError, ValueError) as error:
+            raise TrialLogError(f"{snapshots[-1]} is not a Tune experiment state: {error}") from error
+    return states
+
+
+def epochs_by_trial(reports: list[TrialReport]) -> dict[tuple[str, str], list[int]]:
+    """(experiment, trial_id) -> the epochs it reported, in order; a redone epoch shows up twice."""
+    epochs: dict[tuple[str, str], list[int]] = {}
+    for report in reports:
+        epochs.setdefault((report.experiment, report.trial_id), []).append(report.epoch)
+    return epochs

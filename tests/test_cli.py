@@ -1,0 +1,47 @@
+"""The `facetune` console script: every subcommand has --help, and missing data is one clear line."""
+from __future__ import annotations
+
+import pytest
+
+from facetune.cli import COMMAND_MODULES, build_parser, main
+
+SUBCOMMANDS = [name.replace("_", "-") for name in COMMAND_MODULES]
+
+
+def test_top_level_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name in SUBCOMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
+def test_each_subcommand_has_help(subcommand, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([subcommand, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: facetune " + subcommand in capsys.readouterr().out
+
+
+def test_missing_source_is_one_line_and_exit_code_2(tmp_path, capsys):
+    code = main(["prepare", str(tmp_path / "nowhere.csv"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "data not found" in err and "nowhere.csv" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_sweep_with_missing_data_is_one_line_and_exit_code_2(tmp_path, capsys):
+    code = main(["tune", "--profile", "smoke", "--data", str(tmp_path / "missing"), "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "data not found" in err
+
+
+def test_parser_builds_without_importing_ray_or_torch_heavy_work():
+    # Building the parser is what `facetune --help` costs; it must not start Ray.
+    import ray
+
+    build_parser()
+    assert not ray.is_initialized()
