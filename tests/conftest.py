@@ -10,8 +10,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import make_faces, write_kaggle_csv, write_utkface_folder  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 # Tests run on 2 cores; keep torch from oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

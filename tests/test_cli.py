@@ -38,10 +38,3 @@ def test_sweep_with_missing_data_is_one_line_and_exit_code_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "data not found" in err
 
-
-def test_parser_builds_without_importing_ray_or_torch_heavy_work():
-    # Building the parser is what `facetune --help` costs; it must not start Ray.
-    import ray
-
-    build_parser()
-    assert not ray.is_initialized()

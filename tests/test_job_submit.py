@@ -170,3 +170,20 @@ def test_job_agent_reachable_beyond_loopback_demands_the_token(head):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 401
+
+
+def test_cgan_job_runs_under_job_submit_with_the_sweeps_age_model(submitted_sweep, head, job_client, prepared_data,
+                                                                   tmp_path):
+    _, results, _ = submitted_sweep
+    cgan_results = tmp_path / "cgan"
+    submission_id = f"facetune-cgan-{uuid.uuid4().hex[:8]}"
+    entrypoint = ["python", "jobs/train_cgan.py", "--profile", "smoke", "--data", str(Path(prepared_data).resolve()),
+                  "--results", str(cgan_results), "--age-model", str(results)]
+    submitted = submit(head, entrypoint, head.client_env(), submission_id)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    status = wait_for_end(job_client, submission_id, JOB_TIMEOUT_S)
+    assert status == "SUCCEEDED", job_client.get_job_logs(submission_id)[-3000:]
+    assert (cgan_results / "generator.pt").is_file()
+    assert sorted(p.name for p in (cgan_results / "samples").glob("epoch_*.png"))
+    metrics = json.loads((cgan_results / "metrics.json").read_text())
+    assert "age_mae_generated" in json.dumps(metrics)

@@ -218,6 +218,9 @@ class LocalHead:
         env[AUTH_MODE_ENV] = "token"
         env[AUTH_TOKEN_PATH_ENV] = str(self.token_path)
         env.pop("RAY_ADDRESS", None)  # a head must not try to join another cluster
+        # Jobs run `python ...` from the head's PATH: make it this interpreter's environment,
+        # so a venv works without being activated.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
 
     def _wait_until_ready(self) -> None:
