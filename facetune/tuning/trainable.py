@@ -65,8 +65,9 @@ def run_trial(config: dict[str, Any], data_ref: list) -> None:
 
     train_x = pixels_to_device(data.train_pixels, device)
     val_x = pixels_to_device(data.val_pixels, device)
-    train_y = torch.as_tensor(data.train_labels[task.name], dtype=torch.int64, device=device)
-    val_y = torch.as_tensor(data.val_labels[task.name], dtype=torch.int64, device=device)
+    # Arrays from the object store are read-only views; torch wants its own (small) copy.
+    train_y = torch.tensor(data.train_labels[task.name], dtype=torch.int64, device=device)
+    val_y = torch.tensor(data.val_labels[task.name], dtype=torch.int64, device=device)
 
     model = build_model(family, config["arch"], task, model_context(task.name, family, data)).to(device)
     train_cfg = TrainConfig.from_dict({**config["train"], "epochs": int(config["max_epochs"])})
