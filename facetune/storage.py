@@ -41,12 +41,16 @@ class ResultsStore:
     def publish(self, relative: str) -> None:
         """Upload the staged `relative` folder (no-op for a local root)."""
         if self.remote:
-            pafs.copy_files(str(self._staging / relative), f"{self._base}/{relative}", destination_filesystem=self._fs)
+            target = f"{self._base}/{relative}"
+            self._fs.create_dir(target, recursive=True)  # object stores ignore it; local and HDFS need it
+            pafs.copy_files(str(self._staging / relative), target, destination_filesystem=self._fs)
 
     def write_json(self, relative: str, payload: Any) -> None:
         text = json.dumps(payload, indent=2, default=_json_default)
         if self.remote:
-            with self._fs.open_output_stream(f"{self._base}/{relative}") as stream:
+            target = f"{self._base}/{relative}"
+            self._fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            with self._fs.open_output_stream(target) as stream:
                 stream.write(text.encode())
         else:
             target = self._staging / relative

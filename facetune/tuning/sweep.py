@@ -107,7 +107,7 @@ def ensure_prepared(data: str | os.PathLike[str] | None, store: ResultsStore) ->
     source = require_data_path(data)
     if (source / "manifest.json").is_file():
         return source
-    target = store.local_dir("data") if not store.remote else Path(store.local_dir("data"))
+    target = store.local_dir("data")
     if (target / "manifest.json").is_file():
         return target
     from facetune.data.prepare import prepare
