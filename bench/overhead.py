@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from throughput import print_throughput_ratio  # noqa: E402  (bench/ is on sys.path as the script's folder)
 
 
 def parse_args() -> argparse.Namespace:
@@ -103,10 +103,7 @@ def main() -> int:
             print(f"  run {repeat + 1}: plain {plain_runs[-1]:.0f} img/s, tune {tune_runs[-1]:.0f} img/s", flush=True)
     finally:
         ray.shutdown()
-    plain, tuned = statistics.median(plain_runs), statistics.median(tune_runs)
-    print(f"plain process : {plain:.0f} images/s (median of {args.repeats})")
-    print(f"ray tune trial: {tuned:.0f} images/s (median of {args.repeats})")
-    print(f"ratio tune/plain: {tuned / plain:.3f} (target >= 0.95)")
+    print_throughput_ratio(("plain", plain_runs), ("tune", tune_runs), target=0.95)
     return 0
 
 

@@ -15,7 +15,6 @@ folder, synthetic faces are written as JPEGs into a temp dir.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ import torch  # noqa: E402
 from facetune.data.images import load_gray48  # noqa: E402
 from facetune.predict.batch import ray_connection  # noqa: E402
 from facetune.predict.predictor import Predictor, pixels_to_tensor  # noqa: E402
+from throughput import print_throughput_ratio  # noqa: E402  (bench/ is on sys.path as the script's folder)
 
 DEFAULT_IMAGES = REPO_ROOT.parent / "shared" / "data" / "UTKFace"
 
@@ -126,10 +126,7 @@ def main() -> int:
                     raise RuntimeError(f"facetune predicted {count} of {len(files)} images")
                 batched.append(count / seconds)
                 print(f"run {repeat + 1}: plain {plain[-1]:.0f} img/s, facetune {batched[-1]:.0f} img/s")
-    plain_rate, batched_rate = statistics.median(plain), statistics.median(batched)
-    print(f"plain torch loop:        {plain_rate:8.0f} images/s (median of {args.repeats})")
-    print(f"facetune batch (Ray):    {batched_rate:8.0f} images/s (median of {args.repeats})")
-    print(f"ratio facetune/plain:    {batched_rate / plain_rate:8.2f}")
+    print_throughput_ratio(("plain", plain), ("facetune", batched))
     return 0
 
 

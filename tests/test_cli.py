@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from facetune.cli import COMMAND_MODULES, build_parser, main
+from facetune.cli import COMMAND_MODULES, main
 
 SUBCOMMANDS = [name.replace("_", "-") for name in COMMAND_MODULES]
 

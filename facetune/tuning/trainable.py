@@ -9,9 +9,12 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 #: File inside every trial checkpoint; the full training state (model, optimiser, best weights...).
 STATE_FILE = "training_state.pt"
@@ -39,7 +42,7 @@ def model_context(task_name: str, family: str, data: SweepData) -> dict[str, Any
     return context
 
 
-def pixels_to_device(pixels: np.ndarray, device: Any) -> "torch.Tensor":  # noqa: F821
+def pixels_to_device(pixels: np.ndarray, device: Any) -> torch.Tensor:
     """(N, 2304) uint8 -> (N, 1, 48, 48) float32 in [0, 1] on `device`, converted once."""
     import torch
 
