@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from facetune.cluster.local_head import session_members
 from facetune.cluster.trial_log import read_trial_reports, read_trial_states
@@ -24,6 +25,7 @@ from facetune.config import load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KILL_DEADLINE_S = 300
+TRIAL_EPOCHS = 12
 RESUME_TIMEOUT_S = 420
 COMBINATIONS = {f"{family}_{task}" for family in ("cnn", "dnn", "pca_dnn") for task in ("age", "gender", "ethnicity")}
 
@@ -56,12 +58,22 @@ def mid_combination(results: Path) -> bool:
     return any(report.experiment not in done for report in read_trial_reports(results / "tune", live=True))
 
 
+def slow_smoke_profile(folder: Path) -> Path:
+    """The smoke profile with 12 epochs per trial and no early stopping: on a quiet machine the
+    2-epoch smoke combinations finish faster than a watcher can catch one mid-search."""
+    profile = load_yaml("profiles/smoke.yaml")
+    profile.update(max_epochs=TRIAL_EPOCHS, scheduler={**profile["scheduler"], "grace_period": TRIAL_EPOCHS})
+    path = folder / "smoke_slow.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
 @pytest.fixture(scope="module")
 def sweep(prepared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("resume")
     results = out / "results"
-    command = [sys.executable, "jobs/tune_all.py", "--profile", "smoke", "--data", str(prepared_data),
-               "--results", str(results)]
+    command = [sys.executable, "jobs/tune_all.py", "--profile", str(slow_smoke_profile(out)),
+               "--data", str(prepared_data), "--results", str(results)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # each driver starts its own Ray
     env.update(OMP_NUM_THREADS="1")
     with tempfile.TemporaryDirectory(prefix="ft-resume-", dir="/tmp") as ray_tmp:
