@@ -78,6 +78,7 @@ def test_pca_is_fitted_once_and_saved(smoke_results):
     results, _ = smoke_results
     pca = json.loads((results / "pca" / "pca.json").read_text())
     assert pca["n_components"] == 16 and pca["fitted_on"] == "train split"
+    assert set(pca["components_for_variance"]) == {"90%", "95%", "99%"}  # the keys the report reads
     assert (results / "pca" / "pca.npz").is_file()
 
 

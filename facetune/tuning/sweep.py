@@ -135,7 +135,7 @@ def load_sweep_data(prepared: Path, profile: dict[str, Any], store: ResultsStore
 
 def fitted_pca(train_pixels: np.ndarray, n_components: int, store: ResultsStore) -> Any:
     """The sweep's PCA: loaded from RESULTS/pca when a resumed sweep already fitted it, else fitted now."""
-    from facetune.models.pca import fit_pca, load_pca, save_pca
+    from facetune.models.pca import fit_pca, load_pca, save_pca, summary
 
     folder = store.local_dir("pca")
     npz = folder / "pca.npz"
@@ -146,28 +146,13 @@ def fitted_pca(train_pixels: np.ndarray, n_components: int, store: ResultsStore)
     started = time.perf_counter()
     params = fit_pca(train_pixels, n_components=n_components, seed=0)
     save_pca(params, npz)
-    ratio = np.asarray(params.explained_variance_ratio)
-    (folder / "pca.json").write_text(json.dumps({
-        "n_components": int(params.components.shape[0]),
-        "explained_variance_total": float(ratio.sum()),
-        "components_for": {f"{int(r * 100)}%": _components_for(params, r) for r in (0.90, 0.95, 0.99)},
-        "fit_seconds": time.perf_counter() - started,
-        "fitted_on": "train split",
-    }, indent=2))
+    # The same record the report reads (facetune.models.pca.summary), plus how it was fitted.
+    record = {**summary(params), "fit_seconds": time.perf_counter() - started, "fitted_on": "train split"}
+    (folder / "pca.json").write_text(json.dumps(record, indent=2))
     store.publish("pca")
-    print(f"[facetune] PCA: {params.components.shape[0]} components explain {ratio.sum():.1%} of the variance",
-          flush=True)
+    print(f"[facetune] PCA: {record['n_components']} components explain {record['explained_variance_total']:.1%} "
+          "of the variance", flush=True)
     return params
-
-
-def _components_for(params: Any, ratio: float) -> int | None:
-    """Components needed for `ratio` of the variance; None when all fitted ones explain less."""
-    from facetune.models.pca import components_for_ratio
-
-    try:
-        return components_for_ratio(params, ratio)
-    except ValueError:
-        return None
 
 
 def _run_combination(family: str, task: str, profile: dict[str, Any], data_ref: Any, sweep_data: SweepData,
