@@ -21,6 +21,16 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", float], to
 #: kind -> loss name -> loss function
 _LOSSES: dict[str, dict[str, LossFn]] = {"regression": {}, "classification": {}}
 
+#: Ages are integers 0..116 in UTKFace: a distribution head has one logit per year.
+MAX_AGE = 116
+AGE_BINS = MAX_AGE + 1
+#: Regression losses that train a distribution head (AGE_BINS logits) instead of one output.
+DISTRIBUTION_LOSSES: frozenset[str] = frozenset({"dldl", "mean_variance"})
+#: Spread of the Gaussian label distribution in years (DLDL): neighbouring ages look alike.
+DLDL_SIGMA = 2.0
+#: The `task` name of a model that answers every task from one forward pass.
+MULTITASK = "all"
+
 
 def register_loss(name: str, kind: str) -> Callable[[LossFn], LossFn]:
     """Decorator: make `fn` selectable as `loss_name=name` for tasks of `kind`."""
@@ -53,6 +63,40 @@ def _l1(outputs: torch.Tensor, targets: torch.Tensor, class_weights, label_smoot
 def _huber(outputs: torch.Tensor, targets: torch.Tensor, class_weights, label_smoothing) -> torch.Tensor:
     # delta = 1 standard deviation of age: quadratic near the target, linear for outliers.
     return F.huber_loss(outputs, targets, delta=1.0)
+
+
+def _age_bins(logits: torch.Tensor) -> torch.Tensor:
+    return torch.arange(logits.shape[1], device=logits.device, dtype=logits.dtype)
+
+
+def age_expectation(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(expected age, standard deviation) in years of a distribution head's logits (N, bins)."""
+    probs = torch.softmax(logits.float(), dim=1)
+    bins = _age_bins(probs)
+    mean = probs @ bins
+    var = probs @ bins.square() - mean.square()
+    return mean, var.clamp_min(0).sqrt()
+
+
+@register_loss("dldl", "regression")
+def _dldl(logits: torch.Tensor, targets: torch.Tensor, class_weights, label_smoothing) -> torch.Tensor:
+    # Deep label distribution learning: KL to a Gaussian around the true age, plus an L1 on the
+    # expectation (in units of 10 years) so the prediction itself is pulled to the target.
+    bins = _age_bins(logits.float())
+    target = torch.softmax(-0.5 * ((bins[None, :] - targets.float()[:, None]) / DLDL_SIGMA) ** 2, dim=1)
+    log_probs = torch.log_softmax(logits.float(), dim=1)
+    kl = F.kl_div(log_probs, target, reduction="batchmean")
+    mean, _ = age_expectation(logits)
+    return kl + F.l1_loss(mean, targets.float()) / 10.0
+
+
+@register_loss("mean_variance", "regression")
+def _mean_variance(logits: torch.Tensor, targets: torch.Tensor, class_weights, label_smoothing) -> torch.Tensor:
+    # Mean-variance loss (Pan et al. 2018): softmax CE on the age bin, plus the squared error of
+    # the mean and the variance, both in units of 10 years so their weights stay O(1).
+    mean, std = age_expectation(logits)
+    ce = F.cross_entropy(logits.float(), targets.long().clamp(0, logits.shape[1] - 1))
+    return ce + 0.2 * 0.5 * ((mean - targets.float()) / 10.0).square().mean() + 0.05 * (std / 10.0).square().mean()
 
 
 @register_loss("cross_entropy", "classification")
@@ -116,14 +160,26 @@ class Task:
         if self.kind == "regression":
             if class_weights is not None:
                 raise ValueError(f"class weights make no sense for the regression task {self.name}")
+            distribution_head = outputs.ndim == 2 and outputs.shape[1] > 1
+            if distribution_head != (name in DISTRIBUTION_LOSSES):
+                raise ValueError(f"{self.name}: loss {name!r} does not fit a model with {outputs.shape[-1]} outputs "
+                                 f"(distribution losses {sorted(DISTRIBUTION_LOSSES)} need {AGE_BINS})")
+            if distribution_head:
+                return table[name](outputs, targets, None, 0.0)
             scale = float(target_std if target_std is not None else self.target_scale)
             return table[name](outputs.reshape(-1) / scale, targets.to(outputs.dtype).reshape(-1) / scale, None, 0.0)
         return table[name](outputs, targets.long(), class_weights, label_smoothing)
 
     def predict(self, outputs) -> dict[str, np.ndarray]:
-        """Raw outputs -> {"pred": (N,)} plus {"probs": (N, C)} for classifiers."""
+        """Raw outputs -> {"pred": (N,)} plus {"probs": (N, C)} for classifiers.
+
+        A regression model with a distribution head (one logit per age) also gives {"std": (N,)}.
+        """
         raw = _as_numpy(outputs).astype(np.float64).reshape(len(outputs), -1)
         if self.kind == "regression":
+            if raw.shape[1] > 1:
+                mean, std = age_expectation(torch.from_numpy(raw))
+                return {"pred": mean.numpy(), "std": std.numpy()}
             return {"pred": raw[:, 0]}
         probs = torch.softmax(torch.from_numpy(raw), dim=1).numpy()
         return {"pred": probs.argmax(axis=1), "probs": probs}

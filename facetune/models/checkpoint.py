@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from facetune.models.registry import build_model
-from facetune.tasks import Task, get_task
+from facetune.tasks import MULTITASK, Task, get_task
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "model_config.json"
@@ -40,7 +40,7 @@ def save_model(
     torch.save(state, out / WEIGHTS_FILE)
     config = {
         "family": family,
-        "task": get_task(task).name,
+        "task": MULTITASK if task == MULTITASK else get_task(task).name,
         "arch": arch,
         "context_meta": meta,
         "num_parameters": num_parameters(model),

@@ -10,6 +10,7 @@ from facetune.models.registry import (
     check_arch_keys,
     dense_stack,
     per_layer,
+    output_size,
     register_family,
 )
 from facetune.tasks import Task
@@ -63,5 +64,5 @@ def build_cnn(arch: dict, task: Task, context: dict) -> nn.Module:
 
     hidden = dense_stack(flat, a["dense"], dense_dropouts, a["activation"], bool(a["batch_norm"]))
     last = int(a["dense"][-1]) if a["dense"] else flat
-    head = nn.Sequential(hidden, nn.Linear(last, task.num_outputs))
+    head = nn.Sequential(hidden, nn.Linear(last, output_size(task, context)))
     return FaceModel(nn.Sequential(*layers), head, task, context)

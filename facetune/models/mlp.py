@@ -11,6 +11,7 @@ from facetune.models.registry import (
     check_arch_keys,
     dense_stack,
     per_layer,
+    output_size,
     register_family,
 )
 from facetune.tasks import Task
@@ -47,7 +48,7 @@ class PCAProjection(nn.Module):
 def _dense_model(family: str, arch: dict, task: Task, context: dict, features: nn.Module, in_features: int, meta: dict) -> FaceModel:
     widths = [int(w) for w in arch["dense"]]
     hidden = dense_stack(in_features, widths, per_layer(arch["dropout"], len(widths), f"{family} dropout"), arch["activation"], bool(arch["batch_norm"]))
-    head = nn.Sequential(hidden, nn.Linear(widths[-1] if widths else in_features, task.num_outputs))
+    head = nn.Sequential(hidden, nn.Linear(widths[-1] if widths else in_features, output_size(task, context)))
     return FaceModel(features, head, task, context, context_meta=meta)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facetune.tasks import Task, get_task
+from facetune.tasks import AGE_BINS, MULTITASK, Task, get_task
 
 Builder = Callable[[dict, Task, dict], nn.Module]
 
@@ -49,10 +49,28 @@ def families() -> list[str]:
 
 
 def build_model(family: str, arch: dict | None, task: "Task | str", context: dict | None = None) -> nn.Module:
-    """A fresh model of `family` for `task` with architecture `arch` (defaults for omitted keys)."""
+    """A fresh model of `family` for `task` with architecture `arch` (defaults for omitted keys).
+
+    `task` is MULTITASK ("all") for a family that answers every task from one trunk.
+    """
     if family not in _FAMILIES:
         raise ValueError(f"unknown model family {family!r}; known: {families()}")
-    return _FAMILIES[family](dict(arch or {}), get_task(task), dict(context or {}))
+    resolved = task if task == MULTITASK else get_task(task)
+    return _FAMILIES[family](dict(arch or {}), resolved, dict(context or {}))
+
+
+def output_size(task: Task, context: dict) -> int:
+    """Width of `task`'s output layer: one logit per age bin when age is learnt as a distribution."""
+    if task.kind == "regression" and context.get("age_bins"):
+        return int(context["age_bins"])
+    return task.num_outputs
+
+
+def age_distribution_context(loss_name: str | None) -> dict:
+    """The context entry that makes builders give age a distribution head, for losses that need one."""
+    from facetune.tasks import DISTRIBUTION_LOSSES
+
+    return {"age_bins": AGE_BINS} if loss_name in DISTRIBUTION_LOSSES else {}
 
 
 def make_context(task: "Task | str", train_targets: Any = None, pca: Any = None) -> dict:
@@ -138,13 +156,16 @@ class FaceModel(nn.Module):
         super().__init__()
         self.features = features
         self.head = head
-        regression = task.kind == "regression"
+        # A distribution head outputs logits over age bins: nothing to rescale.
+        regression = task.kind == "regression" and not context.get("age_bins")
         self.output_scale = TargetScale(
             context.get("target_mean", 0.0) if regression else 0.0,
             context.get("target_std", 1.0) if regression else 1.0,
         )
         #: Sizes save_model records so load_model can rebuild the model without data.
         self.context_meta: dict = dict(context_meta or {})
+        if context.get("age_bins"):
+            self.context_meta["age_bins"] = int(context["age_bins"])
 
     @property
     def target_std(self) -> float:

@@ -39,11 +39,11 @@ def _decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 class _PredictBatch:
     """Ray Data actor: holds the models and turns pixels into raw outputs per task."""
 
-    def __init__(self, model_dirs: dict[str, str], batch_size: int) -> None:
+    def __init__(self, model_dirs: dict[str, str], batch_size: int, tta_flip: bool = False) -> None:
         # Actors share the node's cores; one torch thread each avoids oversubscription.
         if not torch.cuda.is_available():
             torch.set_num_threads(1)
-        self.predictor = Predictor.from_model_dirs(model_dirs)
+        self.predictor = Predictor.from_model_dirs(model_dirs, tta_flip=tta_flip)
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -163,6 +163,7 @@ def ray_raw_outputs(
             fn_constructor_kwargs={
                 "model_dirs": {t: str(d) for t, d in predictor.model_dirs.items()},
                 "batch_size": batch_size,
+                "tta_flip": predictor.tta_flip,
             },
             batch_size=batch_size,
             batch_format="numpy",

@@ -19,7 +19,8 @@ import torch
 from facetune.data.images import NUM_PIXELS, SIZE
 from facetune.data.loading import pixels_to_images
 from facetune.models import load_model
-from facetune.tasks import TASKS
+from facetune.models.multitask import TaskView
+from facetune.tasks import MULTITASK, TASKS
 
 if TYPE_CHECKING:  # inputs.py imports this module; the import is for annotations only
     from facetune.predict.inputs import Inputs
@@ -69,11 +70,13 @@ class PredictionResult:
         return pd.DataFrame([(r.source, r.reason) for r in self.rejects], columns=["source", "reason"])
 
 
-def prediction_columns(tasks: Sequence[str]) -> list[str]:
-    """The output columns, in CSV order, for the given tasks."""
+def prediction_columns(tasks: Sequence[str], age_std: bool = False) -> list[str]:
+    """The output columns, in CSV order, for the given tasks (`age_std` when the age model gives a spread)."""
     columns = ["source"]
     if "age" in tasks:
         columns.append("age")
+        if age_std:
+            columns.append("age_std")
     if "gender" in tasks:
         columns += ["gender", f"gender_prob_{_column_name(TASKS['gender'].class_names[1])}"]
     if "ethnicity" in tasks:
@@ -135,7 +138,8 @@ def default_device() -> torch.device:
 class Predictor:
     """Predicts age, gender and ethnicity with one model per task."""
 
-    def __init__(self, models: Mapping[str, TaskModel], device: str | torch.device | None = None) -> None:
+    def __init__(self, models: Mapping[str, TaskModel], device: str | torch.device | None = None,
+                 tta_flip: bool = False) -> None:
         if not models:
             raise ValueError("a Predictor needs at least one task model")
         unknown = set(models) - set(TASKS)
@@ -146,6 +150,17 @@ class Predictor:
         self.models = {name: models[name] for name in TASKS if name in models}
         for task_model in self.models.values():
             task_model.module.to(self.device).eval()
+        #: Average each face's outputs with its mirror image's (test-time flip augmentation).
+        self.tta_flip = bool(tta_flip)
+
+    @classmethod
+    def pretrained(cls, device: str | torch.device | None = None, tta_flip: bool = True) -> Predictor:
+        """The models shipped inside the package (see `facetune predict --about`)."""
+        from facetune.release import PRETRAINED_DIR
+
+        if not (PRETRAINED_DIR / "model_config.json").is_file():
+            raise FileNotFoundError(f"no pretrained models in {PRETRAINED_DIR}: rebuild them with `python jobs/train_release.py`")
+        return cls.from_model_dirs({MULTITASK: PRETRAINED_DIR}, device=device, tta_flip=tta_flip)
 
     @classmethod
     def from_results(
@@ -166,11 +181,25 @@ class Predictor:
         model_dirs: Mapping[str, str | os.PathLike[str]],
         device: str | torch.device | None = None,
         summaries: Mapping[str, Mapping] | None = None,
+        tta_flip: bool = False,
     ) -> Predictor:
-        """Load task -> model directory (each written by facetune.models.save_model)."""
+        """Load task -> model directory (each written by facetune.models.save_model).
+
+        A multitask model answers every task it is given for (or all three under the key
+        MULTITASK); tasks that share one model share its forward pass.
+        """
         models = {}
+        loaded: dict[Path, tuple[torch.nn.Module, dict]] = {}
         for task, model_dir in model_dirs.items():
-            module, config = load_model(model_dir)
+            key = Path(model_dir).resolve()
+            if key not in loaded:
+                loaded[key] = load_model(model_dir)
+            module, config = loaded[key]
+            if config.get("task") == MULTITASK:
+                for name in (TASKS if task == MULTITASK else [task]):
+                    models[name] = TaskModel(task=name, family=config.get("family", "?"), model_dir=Path(model_dir),
+                                             module=TaskView(module, name), summary=(summaries or {}).get(name, {}))
+                continue
             if config.get("task") != task:
                 raise ValueError(f"{model_dir} holds a {config.get('task')!r} model, not {task!r}")
             models[task] = TaskModel(
@@ -180,7 +209,7 @@ class Predictor:
                 module=module,
                 summary=(summaries or {}).get(task, {}),
             )
-        return cls(models, device=device)
+        return cls(models, device=device, tta_flip=tta_flip)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -207,8 +236,17 @@ class Predictor:
         total = len(images)
         for start in range(0, total, batch_size):
             batch = images[start : start + batch_size].to(self.device)
+            shared: dict[int, torch.Tensor] = {}  # one forward pass per distinct network
             for task, task_model in self.models.items():
-                chunks[task].append(task_model.module(batch).float().cpu().numpy())
+                module = task_model.module
+                network = module.model if isinstance(module, TaskView) else module
+                if id(network) not in shared:
+                    out = network(batch).float()
+                    if self.tta_flip:
+                        out = 0.5 * (out + network(batch.flip(-1)).float())
+                    shared[id(network)] = out
+                out = shared[id(network)]
+                chunks[task].append((out[:, module.columns] if isinstance(module, TaskView) else out).cpu().numpy())
         return {
             task: np.concatenate(parts) if parts else np.zeros((0, TASKS[task].num_outputs), np.float32)
             for task, parts in chunks.items()
@@ -312,6 +350,8 @@ class Predictor:
             pred = _numpy(predicted["pred"])
             if task.kind == "regression":
                 columns[task_name] = pred.astype(np.float64)
+                if "std" in predicted:
+                    columns[f"{task_name}_std"] = _numpy(predicted["std"]).astype(np.float64)
                 continue
             probs = _numpy(predicted["probs"])
             names = np.asarray(task.class_names, dtype=object)
@@ -322,7 +362,7 @@ class Predictor:
                 for k, name in enumerate(task.class_names):
                     columns[f"prob_{_column_name(name)}"] = probs[:, k]
         frame = pd.DataFrame(columns, index=pd.Index(index if index is not None else range(len(sources))))
-        return frame[prediction_columns(self.tasks)]
+        return frame[prediction_columns(self.tasks, age_std="age_std" in columns)]
 
 
 def _numpy(values: object) -> np.ndarray:

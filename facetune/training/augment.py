@@ -1,4 +1,4 @@
-"""Per-sample batch augmentation on the batch's own device: horizontal flips and small shifts.
+"""Per-sample batch augmentation on the batch's own device: flips, shifts, small affine warps, jitter.
 
 Hand-written rather than torchvision.transforms.v2: v2's RandomHorizontalFlip / RandomAffine
 draw one random decision per call, so a batched tensor gets the same flip/shift for every
@@ -10,9 +10,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-AUGMENTS: tuple[str, ...] = ("none", "flip", "flip_shift")
+AUGMENTS: tuple[str, ...] = ("none", "flip", "flip_shift", "flip_affine")
 #: Largest shift in pixels (of 48): enough to cover face-crop jitter without losing the face.
 MAX_SHIFT = 3
+#: flip_affine's ranges: the residual misalignment of detector-aligned crops.
+MAX_ROTATION_DEGREES = 10.0
+MAX_SCALE_CHANGE = 0.08
 
 
 def check_augment(mode: str) -> None:
@@ -39,12 +42,44 @@ def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = M
     return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
-    """Apply augmentation `mode` ("none" | "flip" | "flip_shift") to a batch (N, C, H, W)."""
+def random_affine(x: torch.Tensor, generator: torch.Generator, max_degrees: float = MAX_ROTATION_DEGREES,
+                  max_scale: float = MAX_SCALE_CHANGE, max_shift: int = MAX_SHIFT) -> torch.Tensor:
+    """Rotate, scale and translate each image by its own draw (bilinear, border pixels repeated)."""
+    n, _, h, w = x.shape
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n, device=x.device, generator=generator)
+
+    angle = torch.deg2rad(uniform(-max_degrees, max_degrees))
+    scale = uniform(1.0 - max_scale, 1.0 + max_scale)
+    # affine_grid works in [-1, 1] coordinates: a shift of s pixels is 2s/size.
+    tx, ty = uniform(-1, 1) * 2 * max_shift / w, uniform(-1, 1) * 2 * max_shift / h
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Per-image brightness offset and contrast factor, each within +-strength, clipped to [0, 1]."""
+    n = x.shape[0]
+    shape = (n, 1, 1, 1)
+    brightness = (torch.rand(shape, device=x.device, generator=generator) * 2 - 1) * strength
+    contrast = 1 + (torch.rand(shape, device=x.device, generator=generator) * 2 - 1) * strength
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * contrast + mean + brightness).clamp(0.0, 1.0)
+
+
+def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator, jitter: float = 0.0) -> torch.Tensor:
+    """Apply augmentation `mode` ("none" | "flip" | "flip_shift" | "flip_affine") and an optional
+    brightness/contrast `jitter` to a batch (N, C, H, W)."""
     check_augment(mode)
-    if mode == "none":
-        return x
-    x = random_flip(x, generator)
+    if mode != "none":
+        x = random_flip(x, generator)
     if mode == "flip_shift":
         x = random_shift(x, generator)
+    elif mode == "flip_affine":
+        x = random_affine(x, generator)
+    if jitter > 0:
+        x = color_jitter(x, jitter, generator)
     return x

@@ -24,6 +24,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle")
 CLASS_WEIGHTINGS = ("none", "balanced")
 PRECISIONS = ("fp32", "bf16", "auto")
+SAMPLINGS = ("uniform", "balanced")
 
 
 @dataclass
@@ -34,7 +35,17 @@ class TrainConfig:
     weight_decay: float = 0.0
     optimizer: str = "adam"  # adam | adamw | sgd
     scheduler: str = "none"  # none | cosine | onecycle
-    augment: str = "none"  # none | flip | flip_shift
+    augment: str = "none"  # none | flip | flip_shift | flip_affine (small rotations, scale and shift)
+    color_jitter: float = 0.0  # brightness/contrast jitter strength; 0 = off
+    mixup: float = 0.0  # mixup Beta(alpha, alpha); 0 = off
+    # balanced: draw each epoch's samples with replacement so rare classes (classification) or
+    # rare age bands (age) are seen as often as common ones; multitask balances ethnicity.
+    sampling: str = "uniform"  # uniform | balanced
+    ema_decay: float = 0.0  # evaluate and keep an exponential moving average of the weights; 0 = off
+    tta_flip: bool = False  # evaluate on each image and its mirror image, outputs averaged
+    warmup_epochs: int = 0  # linear learning-rate warm-up before the scheduler
+    # multitask only: fixed weights of the three task losses (ignored with uncertainty weighting)
+    loss_weights: dict = field(default_factory=lambda: {"age": 1.0, "gender": 1.0, "ethnicity": 1.0})
     class_weighting: str = "none"  # none | balanced
     loss: str | None = None  # None = the task's default
     label_smoothing: float = 0.0
@@ -49,18 +60,25 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # Tune's samplers hand out floats for integer knobs (quniform) and numpy scalars.
-        for name in ("epochs", "batch_size", "patience", "seed"):
+        for name in ("epochs", "batch_size", "patience", "seed", "warmup_epochs"):
             setattr(self, name, int(getattr(self, name)))
-        for name in ("lr", "weight_decay", "label_smoothing", "grad_clip"):
+        for name in ("lr", "weight_decay", "label_smoothing", "grad_clip", "color_jitter", "mixup", "ema_decay"):
             setattr(self, name, float(getattr(self, name)))
         self.channels_last = bool(self.channels_last)
+        self.tta_flip = bool(self.tta_flip)
         for name, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("class_weighting", CLASS_WEIGHTINGS),
-                              ("precision", PRECISIONS)):
+                              ("precision", PRECISIONS), ("sampling", SAMPLINGS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; allowed: {list(allowed)}")
         check_augment(self.augment)
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.patience < 0:
             raise ValueError(f"TrainConfig needs epochs >= 1, batch_size >= 1, lr > 0, patience >= 0: {self}")
+        if not 0.0 <= self.ema_decay < 1.0 or self.mixup < 0 or self.color_jitter < 0 or self.warmup_epochs < 0:
+            raise ValueError(f"TrainConfig needs 0 <= ema_decay < 1, mixup >= 0, color_jitter >= 0, warmup_epochs >= 0: {self}")
+        unknown = set(self.loss_weights) - {"age", "gender", "ethnicity"}
+        if unknown:
+            raise ValueError(f"TrainConfig.loss_weights: unknown tasks {sorted(unknown)}; known: ['age', 'ethnicity', 'gender']")
+        self.loss_weights = {"age": 1.0, "gender": 1.0, "ethnicity": 1.0} | {k: float(v) for k, v in self.loss_weights.items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -139,13 +157,21 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 
 def _make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """A per-batch LR schedule over the whole run, or None."""
-    total_steps = cfg.epochs * steps_per_epoch
+    """A per-batch LR schedule over the whole run (after an optional linear warm-up), or None."""
+    warmup_steps = min(cfg.warmup_epochs, cfg.epochs - 1) * steps_per_epoch
+    total_steps = cfg.epochs * steps_per_epoch - warmup_steps
     if cfg.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    if cfg.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps)
-    return None
+        main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    elif cfg.scheduler == "onecycle":
+        main = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps)
+    elif warmup_steps:
+        main = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    else:
+        return None
+    if not warmup_steps:
+        return main
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup_steps)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[warmup_steps])
 
 
 def _class_weights(task: Task, train_y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor | None:
@@ -191,16 +217,28 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def predict_outputs(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Raw model outputs (N, num_outputs) as float32 NumPy, in eval mode without gradients."""
+def predict_outputs(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 512, tta_flip: bool = False) -> np.ndarray:
+    """Raw model outputs (N, num_outputs) as float32 NumPy, in eval mode without gradients.
+
+    `tta_flip` averages the outputs of each image and its mirror image (faces are near-symmetric,
+    so the two views' errors are partly independent).
+    """
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
     device = model_device(model)
     was_training = model.training
     model.eval()
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(device)
+        out = model(batch).float()
+        if tta_flip:
+            out = 0.5 * (out + model(batch.flip(-1)).float())
+        return out.cpu()
+
     try:
         with torch.no_grad():
-            outputs = [model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+            outputs = [forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
     if not outputs:
@@ -208,35 +246,147 @@ def predict_outputs(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: 
     return torch.cat(outputs).numpy()
 
 
-def evaluate(model: nn.Module, task: "Task | str", x: torch.Tensor | np.ndarray, y, batch_size: int = 512) -> tuple[dict[str, float], np.ndarray]:
+def evaluate(model: nn.Module, task: "Task | str", x: torch.Tensor | np.ndarray, y, batch_size: int = 512,
+             tta_flip: bool = False) -> tuple[dict[str, float], np.ndarray]:
     """(task metrics, raw outputs) of `model` on (x, y)."""
     task = get_task(task)
-    outputs = predict_outputs(model, x, batch_size)
+    outputs = predict_outputs(model, x, batch_size, tta_flip=tta_flip)
     return task.metrics(y, outputs), outputs
+
+
+class Objective:
+    """What fit optimises and how it scores an epoch: one task, or every task of a multitask model.
+
+    Single-task metric names are unprefixed (`val_accuracy`), as the sweep and its reports expect;
+    a multitask model's are prefixed by task (`val_gender_accuracy`) and the epoch is chosen by
+    `val_error_sum`: gender error + ethnicity error + age MAE in units of 20 years (about the
+    spread of UTKFace ages), so one point of accuracy weighs like 0.2 years of MAE.
+    """
+
+    def __init__(self, model: nn.Module, task: "Task | str", cfg: TrainConfig) -> None:
+        from facetune.tasks import MULTITASK, TASKS
+
+        self.multitask = task == MULTITASK
+        if self.multitask:
+            self.tasks = dict(TASKS)
+            self.metric, self.mode = "error_sum", "min"
+        else:
+            task = get_task(task)
+            self.tasks = {task.name: task}
+            self.metric, self.mode = task.metric, task.mode
+        self.model = model
+        self.cfg = cfg
+        self.target_std = getattr(model, "target_std", None)
+
+    def targets(self, y: Any) -> dict[str, torch.Tensor]:
+        if self.multitask:
+            if not isinstance(y, dict) or set(y) != set(self.tasks):
+                raise ValueError(f"a multitask fit needs labels for every task {sorted(self.tasks)}")
+            return dict(y)
+        (name,) = self.tasks
+        return {name: y}
+
+    def split(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.multitask:
+            return self.model.split_outputs(outputs)
+        (name,) = self.tasks
+        return {name: outputs}
+
+    def loss(self, outputs: torch.Tensor, targets: dict[str, torch.Tensor], class_weights: dict[str, torch.Tensor | None]) -> torch.Tensor:
+        parts = self.split(outputs)
+        total = outputs.new_zeros(())
+        log_vars = getattr(self.model, "log_vars", None)
+        for i, (name, task) in enumerate(self.tasks.items()):
+            loss_name = self.cfg.loss if task.kind == "regression" else None
+            value = task.loss(parts[name], targets[name], class_weights=class_weights.get(name), loss_name=loss_name,
+                              label_smoothing=self.cfg.label_smoothing if task.kind == "classification" else 0.0,
+                              target_std=self.target_std if task.kind == "regression" else None)
+            if not self.multitask:
+                return value
+            if log_vars is not None:
+                # Kendall et al.: each loss scaled by a learnt precision, plus its log-variance.
+                total = total + torch.exp(-log_vars[i]) * value + log_vars[i]
+            else:
+                total = total + self.cfg.loss_weights[name] * value
+        return total
+
+    def metrics(self, targets: dict[str, np.ndarray], outputs: np.ndarray) -> dict[str, float]:
+        parts = self.split(torch.from_numpy(outputs))
+        if not self.multitask:
+            (name,) = self.tasks
+            return self.tasks[name].metrics(targets[name], parts[name].numpy())
+        result: dict[str, float] = {}
+        for name, task in self.tasks.items():
+            result.update({f"{name}_{k}": v for k, v in task.metrics(targets[name], parts[name].numpy()).items()})
+        result["error_sum"] = (1 - result["gender_accuracy"]) + (1 - result["ethnicity_accuracy"]) + result["age_mae"] / 20.0
+        return result
+
+    def class_weights(self, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
+        if self.cfg.class_weighting != "none" and self.multitask:
+            raise ValueError("class_weighting applies to single-task models; use sampling=balanced for multitask")
+        return {name: _class_weights(self.tasks[name], y, self.cfg) for name, y in targets.items()}
+
+    def sample_weights(self, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-sample weights that make every class (or 10-year age band) equally likely."""
+        name = "ethnicity" if self.multitask else next(iter(self.tasks))
+        y = targets[name].cpu().long()
+        if self.tasks[name].kind == "regression":
+            y = torch.div(y, 10, rounding_mode="floor")
+        counts = torch.bincount(y).float()
+        return (1.0 / counts)[y]
+
+
+def _ema_update(decay: float) -> Callable[[list, list, Any], None]:
+    """An AveragedModel update with warm-up: the decay grows as (1 + n) / (10 + n) up to `decay`,
+    so the average forgets the random initial weights within the first few hundred steps."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: Any) -> None:
+        steps = float(num_averaged)  # AveragedModel's own counter, so a resumed run continues the warm-up
+        weight = 1.0 - min(decay, (1.0 + steps) / (10.0 + steps))
+        floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
+        for a, c in zip(averaged, current):
+            if not a.is_floating_point():
+                a.copy_(c)  # counters such as batch norm's num_batches_tracked
+
+    return update
+
+
+def _mixup(x: torch.Tensor, alpha: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(mixed batch, partner permutation, weight of the original) for mixup with Beta(alpha, alpha)."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(len(x), generator=generator, device=x.device)
+    return lam * x + (1 - lam) * x[perm], perm, lam
 
 
 def fit(
     model: nn.Module,
     task: "Task | str",
     train_x: torch.Tensor,
-    train_y: torch.Tensor,
+    train_y: "torch.Tensor | dict[str, torch.Tensor]",
     val_x: torch.Tensor,
-    val_y: torch.Tensor,
+    val_y: "torch.Tensor | dict[str, torch.Tensor]",
     cfg: TrainConfig,
     on_epoch: Callable[[EpochReport], None] | None = None,
     resume_state: dict | None = None,
 ) -> FitResult:
     """Train `model` on (train_x, train_y), select the best epoch on validation, load it back.
 
-    Trains on train_x's device. Early stopping after `cfg.patience` epochs without a better
-    validation `task.metric`. `resume_state` (an EpochReport.training_state()) continues a run.
+    `task` is a task name, or MULTITASK ("all") for a multitask model whose labels are a dict
+    {task: tensor}. Trains on train_x's device. Early stopping after `cfg.patience` epochs
+    without a better validation metric. With `cfg.ema_decay` the moving average of the weights
+    is what is evaluated, selected and returned. `resume_state` (an
+    EpochReport.training_state()) continues a run.
     """
-    task = get_task(task)
+    objective = Objective(model, task, cfg)
+    train_t, val_t = objective.targets(train_y), objective.targets(val_y)
     n = len(train_x)
     if n == 0 or len(val_x) == 0:
         raise ValueError(f"fit needs non-empty train and val sets (got {n} and {len(val_x)})")
-    if len(train_y) != n or len(val_y) != len(val_x):
-        raise ValueError(f"images/labels mismatch: train {n}/{len(train_y)}, val {len(val_x)}/{len(val_y)}")
+    for name in train_t:
+        if len(train_t[name]) != n or len(val_t[name]) != len(val_x):
+            raise ValueError(f"images/labels mismatch: train {n}/{len(train_t[name])}, val {len(val_x)}/{len(val_t[name])}")
     device = train_x.device
     model.to(device)
     if cfg.channels_last:
@@ -246,11 +396,18 @@ def fit(
     torch.manual_seed(cfg.seed)  # dropout draws
     shuffle_rng = torch.Generator().manual_seed(cfg.seed)
     augment_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    class_weights = _class_weights(task, train_y, cfg)
+    class_weights = objective.class_weights(train_t)
+    sample_weights = objective.sample_weights(train_t) if cfg.sampling == "balanced" else None
     bounds = _batch_bounds(n, cfg.batch_size)
     optimizer = _make_optimizer(model, cfg)
     scheduler = _make_scheduler(optimizer, cfg, len(bounds))
-    target_std = getattr(model, "target_std", None) if task.kind == "regression" else None
+    ema = None
+    if cfg.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel
+
+        ema = AveragedModel(model, multi_avg_fn=_ema_update(cfg.ema_decay), use_buffers=True)
+    evaluated = ema.module if ema is not None else model
+    val_numpy = {name: y.cpu().numpy() for name, y in val_t.items()}
 
     history: list[dict] = []
     best_value: float | None = None
@@ -262,6 +419,8 @@ def fit(
         optimizer.load_state_dict(resume_state["optimizer"])
         if scheduler is not None and resume_state.get("scheduler") is not None:
             scheduler.load_state_dict(resume_state["scheduler"])
+        if ema is not None and resume_state.get("ema") is not None:
+            ema.load_state_dict(resume_state["ema"])
         history = list(resume_state["history"])
         best_value, best_epoch, best_state = resume_state["best_value"], resume_state["best_epoch"], resume_state["best_state"]
         rng = resume_state["rng"]
@@ -278,6 +437,7 @@ def fit(
             "model": _to_cpu(model.state_dict()),
             "optimizer": _to_cpu(optimizer.state_dict()),
             "scheduler": _to_cpu(scheduler.state_dict()) if scheduler is not None else None,
+            "ema": _to_cpu(ema.state_dict()) if ema is not None else None,
             "best_value": best_value,
             "best_epoch": best_epoch,
             "best_state": best_state,
@@ -297,19 +457,27 @@ def fit(
     while epoch <= cfg.epochs and not stopped_early:
         started = time.perf_counter()
         model.train()
-        order = torch.randperm(n, generator=shuffle_rng).to(device)
+        if sample_weights is not None:
+            order = torch.multinomial(sample_weights, n, replacement=True, generator=shuffle_rng).to(device)
+        else:
+            order = torch.randperm(n, generator=shuffle_rng).to(device)
         loss_sum = torch.zeros((), device=device)
         train_outputs: list[torch.Tensor] = []
         for start, end in bounds:
             index = order[start:end]
-            xb = augment_batch(train_x[index], cfg.augment, augment_rng)
+            xb = augment_batch(train_x[index], cfg.augment, augment_rng, cfg.color_jitter)
+            yb = {name: y[index] for name, y in train_t.items()}
+            if cfg.mixup > 0:
+                xb, partner, lam = _mixup(xb, cfg.mixup, augment_rng)
             if cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            yb = train_y[index]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 outputs = model(xb)
             outputs = outputs.float()
-            loss = task.loss(outputs, yb, class_weights=class_weights, loss_name=cfg.loss, label_smoothing=cfg.label_smoothing, target_std=target_std)
+            loss = objective.loss(outputs, yb, class_weights)
+            if cfg.mixup > 0:
+                # Mixup's loss is the same mix of the two partners' losses.
+                loss = lam * loss + (1 - lam) * objective.loss(outputs, {k: v[partner] for k, v in yb.items()}, class_weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -317,6 +485,8 @@ def fit(
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             # Summed on-device: a .item() per batch would sync a GPU every step.
             loss_sum += loss.detach() * (end - start)
             train_outputs.append(outputs.detach())
@@ -325,9 +495,13 @@ def fit(
         train_seconds = time.perf_counter() - started
 
         # Train metrics from the running (dropout, augmented) outputs: free, Keras-style.
-        train_metrics = task.metrics(train_y[order].cpu().numpy(), torch.cat(train_outputs).float().cpu().numpy())
-        val_metrics, val_outputs = evaluate(model, task, val_x, val_y)
-        val_loss = task.loss(torch.from_numpy(val_outputs), val_y.cpu(), loss_name=cfg.loss, target_std=target_std).item()
+        order_cpu = order.cpu()
+        train_metrics = objective.metrics({k: v.cpu()[order_cpu].numpy() for k, v in train_t.items()},
+                                          torch.cat(train_outputs).float().cpu().numpy())
+        val_outputs = predict_outputs(evaluated, val_x, tta_flip=cfg.tta_flip)
+        val_metrics = objective.metrics(val_numpy, val_outputs)
+        val_loss = objective.loss(torch.from_numpy(val_outputs), {k: v.cpu() for k, v in val_t.items()},
+                                  {k: (w.cpu() if w is not None else None) for k, w in class_weights.items()}).item()
         metrics: dict[str, float] = {"train_loss": float(loss_sum.item()) / n, "val_loss": float(val_loss)}
         metrics.update({f"train_{k}": v for k, v in train_metrics.items()})
         metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
@@ -335,9 +509,9 @@ def fit(
         metrics["epoch_seconds"] = time.perf_counter() - started
         metrics["images_per_second"] = n / train_seconds
 
-        is_best = _improved(val_metrics[task.metric], best_value, task.mode)
+        is_best = _improved(val_metrics[objective.metric], best_value, objective.mode)
         if is_best:
-            best_value, best_epoch, best_state = val_metrics[task.metric], epoch, _to_cpu(model.state_dict())
+            best_value, best_epoch, best_state = val_metrics[objective.metric], epoch, _to_cpu(evaluated.state_dict())
         history.append({"epoch": epoch, **metrics})
         if on_epoch is not None:
             on_epoch(EpochReport(epoch, metrics, is_best, _state_fn=lambda e=epoch: training_state(e)))

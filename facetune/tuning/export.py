@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from facetune.config import flatten
-from facetune.tuning.trainable import SweepData, load_training_state, model_context, pixels_to_device
+from facetune.tuning.trainable import MULTITASK_FAMILY, SweepData, load_training_state, model_context, pixels_to_device
 
 VAL_PREFIX = "val_"
 
@@ -33,15 +33,21 @@ def export_best(
     test_split: Any,
     out_dir: Path,
 ) -> dict[str, Any] | None:
-    """Write the best trial of `grid` (a ray.tune.ResultGrid) to `out_dir`; None if no trial finished an epoch."""
+    """Write the best trial of `grid` (a ray.tune.ResultGrid) to `out_dir`; None if no trial finished an epoch.
+
+    For the multitask family, `grid` is the one experiment of all three tasks: the trial best at
+    `task_name` is chosen and its whole multitask model saved (predict shares its forward pass).
+    """
     import torch
 
     from facetune.models import build_model, save_model
-    from facetune.tasks import TASKS
+    from facetune.models.multitask import TaskView
+    from facetune.tasks import MULTITASK, TASKS
     from facetune.training.loop import evaluate
 
     task = TASKS[task_name]
-    metric = VAL_PREFIX + task.metric
+    multitask = family == MULTITASK_FAMILY
+    metric = VAL_PREFIX + (f"{task_name}_" if multitask else "") + task.metric
     usable = [r for r in grid if r.checkpoint is not None and r.metrics_dataframe is not None
               and metric in r.metrics_dataframe]
     if not usable:
@@ -52,13 +58,15 @@ def export_best(
 
     with best.checkpoint.as_directory() as directory:
         state = load_training_state(directory)
-    model = build_model(family, best.config["arch"], task, model_context(task_name, family, data))
+    model_task = MULTITASK if multitask else task_name
+    train_config = best.config.get("train", {})
+    model = build_model(family, best.config["arch"], model_task, model_context(model_task, family, data, train_config.get("loss")))
     model.load_state_dict(state["best_state"])
     model.eval()
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    context_meta = _context_meta(task_name, family, data)
-    save_model(model, out_dir, family=family, task=task_name, arch=best.config["arch"], context_meta=context_meta)
+    context_meta = {**getattr(model, "context_meta", {}), **_context_meta(model_task, family, data)}
+    save_model(model, out_dir, family=family, task=model_task, arch=best.config["arch"], context_meta=context_meta)
 
     history = best.metrics_dataframe
     history_columns = ["epoch"] + [c for c in history.columns if c.startswith(("train_", "val_"))] + \
@@ -69,7 +77,8 @@ def export_best(
     started = time.perf_counter()
     test_x = pixels_to_device(test_split.pixels, "cpu")
     test_y = torch.as_tensor(test_split.labels(task_name), dtype=torch.int64)
-    test_metrics, outputs = evaluate(model, task, test_x, test_y)
+    task_model = TaskView(model, task_name) if multitask else model
+    test_metrics, outputs = evaluate(task_model, task, test_x, test_y, tta_flip=bool(train_config.get("tta_flip", False)))
     test_seconds = time.perf_counter() - started
     _write_predictions(out_dir / "test_predictions.csv", task, test_split, outputs)
     _write_json(out_dir / "test_metrics.json", test_metrics)
@@ -77,9 +86,12 @@ def export_best(
     trials = trials_table(grid, metric, task.mode, tuned_keys)
     trials.to_csv(out_dir / "trials.csv", index=False)
 
-    best_row = history.loc[history[metric].idxmin() if task.mode == "min" else history[metric].idxmax()]
-    val_metrics = {c[len(VAL_PREFIX):]: float(best_row[c]) for c in history.columns
-                   if c.startswith(VAL_PREFIX) and c != "val_loss"}
+    # The row of the epoch whose weights were kept (multitask keeps the best val_error_sum epoch).
+    selection, selection_mode = ("val_error_sum", "min") if multitask else (metric, task.mode)
+    best_row = history.loc[history[selection].idxmin() if selection_mode == "min" else history[selection].idxmax()]
+    prefix = VAL_PREFIX + (f"{task_name}_" if multitask else "")
+    val_metrics = {c[len(prefix):]: float(best_row[c]) for c in history.columns
+                   if c.startswith(prefix) and c != "val_loss"}
     return {
         "family": family,
         "task": task_name,
@@ -124,8 +136,10 @@ def _cell(value: Any) -> Any:
 
 
 def _context_meta(task_name: str, family: str, data: SweepData) -> dict[str, Any]:
+    from facetune.tasks import MULTITASK
+
     meta: dict[str, Any] = {}
-    if task_name == "age":
+    if task_name in ("age", MULTITASK):
         meta.update(data.age_stats)
     if family == "pca_dnn" and data.pca is not None:
         meta["n_components"] = int(data.pca.components.shape[0])

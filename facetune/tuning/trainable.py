@@ -32,14 +32,38 @@ class SweepData:
     age_stats: dict[str, float] = field(default_factory=dict)
 
 
-def model_context(task_name: str, family: str, data: SweepData) -> dict[str, Any]:
-    """The build-time context a family needs beyond its arch: PCA, regression target scaling."""
+def model_context(task_name: str, family: str, data: SweepData, loss: str | None = None) -> dict[str, Any]:
+    """The build-time context a family needs beyond its arch: PCA, age scaling or age bins.
+
+    `task_name` may be MULTITASK; `loss` is the trial's train.loss (a distribution loss gives
+    age a head with one logit per year).
+    """
+    from facetune.models.registry import age_distribution_context
+    from facetune.tasks import MULTITASK
+
     context: dict[str, Any] = {}
-    if task_name == "age":
+    if task_name in ("age", MULTITASK):
         context.update(data.age_stats)
-    if family == "pca_dnn":
+        context.update(age_distribution_context(loss))
+    if family == "pca_dnn" or (family == MULTITASK_FAMILY and data.pca is not None):
         context["pca"] = data.pca
     return context
+
+
+#: The family whose one model answers every task (its trials are for task MULTITASK).
+MULTITASK_FAMILY = "multitask"
+
+
+def trial_labels(labels: dict[str, np.ndarray], task_name: str, device: Any) -> Any:
+    """The label tensor of `task_name`, or {task: tensor} for a multitask trial."""
+    import torch
+
+    from facetune.tasks import MULTITASK
+
+    # Arrays from the object store are read-only views; torch wants its own (small) copy.
+    if task_name == MULTITASK:
+        return {name: torch.tensor(values, dtype=torch.int64, device=device) for name, values in labels.items()}
+    return torch.tensor(labels[task_name], dtype=torch.int64, device=device)
 
 
 def pixels_to_device(pixels: np.ndarray, device: Any) -> torch.Tensor:
@@ -58,22 +82,20 @@ def run_trial(config: dict[str, Any], data_ref: list) -> None:
     from ray import tune
 
     from facetune.models import build_model
-    from facetune.tasks import TASKS
     from facetune.training.loop import TrainConfig, fit
 
     data: SweepData = ray.get(data_ref[0])
-    family, task = config["family"], TASKS[config["task"]]
+    family, task = config["family"], config["task"]
     torch.set_num_threads(int(config.get("torch_threads", 1)))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     train_x = pixels_to_device(data.train_pixels, device)
     val_x = pixels_to_device(data.val_pixels, device)
-    # Arrays from the object store are read-only views; torch wants its own (small) copy.
-    train_y = torch.tensor(data.train_labels[task.name], dtype=torch.int64, device=device)
-    val_y = torch.tensor(data.val_labels[task.name], dtype=torch.int64, device=device)
+    train_y = trial_labels(data.train_labels, task, device)
+    val_y = trial_labels(data.val_labels, task, device)
 
-    model = build_model(family, config["arch"], task, model_context(task.name, family, data)).to(device)
     train_cfg = TrainConfig.from_dict({**config["train"], "epochs": int(config["max_epochs"])})
+    model = build_model(family, config["arch"], task, model_context(task, family, data, train_cfg.loss)).to(device)
 
     resume_state = None
     checkpoint = tune.get_checkpoint()
