@@ -102,3 +102,29 @@ def test_resume_of_a_finished_sweep_redoes_nothing(smoke_results, prepared_data,
     again = run_sweep("smoke", prepared_data, results, resume=True)
     assert again == json.loads(json.dumps(summary))
     assert capsys.readouterr().out.count("already finished, skipped") == 9
+
+
+def test_ensemble_from_the_sweep_is_chosen_by_predict_and_no_worse_on_validation(smoke_results, tmp_path_factory):
+    import shutil
+
+    from facetune.predict import Predictor
+    from facetune.tasks import TASKS
+    from facetune.tuning.ensemble import build_ensembles
+
+    source, _ = smoke_results
+    results = tmp_path_factory.mktemp("ensemble") / "results"
+    shutil.copytree(source, results)  # the module's other tests read the original
+    sweep = json.loads((results / "sweep.json").read_text())
+    sweep["storage"] = str(results / "tune")
+    (results / "sweep.json").write_text(json.dumps(sweep))
+    entries = {e["task"]: e for e in build_ensembles(results, max_members=3, log=lambda line: None)}
+    assert set(entries) == set(TASKS)
+    summary = json.loads((results / "summary.json").read_text())
+    for task_name, task in TASKS.items():
+        singles = [e["val"][task.metric] for e in summary if e["task"] == task_name and e["family"] != "ensemble"]
+        best_single = min(singles) if task.mode == "min" else max(singles)
+        value = entries[task_name]["val"][task.metric]
+        assert (value <= best_single + 1e-6) if task.mode == "min" else (value >= best_single - 1e-6)
+    for predictor in (Predictor.from_results(results), Predictor.from_model_dirs({"gender": results / "ensemble_gender"})):
+        frame = predictor.predict_array(torch.zeros(3, 2304, dtype=torch.uint8).numpy())
+        assert len(frame) == 3

@@ -49,8 +49,15 @@ def save_model(
 
 
 def load_model(out_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model from out_dir/model_config.json, load model.pt into it, return it in eval mode."""
+    """Rebuild the model from out_dir/model_config.json, load model.pt into it, return it in eval mode.
+
+    A folder written as an ensemble (ensemble.json) loads as one Ensemble module.
+    """
     out = Path(out_dir)
+    from facetune.models.ensemble import ENSEMBLE_FILE, load_ensemble
+
+    if (out / ENSEMBLE_FILE).is_file():
+        return load_ensemble(out, map_location)
     config_path, weights_path = out / CONFIG_FILE, out / WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.is_file():

@@ -14,7 +14,16 @@ import pandas as pd
 
 from facetune.config import flatten
 
-FAMILIES: tuple[str, ...] = ("cnn", "dnn", "pca_dnn")
+def _report_families() -> tuple[str, ...]:
+    """The study's three families first, then every other registered family, then ensembles."""
+    from facetune.models.registry import families
+    from facetune.tuning.ensemble import ENSEMBLE_FAMILY
+
+    study = ("cnn", "dnn", "pca_dnn")
+    return (*study, *(f for f in families() if f not in study), ENSEMBLE_FAMILY)
+
+
+FAMILIES: tuple[str, ...] = _report_families()
 TASK_NAMES: tuple[str, ...] = ("age", "gender", "ethnicity")
 #: Every combination, in the order reports list them (task first: readers compare families per task).
 ALL_COMBINATIONS: tuple[tuple[str, str], ...] = tuple((f, t) for t in TASK_NAMES for f in FAMILIES)

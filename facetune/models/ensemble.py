@@ -1,0 +1,67 @@
+"""An ensemble of saved models for one task, stored as a folder of member models plus ensemble.json.
+
+Members are combined in prediction space: the weighted mean of class probabilities (returned as
+log-probabilities, so the usual softmax gives the mean back) or of predicted ages in years
+(the expectation for a distribution head). Members may be of any family, a multitask model's
+task columns included, so an ensemble is just another model to everything that loads one.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from facetune.tasks import Task, age_expectation, get_task
+
+ENSEMBLE_FILE = "ensemble.json"
+MEMBERS_DIR = "members"
+
+
+def to_prediction_space(outputs: torch.Tensor, task: Task) -> torch.Tensor:
+    """Raw outputs -> what members are averaged in: ages (N, 1) or class probabilities (N, C)."""
+    if task.kind == "regression":
+        return age_expectation(outputs)[0][:, None] if outputs.shape[1] > 1 else outputs.float()
+    return torch.softmax(outputs.float(), dim=1)
+
+
+def from_prediction_space(mean: torch.Tensor, task: Task) -> torch.Tensor:
+    """The inverse for the combined prediction: ages stay ages; probabilities become log-probabilities."""
+    return mean if task.kind == "regression" else torch.log(mean.clamp_min(1e-12))
+
+
+class Ensemble(nn.Module):
+    def __init__(self, members: Sequence[nn.Module], weights: Sequence[float], task: "Task | str") -> None:
+        super().__init__()
+        if not members or len(members) != len(weights):
+            raise ValueError(f"an ensemble needs one weight per member ({len(members)} members, {len(weights)} weights)")
+        self.members = nn.ModuleList(members)
+        self.task = get_task(task)
+        self.register_buffer("weights", torch.tensor([float(w) for w in weights]) / float(sum(weights)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = sum(w * to_prediction_space(m(x), self.task) for w, m in zip(self.weights, self.members))
+        return from_prediction_space(mean, self.task)
+
+
+def write_ensemble_config(out_dir: Path, task: str, members: Sequence[dict], extra: dict | None = None) -> None:
+    """ensemble.json: the task and, per member, its folder (relative) and weight, plus `extra` facts."""
+    config = {"family": "ensemble", "task": task, "members": list(members), **(extra or {})}
+    (Path(out_dir) / ENSEMBLE_FILE).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def load_ensemble(out_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    from facetune.models.checkpoint import load_model
+    from facetune.models.multitask import TaskView
+    from facetune.tasks import MULTITASK
+
+    out = Path(out_dir)
+    config = json.loads((out / ENSEMBLE_FILE).read_text())
+    modules = []
+    for member in config["members"]:
+        module, member_config = load_model(out / member["dir"], map_location)
+        modules.append(TaskView(module, config["task"]) if member_config["task"] == MULTITASK else module)
+    ensemble = Ensemble(modules, [m["weight"] for m in config["members"]], config["task"])
+    return ensemble.to(map_location).eval(), config
