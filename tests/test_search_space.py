@@ -65,3 +65,32 @@ def test_combinations_can_be_narrowed_and_reject_typos():
     assert combinations(profile, ["cnn/age", "dnn/gender"]) == [("cnn", "age"), ("dnn", "gender")]
     with pytest.raises(ValueError, match="unknown combination"):
         combinations(profile, ["cnn/height"])
+
+
+SEARCH_FILES = sorted(p.stem for p in (raycfg_dir() / "search").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("family", SEARCH_FILES)
+@pytest.mark.parametrize("seed", range(3))
+def test_every_shipped_search_space_samples_into_a_model_and_a_train_config(family, seed):
+    import random
+
+    from facetune.config import set_dotted
+    from facetune.models import build_model
+    from facetune.models.registry import age_distribution_context
+    from facetune.tasks import MULTITASK
+    from facetune.training import TrainConfig
+
+    random.seed(seed)
+    tasks = [MULTITASK] if family == "multitask" else list(TASK_NAMES)
+    for task in tasks:
+        base, space = combination_config(family, task, {})
+        for dotted, spec in space.items():
+            domain = to_distribution(spec)
+            set_dotted(base, dotted, domain.sample() if hasattr(domain, "sample") else domain)
+        train = TrainConfig.from_dict(base["train"])
+        context = {"target_mean": 30.0, "target_std": 20.0} | age_distribution_context(train.loss)
+        if family == "pca_dnn":
+            context["n_components"] = 8
+        model = build_model(family, base["arch"], task, context)
+        assert sum(p.numel() for p in model.parameters()) > 0
