@@ -64,6 +64,7 @@ class IngestResult:
     ethnicity: np.ndarray  # (N,) int64
     names: np.ndarray  # (N,) object (str): file name or img_name
     rejected: list[Rejected] = field(default_factory=list)
+    blank_lines: int = 0  # CSV blank lines: not rows, only counted
 
     @property
     def rows_written(self) -> int:
@@ -155,6 +156,7 @@ def read_kaggle_csv(path: str | os.PathLike[str], threads: int = 2) -> IngestRes
         ethnicity=labels["ethnicity"][keep],
         names=names[keep],
         rejected=rejected,
+        blank_lines=int(rows.blank.sum()),
     )
 
 
