@@ -37,6 +37,14 @@ class UsageError(FacetuneError):
     exit_code = EXIT_USAGE
 
 
+class InvalidInputError(UsageError, ValueError):
+    """A usage error that Python callers may also catch as ValueError."""
+
+
+class InputNotFoundError(UsageError, FileNotFoundError):
+    """A missing input path; Python callers may also catch it as FileNotFoundError."""
+
+
 class NoDataError(FacetuneError):
     """The input was read but yielded nothing usable."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from facetune.errors import UsageError
+from facetune.errors import InputNotFoundError
 
 #: Environment variable naming the default data source (a Kaggle CSV, a UTKFace folder,
 #: or a prepared Parquet directory).
@@ -15,7 +15,7 @@ DEFAULT_DATA_SOURCE = DEFAULT_DATA_ROOT / "age_gender.csv.gz"
 DEFAULT_RESULTS = Path("runs") / "results"
 
 
-class DataNotFoundError(UsageError, FileNotFoundError):
+class DataNotFoundError(InputNotFoundError):
     """Raised with a one-line, user-facing explanation when a data path does not exist (exit code 2)."""
 
 
