@@ -93,14 +93,23 @@ def check_out(out: Path, inputs: list[str]) -> None:
 
 def load_predictor(args: argparse.Namespace):
     """The sweep's best models; a missing or damaged results directory is a user error."""
-    from facetune.predict.predictor import Predictor
+    from facetune.predict.predictor import Predictor, read_summary
 
+    where = f"--models {path_text(args.models)}"
+    try:
+        entries = read_summary(args.models)
+    except FileNotFoundError as err:
+        raise UsageError(f"{where}: {err}") from None
+    except (OSError, ValueError) as err:
+        raise NoDataError(f"{where}: cannot load the models (summary.json: {err})") from None
+    families = sorted({str(e.get("family")) for e in entries if isinstance(e, dict)})
+    if args.family is not None and args.family not in families:
+        raise UsageError(f"--family {args.family}: no such family in {path_text(args.models)}/summary.json "
+                         f"(it has: {', '.join(families) or 'none'})")
     try:
         return Predictor.from_results(args.models, family=args.family, device=args.device)
-    except FileNotFoundError as err:
-        raise UsageError(f"--models {path_text(args.models)}: {err}") from None
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise NoDataError(f"--models {path_text(args.models)}: cannot load the models ({err})") from None
+        raise NoDataError(f"{where}: cannot load the models ({err})") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -103,9 +103,11 @@ def prepare(
     result = ingest(source_path, progress=progress)
     if strict and result.rejected:
         raise BadRowError(result.rejected[0], len(result.rejected))
+    if result.rows_read == 0:
+        raise NoDataError(f"{source_path}: no rows (the file holds a header only)")
     if result.rows_written == 0:
         first = f"; first: {result.rejected[0].reason}" if result.rejected else ""
-        raise NoDataError(f"{source_path}: no usable rows ({result.rows_read} read, all rejected{first})")
+        raise NoDataError(f"{source_path}: no usable rows ({result.rows_read} read, {len(result.rejected)} rejected{first})")
 
     hashes = content_hashes(result.pixels)
     splits = assign_splits(hashes, result.ethnicity, result.gender, seed=seed)
