@@ -21,6 +21,8 @@ from facetune.cli import main
 from facetune.errors import EXIT_NO_DATA, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE
 from predict_fixture import build_results_dir
 
+pytestmark = pytest.mark.usefixtures("no_figures")
+
 
 @dataclass
 class Env:
@@ -49,12 +51,6 @@ class Case:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
     return build_results_dir(tmp_path_factory.mktemp("models"), ec.FACES["pixels"], ec.FACES)
-
-
-@pytest.fixture(autouse=True)
-def no_figures(monkeypatch):
-    """The label figures are tested in test_prepare; drawing them here would only slow the matrix."""
-    monkeypatch.setattr("facetune.data.prepare.write_figures", lambda *args: [])
 
 
 @pytest.fixture

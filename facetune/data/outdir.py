@@ -54,6 +54,10 @@ def replaced_atomically(out: Path) -> Iterator[Path]:
     try:
         yield work
         _swap_in(work, out)
+    except OSError as err:  # disk full, permissions changed underneath: the old content is still there
+        shutil.rmtree(work, ignore_errors=True)
+        kept = "the previous content is kept" if out.exists() else "nothing was written"
+        raise OutputError(f"--out {path_text(out)}: writing failed ({err.strerror or err}); {kept}") from None
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
