@@ -114,6 +114,23 @@ def csv_with_unknown_labels(tmp: Path) -> Path:
     return write_lines(tmp / "labels.csv", lines)
 
 
+def csv_crlf_with_bom(tmp: Path) -> Path:
+    text = "\r\n".join(csv_lines(tmp)) + "\r\n"
+    (tmp / "windows.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    return tmp / "windows.csv"
+
+
+def csv_all_fields_quoted(tmp: Path) -> Path:
+    lines = csv_lines(tmp)
+    return write_lines(tmp / "quoted.csv", [lines[0]] + [",".join(f'"{v}"' for v in line.split(",")) for line in lines[1:]])
+
+
+def csv_stray_quote(tmp: Path) -> Path:
+    lines = csv_lines(tmp)
+    lines[3] = lines[3].replace(",", ',"3', 1)  # an unclosed quote in line 4's ethnicity
+    return write_lines(tmp / "stray.csv", lines)
+
+
 def png_named_csv(tmp: Path) -> Path:
     (tmp / "picture.csv").write_bytes(png_bytes(face_image(0)))
     return tmp / "picture.csv"

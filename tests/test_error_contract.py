@@ -160,6 +160,9 @@ PREPARE_WITH_REJECTS = [
              [(r"_2017", r"^line 5: pixel value '\+\d+' at position 0 is not written as a plain")], 11),
     Accepted("blank-face-row", ec.csv_blank_face, [(r"_2017", r"^line 8: image too uniform to be a face")], 11),
     Accepted("gz", ec.gz_csv, [], 10),
+    Accepted("crlf-and-bom", ec.csv_crlf_with_bom, [], 12),
+    Accepted("all-fields-quoted", ec.csv_all_fields_quoted, [], 12),
+    Accepted("stray-quote", ec.csv_stray_quote, [(r"_2017", r"^line 4: ethnicity 3\d is outside 0\.\.4$")], 11),
     Accepted("nested-folders", ec.nested_folder, [], 9),
     Accepted("symlinks", ec.folder_with_symlinks, [
         (r"^1_0_0_2017\d+\.jpg\.chip\.jpg$", r"broken symlink"),
@@ -385,6 +388,9 @@ TUNE_ERRORS = [
     Case("missing-data", lambda env: ["tune", "--profile", "smoke", "--data", str(env.tmp / "none"),
                                       "--results", str(env.tmp / "r")], EXIT_USAGE, r"data not found"),
     Case("bad-gpu-choice", tune("--gpu", "maybe"), EXIT_USAGE, r"argument --gpu: invalid choice"),
+    Case("results-is-a-file", lambda env: ["tune", "--profile", "smoke", "--data", str(env.prepared),
+                                           "--results", str(ec.plain_file(env.tmp))],
+         EXIT_OUTPUT, r"--results .*file: is a file, not a results folder"),
 ]
 
 REPORT_ERRORS = [

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from facetune.commands.checks import read_sweep_summary
-from facetune.errors import NoDataError, UsageError
+from facetune.errors import NoDataError, OutputError, UsageError
 from facetune.settings import DEFAULT_RESULTS, default_data_source, require_data_path
 
 
@@ -70,6 +71,9 @@ def check_sweep_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], lis
         offered = " ".join(f"{f}/{t}" for f, t in combinations(profile))
         raise UsageError(f"--only {' '.join(args.only or [])}: selects none of profile {args.profile}'s "
                          f"combinations ({offered})")
+    local = Path(args.results) if "://" not in str(args.results) else None
+    if local is not None and local.exists() and not local.is_dir():
+        raise OutputError(f"--results {args.results}: is a file, not a results folder")
     summary = read_sweep_summary(args.results)
     if summary and not args.resume:
         raise UsageError(f"--results {args.results}: already holds a sweep ({len(summary)} combinations done); "

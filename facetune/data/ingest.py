@@ -284,7 +284,9 @@ def _open_csv(path: Path, columns: list[str], numbered: bool, skip) -> pa_csv.CS
         # malformed lines are known only when parsing on one thread.
         read_options=pa_csv.ReadOptions(block_size=8 << 20, use_threads=not numbered),
         # Blank lines stay rows (dropped later) so that row positions keep matching line numbers.
-        parse_options=pa_csv.ParseOptions(invalid_row_handler=skip, ignore_empty_lines=False),
+        # Quotes are not special: one stray quote would otherwise swallow every line after it into
+        # one field. Quoted fields still work, their quotes are trimmed in _as_text.
+        parse_options=pa_csv.ParseOptions(invalid_row_handler=skip, ignore_empty_lines=False, quote_char=False),
         convert_options=pa_csv.ConvertOptions(
             # Bytes first: one invalid UTF-8 byte then rejects its row, not the file.
             column_types={c: pa.binary() for c in columns}, include_columns=columns, strings_can_be_null=True
@@ -298,7 +300,7 @@ def _as_text(batch: pa.RecordBatch, offset: int) -> tuple[pa.RecordBatch, dict[i
     arrays = []
     for name, column in zip(batch.schema.names, batch.columns):
         try:
-            arrays.append(column.cast(pa.string()))
+            arrays.append(_unquoted(column.cast(pa.string())))
             continue
         except pa.ArrowInvalid:
             pass
@@ -309,8 +311,15 @@ def _as_text(batch: pa.RecordBatch, offset: int) -> tuple[pa.RecordBatch, dict[i
             except UnicodeDecodeError:
                 values[row] = None
                 problems.setdefault(offset + row, f"invalid UTF-8 in {name}")
-        arrays.append(pa.array(values, pa.string()))
+        arrays.append(_unquoted(pa.array(values, pa.string())))
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names), problems
+
+
+def _unquoted(column: pa.Array) -> pa.Array:
+    """`column` with the double quotes around quoted fields removed (rare: only when one starts with a quote)."""
+    if pc.any(pc.starts_with(column, '"')).as_py():
+        return pc.utf8_trim(column, '"')
+    return column
 
 
 def _blank_rows(table: pa.Table) -> np.ndarray:
