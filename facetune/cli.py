@@ -1,36 +1,57 @@
-"""The `facetune` console script: a thin dispatcher over facetune.commands.*."""
+"""The `facetune` console script: a thin dispatcher over facetune.commands.*.
+
+Every command reports a user error the same way (facetune.errors): one line on stderr,
+`facetune COMMAND: message`, and a documented exit code. Only bugs print a traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
-from facetune.settings import DataNotFoundError
+from facetune.errors import EXIT_INTERRUPTED, EXIT_USAGE, FacetuneError, one_line
 
 #: Subcommand modules under facetune.commands, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = ("prepare", "tune", "ensemble", "report", "train_cgan", "generate", "predict")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (`PROG: message (see PROG --help)`), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="facetune",
         description="Face attribute recognition (age, gender, ethnicity) trained and tuned on Ray.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                       parser_class=OneLineParser)
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"facetune.commands.{name}")
         module.add_parser(subparsers)
     return parser
 
 
+def run_command(prog: str, func, args: argparse.Namespace) -> int:
+    """Call a command's `func(args)`; a FacetuneError becomes one line on stderr and its exit code."""
+    try:
+        return int(func(args) or 0)
+    except FacetuneError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except DataNotFoundError as err:
-        print(f"facetune: {err}", file=sys.stderr)
-        return 2
+    return run_command(f"facetune {args.command}", args.func, args)
 
 
 if __name__ == "__main__":

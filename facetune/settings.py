@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from facetune.errors import InputNotFoundError
+
 #: Environment variable naming the default data source (a Kaggle CSV, a UTKFace folder,
 #: or a prepared Parquet directory).
 DATA_ENV = "FACETUNE_DATA"
@@ -13,8 +15,8 @@ DEFAULT_DATA_SOURCE = DEFAULT_DATA_ROOT / "age_gender.csv.gz"
 DEFAULT_RESULTS = Path("runs") / "results"
 
 
-class DataNotFoundError(FileNotFoundError):
-    """Raised with a one-line, user-facing explanation when a data path does not exist."""
+class DataNotFoundError(InputNotFoundError):
+    """Raised with a one-line, user-facing explanation when a data path does not exist (exit code 2)."""
 
 
 def default_data_source() -> Path:

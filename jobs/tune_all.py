@@ -4,24 +4,20 @@ Under `ray job submit --working-dir .` the uploaded copy of facetune beside this
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from facetune.cli import OneLineParser, run_command  # noqa: E402
 from facetune.commands.tune import add_arguments, run  # noqa: E402
-from facetune.settings import DataNotFoundError  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Tune all nine (model family, task) combinations with Ray Tune.")
+    parser = OneLineParser(prog="tune_all.py",
+                           description="Tune all nine (model family, task) combinations with Ray Tune.")
     add_arguments(parser)
-    try:
-        return run(parser.parse_args())
-    except DataNotFoundError as err:
-        print(f"facetune: {err}", file=sys.stderr)
-        return 2
+    return run_command("tune_all.py", run, parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -41,6 +41,12 @@ def prepared_data(tmp_path_factory, kaggle_csv) -> Path:
     return out
 
 
+@pytest.fixture
+def no_figures(monkeypatch):
+    """Skip prepare's label figures (tested in test_prepare) where they would only slow a test down."""
+    monkeypatch.setattr("facetune.data.prepare.write_figures", lambda *args: [])
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One small local Ray instance for the tests that need it, shut down by its own handle."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facetune.data.images import ImageDecodeError, load_gray48, to_gray48
+from facetune.data.images import BACKGROUND, ImageDecodeError, load_gray48, to_gray48
 
 
 def _jpeg_bytes(size: tuple[int, int] = (64, 64)) -> bytes:
@@ -28,10 +28,10 @@ def test_to_gray48_is_convert_L_then_lanczos_resize():
 
 def test_load_gray48_reads_gray_png_of_any_size(tmp_path):
     path = tmp_path / "face.png"
-    Image.fromarray(np.full((80, 100), 200, np.uint8), "L").save(path)
+    Image.fromarray(np.tile(np.arange(100, dtype=np.uint8) * 2, (80, 1)), "L").save(path)
     result = load_gray48(path)
-    assert result.shape == (48, 48)
-    assert np.all(result == 200)
+    assert result.shape == (48, 48) and result.dtype == np.uint8
+    assert result[:, 0].max() < 20 and result[:, -1].min() > 180  # the left-to-right ramp survives
 
 
 def test_truncated_jpeg_is_reported_as_truncated(tmp_path):
@@ -50,3 +50,89 @@ def test_text_file_named_jpg_is_not_an_image(tmp_path):
         load_gray48(path)
     assert err.value.reason == "not an image"
     assert isinstance(err.value, ValueError)
+
+
+# ------------------------------------------------------------------ unusual files (issue 11)
+
+
+def _face(size: int = 64) -> np.ndarray:
+    """A gray image with structure: bright on the left half, a gradient down the right half."""
+    image = np.zeros((size, size), np.uint8)
+    image[:, : size // 2] = 200
+    image[:, size // 2 :] = np.linspace(20, 120, size, dtype=np.uint8)[:, None]
+    return image
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    upright = Image.fromarray(_face(), "L").convert("RGB")
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # how a sideways phone photo is stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to display
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    upright.save(tmp_path / "upright.jpg", quality=95)
+    stored.save(tmp_path / "sideways.jpg", quality=95)  # the same pixels, no orientation tag
+    upright_gray = load_gray48(tmp_path / "upright.jpg").astype(int)
+    assert np.abs(load_gray48(tmp_path / "phone.jpg") - upright_gray).mean() < 3
+    assert np.abs(load_gray48(tmp_path / "sideways.jpg") - upright_gray).mean() > 30
+
+
+def test_16_bit_png_is_scaled_not_clipped_to_white(tmp_path):
+    eight = _face()
+    Image.fromarray(eight.astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    Image.fromarray(eight, "L").save(tmp_path / "plain.png")
+    np.testing.assert_array_equal(load_gray48(tmp_path / "deep.png"), load_gray48(tmp_path / "plain.png"))
+
+
+def test_float_image_in_unit_range_is_scaled_to_0_255(tmp_path):
+    Image.fromarray(_face().astype(np.float32) / 255.0, "F").save(tmp_path / "float.tiff")
+    Image.fromarray(_face(), "L").save(tmp_path / "plain.png")
+    difference = np.abs(load_gray48(tmp_path / "float.tiff").astype(int) - load_gray48(tmp_path / "plain.png"))
+    assert difference.max() <= 1
+
+
+def test_transparency_is_composited_onto_the_white_background(tmp_path):
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[:, :32] = (0, 0, 0, 255)  # opaque black left half
+    rgba[:, 32:] = (0, 0, 0, 0)  # transparent right half, black underneath
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cutout.png")
+    gray = load_gray48(tmp_path / "cutout.png")
+    assert gray[:, :20].max() < 10 and gray[:, 28:].min() == BACKGROUND
+
+
+def test_palette_transparency_is_composited_too(tmp_path):
+    image = Image.fromarray(_face(), "L").convert("P")
+    image.info["transparency"] = int(np.asarray(image)[0, 0])
+    image.save(tmp_path / "palette.png", transparency=image.info["transparency"])
+    gray = load_gray48(tmp_path / "palette.png")
+    assert gray[:, :20].min() == BACKGROUND  # the left half was the transparent index
+
+
+@pytest.mark.parametrize(
+    "image, reason",
+    [
+        (Image.new("L", (1, 1), 128), r"image too small \(1x1, need at least 16x16\)"),
+        (Image.new("RGB", (8, 200), (90, 90, 90)), r"image too small \(8x200"),
+        (Image.new("RGB", (64, 64), (0, 0, 0)), r"image too uniform to be a face \(pixel standard deviation 0\.0"),
+        (Image.new("RGBA", (64, 64), (0, 0, 0, 0)), r"image too uniform"),
+        (Image.new("L", (200, 200), 255), r"image too uniform"),
+    ],
+    ids=["1x1", "thin", "all-black", "transparent", "white"],
+)
+def test_images_that_cannot_hold_a_face_are_rejected_with_a_reason(image, reason, tmp_path):
+    image.save(tmp_path / "x.png")
+    with pytest.raises(ImageDecodeError, match=reason):
+        load_gray48(tmp_path / "x.png")
+
+
+def test_a_folder_named_like_an_image_is_rejected_not_crashed_on(tmp_path):
+    (tmp_path / "face.jpg").mkdir()
+    with pytest.raises(ImageDecodeError):
+        load_gray48(tmp_path / "face.jpg")
+
+
+def test_prepare_and_predict_decode_through_the_same_function():
+    import facetune.data.ingest as ingest
+    import facetune.predict.inputs as inputs
+
+    assert ingest.load_gray48 is inputs.load_gray48 is load_gray48

@@ -125,7 +125,8 @@ def test_bad_files_in_a_folder_are_rejected_naming_the_file(tmp_path):
     folder = tmp_path / "UTKFace"
     folder.mkdir()
     good = folder / "30_0_2_20170101000000001.jpg.chip.jpg"
-    Image.fromarray(np.full((64, 64, 3), 90, np.uint8), "RGB").save(good, format="JPEG")
+    noise = np.random.default_rng(0).integers(40, 200, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise, "RGB").save(good, format="JPEG")
     data = good.read_bytes()
     (folder / "31_1_0_20170101000000002.jpg.chip.jpg").write_bytes(data[: len(data) // 2])
     (folder / "32_0_1_20170101000000003.jpg.chip.jpg").write_text("not a jpeg")

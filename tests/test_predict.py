@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from facetune.cli import run_command
 from facetune.commands import predict as predict_command
 from facetune.data.images import load_gray48
 from facetune.predict import Predictor, evaluate, gather_inputs, prediction_columns
@@ -55,7 +56,7 @@ def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="facetune")
     predict_command.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["predict", *argv])
-    return args.func(args)
+    return run_command("facetune predict", args.func, args)
 
 
 def test_from_results_picks_best_validation_model_per_task(predictor, results_dir):

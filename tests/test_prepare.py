@@ -12,6 +12,7 @@ import pyarrow.dataset as pa_ds
 import pytest
 from synthetic import make_faces, write_kaggle_csv
 
+from facetune.cli import run_command
 from facetune.commands import prepare as prepare_command
 from facetune.data.prepare import BadRowError, prepare
 from facetune.data.split import SPLITS, assign_splits, content_hashes, duplicate_stats
@@ -23,7 +24,7 @@ def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="facetune")
     prepare_command.add_parser(parser.add_subparsers(required=True))
     args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command("facetune prepare", args.func, args)
 
 
 def with_bad_row(clean: Path, out: Path) -> Path:
@@ -128,7 +129,7 @@ def test_strict_stops_at_the_first_bad_row_and_writes_nothing(kaggle_csv, tmp_pa
 
 def test_cli_strict_exits_non_zero_naming_the_row(kaggle_csv, tmp_path, capsys):
     code = run_cli(["prepare", str(with_bad_row(kaggle_csv, tmp_path / "bad.csv")), "--out", str(tmp_path / "o"), "--strict"])
-    assert code == 1
+    assert code == 3
     assert "line 4: 2303 pixel values" in capsys.readouterr().err
 
 
@@ -142,7 +143,7 @@ def test_cli_prints_a_summary(kaggle_csv, tmp_path, capsys):
 
 def test_missing_source_is_a_data_not_found_error(tmp_path):
     with pytest.raises(DataNotFoundError, match="does not exist"):
-        run_cli(["prepare", str(tmp_path / "nowhere.csv"), "--out", str(tmp_path / "o")])
+        prepare(tmp_path / "nowhere.csv", tmp_path / "o")
 
 
 def test_rerun_replaces_old_parquet_parts(kaggle_csv, tmp_path, monkeypatch):

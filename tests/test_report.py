@@ -1,7 +1,6 @@
 """facetune.results: reading a results dir and writing report.md / report.html / results.csv."""
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import re
@@ -11,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facetune.commands import report as report_command
+from facetune.cli import main as cli_main
 from facetune.results import build_report, collect_results, load_study
 from facetune.results.collect import split_combination_name, trial_columns
 from facetune.results.fairness import age_bands, fairness_gaps
@@ -222,11 +221,9 @@ def test_study_yaml_holds_the_studys_figures_and_targets():
 
 
 def test_report_command_writes_the_report_and_fails_clearly_on_a_wrong_dir(partial, tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    report_command.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["report", str(partial[0]), "--out", str(tmp_path / "out")])
-    assert args.func(args) == 0
+    assert cli_main(["report", str(partial[0]), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "report.html").is_file() and (tmp_path / "out" / "results.csv").is_file()
-    args = parser.parse_args(["report", str(tmp_path / "nowhere")])
-    assert args.func(args) == 2
-    assert "not a results directory" in capsys.readouterr().err
+    capsys.readouterr()
+    assert cli_main(["report", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "not a results directory" in err and err.count("\n") == 1

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import pickle
 import sys
 import time
 from pathlib import Path
 
+from facetune.errors import NoDataError, OutputError, UsageError, one_line, path_text
 from facetune.predict.predictor import DEFAULT_BATCH_SIZE, RAY_MIN_IMAGES
 
 #: Rejects listed on the terminal; all of them go to the rejects CSV.
@@ -67,17 +70,57 @@ class ProgressLine:
         print(("\r" if self.tty else "") + text, end=end, file=sys.stderr, flush=True)
 
 
+def rejects_path(out: Path) -> Path:
+    """Where the rejects of a run writing `out` go: beside it, NAME.rejects.csv."""
+    return out.with_name(out.name.removesuffix(".csv") + ".rejects.csv")
+
+
+def check_out(out: Path, inputs: list[str]) -> None:
+    """Refuse, before any work, an --out that is a folder or would write over an input."""
+    if out.is_dir():
+        raise OutputError(f"--out {path_text(out)}: is a folder; give a CSV file path such as {path_text(out / 'predictions.csv')}")
+    for written in (out, rejects_path(out)):
+        for given in inputs:
+            if written.exists() and Path(given).exists() and written.resolve() == Path(given).resolve():
+                raise OutputError(f"--out {path_text(out)}: would overwrite the input {path_text(given)}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"--out {path_text(out)}: cannot create its folder ({err.strerror or err})") from None
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise OutputError(f"--out {path_text(out)}: not writable")
+
+
+def load_predictor(args: argparse.Namespace):
+    """The sweep's best models; a missing or damaged results directory is a user error."""
+    from facetune.predict.predictor import Predictor, read_summary
+
+    where = f"--models {path_text(args.models)}"
+    try:
+        entries = read_summary(args.models)
+    except FileNotFoundError as err:
+        raise UsageError(f"{where}: {err}") from None
+    except (OSError, ValueError) as err:
+        raise NoDataError(f"{where}: cannot load the models (summary.json: {err})") from None
+    families = sorted({str(e.get("family")) for e in entries if isinstance(e, dict)})
+    if args.family is not None and args.family not in families:
+        raise UsageError(f"--family {args.family}: no such family in {path_text(args.models)}/summary.json "
+                         f"(it has: {', '.join(families) or 'none'})")
+    try:
+        return Predictor.from_results(args.models, family=args.family, device=args.device)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise NoDataError(f"{where}: cannot load the models ({err})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from facetune.predict.evaluate import evaluate, format_evaluation
     from facetune.predict.inputs import gather_inputs
-    from facetune.predict.predictor import Predictor
 
-    try:
-        inputs = gather_inputs(args.inputs, split=args.split, with_labels=args.evaluate)
-        predictor = Predictor.from_results(args.models, family=args.family, device=args.device)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"facetune predict: {err}", file=sys.stderr)
-        return 2
+    if args.batch_size < 1 or (args.workers is not None and args.workers < 1):
+        raise UsageError("--batch-size and --workers must be at least 1")
+    check_out(args.out, args.inputs)
+    inputs = gather_inputs(args.inputs, split=args.split, with_labels=args.evaluate)
+    predictor = load_predictor(args)
     print(f"models:\n{predictor.describe()}", file=sys.stderr)
     mode = "Ray Data" if (args.ray if args.ray is not None else len(inputs) > RAY_MIN_IMAGES) else "plain loop"
     print(f"inputs: {len(inputs)} ({mode})", file=sys.stderr)
@@ -89,22 +132,31 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=None if args.quiet else ProgressLine(),
     )
+    write_outputs(result, args.out)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    result.predictions.to_csv(args.out, index=False)
-    print(f"wrote {len(result.predictions)} predictions to {args.out}", file=sys.stderr)
-    if result.rejects:
-        rejects_path = args.out.with_name(args.out.name.removesuffix(".csv") + ".rejects.csv")
-        result.rejects_frame().to_csv(rejects_path, index=False)
-        print(f"{len(result.rejects)} input(s) without a prediction (all in {rejects_path}):", file=sys.stderr)
-        for reject in result.rejects[:SHOWN_REJECTS]:
-            print(f"  {reject.source}: {reject.reason}", file=sys.stderr)
-        if len(result.rejects) > SHOWN_REJECTS:
-            print(f"  ... and {len(result.rejects) - SHOWN_REJECTS} more", file=sys.stderr)
-
-    if args.evaluate:
+    if args.evaluate and len(result.predictions):
         if inputs.labels is None or inputs.labels.isna().all().all():
             print("evaluate: no labels known for these inputs (UTKFace names, CSV or Parquet carry them)")
         else:
             print(format_evaluation(evaluate(predictor, result, inputs.labels), all_metrics=args.all_metrics))
-    return 0 if len(result.predictions) else 1
+    if not len(result.predictions):
+        raise NoDataError(
+            f"no readable face in the input(s): {len(result.rejects)} reject(s), reasons in {path_text(rejects_path(args.out))}"
+        )
+    return 0
+
+
+def write_outputs(result, out: Path) -> None:
+    """Write the predictions and, when there are any, the rejects beside them (never a stale one)."""
+    result.predictions.to_csv(out, index=False)
+    print(f"wrote {len(result.predictions)} predictions to {out}", file=sys.stderr)
+    rejects = rejects_path(out)
+    if not result.rejects:
+        rejects.unlink(missing_ok=True)  # a rejects file from an earlier run must not look like this run's
+        return
+    result.rejects_frame().to_csv(rejects, index=False)
+    print(f"{len(result.rejects)} input(s) without a prediction (all in {rejects}):", file=sys.stderr)
+    for reject in result.rejects[:SHOWN_REJECTS]:
+        print(f"  {one_line(reject.source)}: {one_line(reject.reason)}", file=sys.stderr)
+    if len(result.rejects) > SHOWN_REJECTS:
+        print(f"  ... and {len(result.rejects) - SHOWN_REJECTS} more", file=sys.stderr)

@@ -2,12 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from facetune.data.ingest import SourceFormatError
-from facetune.data.prepare import BadRowError, prepare, summary_lines
-
-EXIT_BAD_INPUT = 1
+from facetune.data.prepare import prepare, summary_lines
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,7 +18,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     parser.add_argument("source", metavar="SOURCE", help="Kaggle CSV (.csv or .csv.gz) or UTKFace folder")
-    parser.add_argument("--out", metavar="DIR", required=True, help="output directory (created if missing)")
+    parser.add_argument("--out", metavar="DIR", required=True,
+                        help="output directory: created if missing, replaced atomically if it holds a prepared dataset")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace DIR even when it is a non-empty folder that is not a prepared dataset")
     parser.add_argument("--seed", metavar="N", type=int, default=0, help="split seed (default: 0)")
     parser.add_argument(
         "--strict", action="store_true", help="stop with a non-zero exit at the first bad row instead of rejecting it"
@@ -32,12 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    """Prepare the data and print the summary; bad input is one line on stderr and exit code 1."""
-    try:
-        manifest = prepare(args.source, args.out, seed=args.seed, strict=args.strict, progress=True)
-    except (BadRowError, SourceFormatError) as err:
-        print(f"facetune prepare: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    """Prepare the data and print the summary; user errors are raised (facetune.errors) for cli.main."""
+    manifest = prepare(args.source, args.out, seed=args.seed, strict=args.strict, progress=True,
+                       overwrite=args.overwrite)
     for line in summary_lines(manifest):
         print(line)
     print(f"wrote {args.out}/ ({', '.join(manifest['parquet_files'])}, manifest.json, figures/)")

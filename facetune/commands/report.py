@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import json
 from pathlib import Path
 
+from facetune.commands.checks import check_writable_folder, read_sweep_summary
+from facetune.errors import NoDataError, UsageError, path_text
 from facetune.results.fairness import MIN_GROUP_SIZE
 from facetune.results.study import STUDY_FILE
 
@@ -34,12 +36,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from facetune.results.build import build_report  # matplotlib/torch load only when a report is made
 
+    check_report_arguments(args)
     try:
         paths = build_report(args.results_dir, args.out, study_file=args.study, min_group_size=args.min_group_size)
     except FileNotFoundError as err:
-        print(f"facetune report: {err}", file=sys.stderr)
-        return 2
+        raise UsageError(str(err)) from None
     for kind in ("md", "html", "csv"):
         print(f"{kind}: {paths[kind]}")
     print(f"figures: {paths['figures']} ({len(list(paths['figures'].glob('*.png')))} PNG files)")
     return 0
+
+
+def check_report_arguments(args: argparse.Namespace) -> None:
+    """Results folder, its summary, --min-group-size and --out, checked before the figures are drawn."""
+    results = args.results_dir
+    if not results.is_dir():
+        what = "does not exist" if not results.exists() else "is a file, not a results folder"
+        raise UsageError(f"not a results directory: {path_text(results)} {what}")
+    read_sweep_summary(str(results))
+    if (results / "sweep.json").is_file():
+        try:
+            json.loads((results / "sweep.json").read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise NoDataError(f"{path_text(results / 'sweep.json')}: corrupt ({err})") from None
+    if args.min_group_size < 1:
+        raise UsageError(f"--min-group-size {args.min_group_size}: must be at least 1")
+    out = args.out if args.out is not None else results / "report"
+    check_writable_folder(out, out)

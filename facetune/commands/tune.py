@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
-from facetune.settings import DEFAULT_RESULTS, default_data_source
+from facetune.commands.checks import read_sweep_summary
+from facetune.errors import NoDataError, OutputError, UsageError
+from facetune.settings import DEFAULT_RESULTS, default_data_source, require_data_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,14 +38,66 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def available_profiles() -> list[str]:
+    from facetune.config import raycfg_dir
+
+    return sorted(path.stem for path in (raycfg_dir() / "profiles").glob("*.yaml"))
+
+
+def check_sweep_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[str, str]], list[dict]]:
+    """Profile, selected combinations and the existing summary, checked before Ray starts.
+
+    Raises UsageError for an unknown profile or --only (listing what exists) or an existing sweep
+    without --resume, and NoDataError for a summary.json that cannot be read.
+    """
+    import yaml
+
+    from facetune.tuning.profiles import combinations, load_profile
+    from facetune.tuning.space import FAMILIES, TASK_NAMES
+
+    try:
+        profile = load_profile(args.profile)
+    except FileNotFoundError:
+        raise UsageError(f"--profile {args.profile}: no such profile; available: {', '.join(available_profiles())} "
+                         "(or a path to a .yaml file)") from None
+    except (ValueError, yaml.YAMLError) as err:
+        raise UsageError(f"--profile {args.profile}: unusable profile ({err})") from None
+    try:
+        pairs = combinations(profile, args.only)
+    except ValueError:
+        raise UsageError(f"--only {' '.join(args.only or [])}: expected FAMILY/TASK with FAMILY one of "
+                         f"{', '.join(FAMILIES)} and TASK one of {', '.join(TASK_NAMES)}") from None
+    if not pairs:
+        offered = " ".join(f"{f}/{t}" for f, t in combinations(profile))
+        raise UsageError(f"--only {' '.join(args.only or [])}: selects none of profile {args.profile}'s "
+                         f"combinations ({offered})")
+    local = Path(args.results) if "://" not in str(args.results) else None
+    if local is not None and local.exists() and not local.is_dir():
+        raise OutputError(f"--results {args.results}: is a file, not a results folder")
+    summary = read_sweep_summary(args.results)
+    if summary and not args.resume:
+        raise UsageError(f"--results {args.results}: already holds a sweep ({len(summary)} combinations done); "
+                         "pass --resume to continue it or choose another --results")
+    return profile, pairs, summary
+
+
 def run(args: argparse.Namespace) -> int:
     from facetune.tuning.sweep import SweepExistsError, run_sweep
 
+    profile, pairs, _ = check_sweep_arguments(args)
+    require_data_path(args.data)
     try:
-        summary = run_sweep(args.profile, args.data, args.results, resume=args.resume, storage=args.storage,
+        summary = run_sweep(profile, args.data, args.results, resume=args.resume, storage=args.storage,
                             only=args.only, use_gpu=args.gpu)
     except SweepExistsError as err:
-        print(f"facetune: {err}", file=sys.stderr)
-        return 2
-    print(f"[facetune] sweep finished: {len(summary)} combinations in {args.results}/summary.json")
+        raise UsageError(str(err)) from None
+    finished = {(entry["family"], entry["task"]) for entry in summary}
+    missing = [f"{f}/{t}" for f, t in pairs if (f, t) not in finished]
+    if len(missing) == len(pairs):
+        raise NoDataError(f"no combination finished (every trial failed?): {' '.join(missing)}; "
+                          f"nothing added to {args.results}/summary.json")
+    if missing:
+        print(f"[facetune] not finished (left out of the summary): {' '.join(missing)}", file=sys.stderr)
+    print(f"[facetune] sweep finished: {len(pairs) - len(missing)} of {len(pairs)} combinations in "
+          f"{args.results}/summary.json")
     return 0

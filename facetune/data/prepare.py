@@ -24,7 +24,9 @@ import pyarrow.parquet as pq
 from facetune.data.figures import write_figures
 from facetune.data.images import NUM_PIXELS
 from facetune.data.ingest import LABEL_RANGES, IngestResult, Rejected, ingest
+from facetune.data.outdir import check_output_dir, replaced_atomically
 from facetune.data.split import HASH_NAME, SPLITS, assign_splits, content_hashes, duplicate_stats
+from facetune.errors import NoDataError, UsageError
 from facetune.settings import require_data_path
 
 MANIFEST = "manifest.json"
@@ -47,8 +49,12 @@ SCHEMA = pa.schema(
 AGE_BIN_YEARS = 10
 
 
-class BadRowError(ValueError):
-    """--strict found a bad input row; the message names it and says why."""
+#: numpy's seeds are unsigned 32-bit.
+MAX_SEED = 2**32 - 1
+
+
+class BadRowError(NoDataError, ValueError):
+    """--strict found a bad input row; the message names it and says why (exit code 3)."""
 
     def __init__(self, rejected: Rejected, total_rejected: int) -> None:
         super().__init__(
@@ -58,55 +64,81 @@ class BadRowError(ValueError):
         self.rejected = rejected
 
 
+def is_prepared_dir(path: Path) -> bool:
+    """True when `path` holds a dataset written by prepare (its manifest names our format)."""
+    try:
+        return json.loads((path / MANIFEST).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_seed(seed: int) -> int:
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed {seed}: must be a whole number from 0 to {MAX_SEED}")
+    return seed
+
+
 def prepare(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
     seed: int = 0,
     strict: bool = False,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Ingest `source`, split it, write `out`; return the manifest (also in out/manifest.json).
 
-    Raises DataNotFoundError when `source` is missing, SourceFormatError when it is not a usable
-    CSV/folder, and BadRowError (with strict=True) at the first bad row, before writing anything.
+    Arguments and `out` are checked before any reading: a file, a folder overlapping the source
+    or a non-empty folder that is not a prepared dataset (unless `overwrite`) is refused with
+    OutputError. Raises DataNotFoundError when `source` is missing, SourceFormatError when it is
+    not a usable CSV/folder, BadRowError (with strict=True) at the first bad row and NoDataError
+    when no row is usable, all before writing anything. A previous dataset in `out` is replaced
+    atomically: until the new one is complete, the old one stays readable.
     """
     started = time.monotonic()
+    check_seed(seed)
     source_path = require_data_path(source)
+    out_dir = Path(out)
+    check_output_dir(out_dir, [source_path], overwrite, is_prepared_dir, what="prepared dataset (manifest.json)")
     result = ingest(source_path, progress=progress)
     if strict and result.rejected:
         raise BadRowError(result.rejected[0], len(result.rejected))
+    if result.rows_read == 0:
+        raise NoDataError(f"{source_path}: no rows (the file holds a header only)")
+    if result.rows_written == 0:
+        first = f"; first: {result.rejected[0].reason}" if result.rejected else ""
+        raise NoDataError(f"{source_path}: no usable rows ({result.rows_read} read, {len(result.rejected)} rejected{first})")
 
     hashes = content_hashes(result.pixels)
     splits = assign_splits(hashes, result.ethnicity, result.gender, seed=seed)
     _check_groups_within_one_split(hashes, splits)
     duplicates = duplicate_stats(hashes, result.age, result.gender, result.ethnicity)
 
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    parquet_files = write_parquet(result, splits, hashes, out_dir)
-    figures = write_figures(result.age, result.gender, result.ethnicity, out_dir / FIGURES_DIR)
-
-    manifest = {
-        "format": FORMAT,
-        "source": str(source_path),
-        "source_kind": result.kind,
-        "seed": seed,
-        "rows_read": result.rows_read,
-        "rows_written": result.rows_written,
-        "rows_rejected": len(result.rejected),
-        "rejected": [r.as_dict() for r in result.rejected],
-        "duplicate_groups": duplicates.groups,
-        "duplicate_rows": duplicates.rows,
-        "conflicting_label_groups": duplicates.conflicting_label_groups,
-        "content_hash": HASH_NAME,
-        "splits": split_summary(result, splits),
-        "parquet_files": [p.name for p in parquet_files],
-        "figures": [str(p.relative_to(out_dir)) for p in figures],
-        "seconds": round(time.monotonic() - started, 2),
-    }
-    # The invariant the manifest promises; a failure here is a bug in ingest, not bad data.
-    assert manifest["rows_read"] == manifest["rows_written"] + manifest["rows_rejected"], manifest
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    with replaced_atomically(out_dir) as work:
+        parquet_files = write_parquet(result, splits, hashes, work)
+        figures = write_figures(result.age, result.gender, result.ethnicity, work / FIGURES_DIR)
+        manifest = {
+            "format": FORMAT,
+            "source": str(source_path),
+            "source_kind": result.kind,
+            "seed": seed,
+            "rows_read": result.rows_read,
+            "rows_written": result.rows_written,
+            "rows_rejected": len(result.rejected),
+            "rejected": [r.as_dict() for r in result.rejected],
+            "blank_lines": result.blank_lines,
+            "duplicate_groups": duplicates.groups,
+            "duplicate_rows": duplicates.rows,
+            "conflicting_label_groups": duplicates.conflicting_label_groups,
+            "content_hash": HASH_NAME,
+            "splits": split_summary(result, splits),
+            "parquet_files": [p.name for p in parquet_files],
+            "figures": [str(p.relative_to(work)) for p in figures],
+            "seconds": round(time.monotonic() - started, 2),
+        }
+        # The invariant the manifest promises; a failure here is a bug in ingest, not bad data.
+        assert manifest["rows_read"] == manifest["rows_written"] + manifest["rows_rejected"], manifest
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

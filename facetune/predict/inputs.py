@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from facetune.data.images import NUM_PIXELS, ImageDecodeError, load_gray48
-from facetune.data.ingest import parse_utkface_name, read_kaggle_csv
+from facetune.data.ingest import SourceFormatError, parse_utkface_name, read_faces_csv
+from facetune.data.walk import walk_files
+from facetune.errors import InputNotFoundError, InvalidInputError
 from facetune.predict.predictor import Reject
 
 #: Files taken from folders; other files there are reported as skipped (named files are always tried).
@@ -71,17 +73,17 @@ def gather_inputs(
     """
     paths = [Path(p) for p in inputs]
     if not paths:
-        raise ValueError("no INPUT given: pass image files, folders, a prepared Parquet dir or a Kaggle CSV")
-    missing = [str(p) for p in paths if not p.exists()]
+        raise InvalidInputError("no INPUT given: pass image files, folders, a prepared Parquet dir or a Kaggle CSV")
+    missing = [str(p) for p in paths if not p.exists() and not p.is_symlink()]
     if missing:
-        raise FileNotFoundError(f"input not found: {', '.join(missing)}")
+        raise InputNotFoundError(f"input not found: {', '.join(missing)}")
     tables = [p for p in paths if is_prepared_dir(p) or is_kaggle_csv(p)]
     if tables and len(tables) != len(paths):
-        raise ValueError(
+        raise InvalidInputError(
             "INPUTs mix image files/folders with Parquet dirs or CSV files; predict them in separate runs"
         )
     if split is not None and not all(is_prepared_dir(p) for p in paths):
-        raise ValueError("--split applies to prepared Parquet directories only")
+        raise InvalidInputError("--split applies to prepared Parquet directories only")
     if tables:
         parts = [_table_inputs(p, split) for p in paths]
         return Inputs(
@@ -102,19 +104,24 @@ def gather_inputs(
 def list_image_files(paths: Sequence[Path]) -> tuple[list[Path], list[Reject]]:
     """Named files as given; folders walked recursively (sorted) for JPEG/PNG files.
 
-    Other files found in folders are returned as rejects ("skipped"), so nothing vanishes silently.
+    Everything else found is returned as a reject with its reason (other files, broken symlinks,
+    symlink loops, an empty folder), so nothing vanishes silently.
     """
     files: list[Path] = []
     skipped: list[Reject] = []
     for path in paths:
-        if path.is_file():
-            files.append(path)
+        if not path.is_dir():
+            files.append(path)  # a broken named symlink fails to decode, with its reason
             continue
-        for found in sorted(p for p in path.rglob("*") if p.is_file()):
+        listing = walk_files(path)
+        skipped += [Reject(str(where), reason) for where, reason in listing.skipped]
+        for found in listing.files:
             if found.suffix.lower() in IMAGE_SUFFIXES:
                 files.append(found)
             else:
                 skipped.append(Reject(str(found), f"skipped: not a {'/'.join(IMAGE_SUFFIXES)} file"))
+        if not listing.files and not listing.skipped:
+            skipped.append(Reject(str(path), "empty folder: no files to predict on"))
     return files, skipped
 
 
@@ -131,24 +138,47 @@ def labels_from_names(files: Sequence[Path]) -> pd.DataFrame:
 
 def _table_inputs(path: Path, split: str | None) -> Inputs:
     if is_prepared_dir(path):
-        from facetune.data.loading import SPLITS, load_split
-
-        if split is not None and split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
-        arrays = [load_split(path, s) for s in ([split] if split else SPLITS)]
-        return Inputs(
-            sources=[str(s) for a in arrays for s in a.source],
-            pixels=np.concatenate([a.pixels for a in arrays]).astype(np.uint8, copy=False),
-            labels=pd.DataFrame(
-                {c: np.concatenate([getattr(a, c) for a in arrays]) for c in LABEL_COLUMNS}
-            ).astype("Int64"),
-        )
-    ingested = read_kaggle_csv(path)
+        return _prepared_inputs(path, split)
+    try:
+        faces = read_faces_csv(path)
+    except SourceFormatError as err:
+        # A CSV that cannot be read at all is one reject, so the other INPUTs still get answers.
+        return _no_faces(path, str(err).removeprefix(f"{path}: "))
     return Inputs(
-        sources=[str(s) for s in ingested.names],
-        pixels=ingested.pixels,
-        labels=pd.DataFrame({c: getattr(ingested, c) for c in LABEL_COLUMNS}).astype("Int64"),
-        rejects=[Reject(f"{path}:{r.source}", r.reason) for r in ingested.rejected],
+        sources=faces.sources,
+        pixels=faces.pixels,
+        labels=pd.DataFrame(faces.labels, columns=list(LABEL_COLUMNS)).astype("Int64"),
+        rejects=[Reject(f"{path}:{r.source}", r.reason) for r in faces.rejected],
+    )
+
+
+def _prepared_inputs(path: Path, split: str | None) -> Inputs:
+    from facetune.data.loading import SPLITS, load_split
+
+    if split is not None and split not in SPLITS:
+        raise InvalidInputError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    try:
+        arrays = [load_split(path, s) for s in ([split] if split else SPLITS)]
+    except (OSError, ValueError, KeyError) as err:
+        return _no_faces(path, f"unreadable prepared dataset ({err})")
+    if not any(len(a.source) for a in arrays):
+        return _no_faces(path, f"prepared dataset holds no faces{f' in split {split}' if split else ''}")
+    return Inputs(
+        sources=[str(s) for a in arrays for s in a.source],
+        pixels=np.concatenate([a.pixels for a in arrays]).astype(np.uint8, copy=False).reshape(-1, NUM_PIXELS),
+        labels=pd.DataFrame(
+            {c: np.concatenate([getattr(a, c) for a in arrays]) for c in LABEL_COLUMNS}
+        ).astype("Int64"),
+    )
+
+
+def _no_faces(path: Path, reason: str) -> Inputs:
+    """An input table that yields no face: no rows, one reject saying why."""
+    return Inputs(
+        sources=[],
+        pixels=np.zeros((0, NUM_PIXELS), np.uint8),
+        labels=pd.DataFrame({c: [] for c in LABEL_COLUMNS}).astype("Int64"),
+        rejects=[Reject(str(path), reason)],
     )
 
 

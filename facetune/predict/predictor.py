@@ -343,6 +343,9 @@ class Predictor:
         index: Sequence[int] | None = None,
     ) -> pd.DataFrame:
         """Raw outputs -> the prediction table (labels as class names, one probability column per class)."""
+        if not len(sources):  # nothing readable: the table's columns, no rows (the tasks cannot reshape 0 rows)
+            return pd.DataFrame({name: pd.Series(dtype=object) for name in prediction_columns(self.tasks)},
+                                index=pd.Index(index if index is not None else [], dtype=np.int64))
         columns: dict[str, object] = {"source": list(sources)}
         for task_name in self.models:
             task = TASKS[task_name]

@@ -1,0 +1,55 @@
+"""Checks shared by the commands that read a sweep's results or write one file.
+
+They run before any heavy work (Ray, models, figures) and raise facetune.errors types, so
+`tune`, `report` and `generate` refuse bad inputs and outputs with one line.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from facetune.errors import NoDataError, OutputError, UsageError, path_text
+
+SUMMARY_FILE = "summary.json"
+
+
+def read_sweep_summary(results: str) -> list[dict[str, Any]]:
+    """RESULTS/summary.json as a list of combination entries ([] when absent).
+
+    Works on URIs too (through ResultsStore). A file that is not JSON, or not a list of
+    {family, task, ...} objects, is a NoDataError naming the file.
+    """
+    from facetune.storage import ResultsStore
+
+    where = f"{results}/{SUMMARY_FILE}"
+    try:
+        summary = ResultsStore(results).read_json(SUMMARY_FILE, default=[])
+    except (ValueError, UnicodeDecodeError) as err:
+        raise NoDataError(f"{where}: corrupt ({err}); move it away or choose another results folder") from None
+    except OSError as err:
+        raise UsageError(f"{results}: cannot be read ({err.strerror or err})") from None
+    if not isinstance(summary, list) or not all(isinstance(e, dict) and {"family", "task"} <= set(e) for e in summary):
+        raise NoDataError(f"{where}: not a list of {{family, task, ...}} combinations")
+    return summary
+
+
+def check_output_file(out: Path, suffixes: tuple[str, ...] | None = None) -> None:
+    """Refuse an output file path that is a folder, has an unusable suffix or cannot be created."""
+    if out.is_dir():
+        raise OutputError(f"--out {path_text(out)}: is a folder; give a file path")
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise OutputError(f"--out {path_text(out)}: expected a {'/'.join(suffixes)} file name")
+    check_writable_folder(out.parent, out)
+
+
+def check_writable_folder(folder: Path, out: Path) -> None:
+    """Create `folder` if needed; refuse (naming --out `out`) when that fails or it is not writable."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"--out {path_text(out)}: {path_text(folder)} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"--out {path_text(out)}: cannot create {path_text(folder)} ({err.strerror or err})") from None
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"--out {path_text(out)}: {path_text(folder)} is not writable")
