@@ -18,18 +18,25 @@ SHOWN_REJECTS = 20
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "predict",
-        help="predict age, gender and ethnicity with a sweep's best models",
+        help="predict age, gender and ethnicity (shipped models, or a sweep's best)",
         description=(
             "Predict age, gender and ethnicity. INPUT is image files or folders (JPEG/PNG, any size, "
             "colour or gray; folders are searched recursively), a prepared Parquet directory, or a "
-            "Kaggle-layout CSV (.csv or .csv.gz). Per task, the model with the best validation "
-            "metric in RESULTS_DIR/summary.json is used (of --family if given)."
+            "Kaggle-layout CSV (.csv or .csv.gz). Without --models the models shipped in the package "
+            "answer (see --about); with --models RESULTS_DIR, per task the model with the best "
+            "validation metric in RESULTS_DIR/summary.json (of --family if given)."
         ),
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files/folders, a prepared dir or a CSV")
-    parser.add_argument("--models", required=True, metavar="RESULTS_DIR", help="a sweep's results directory")
-    parser.add_argument("--family", help="use this model family's checkpoints (cnn, dnn, pca_dnn)")
-    parser.add_argument("--out", required=True, type=Path, help="predictions CSV to write")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files/folders, a prepared dir or a CSV")
+    parser.add_argument("--models", metavar="RESULTS_DIR", help="a sweep's results directory (default: the shipped models)")
+    parser.add_argument("--about", action="store_true", help="print the shipped models' model card and exit")
+    parser.add_argument("--family", help="with --models: use this model family's checkpoints (e.g. cnn, resnet, ensemble)")
+    parser.add_argument("--out", type=Path, help="predictions CSV to write (default: print the table)")
+    parser.add_argument(
+        "--tta", action=argparse.BooleanOptionalAction, default=None,
+        help="average each face with its mirror image (default: on for the shipped models, off for --models, "
+             "whose test figures were measured without it)",
+    )
     parser.add_argument(
         "--evaluate", action="store_true",
         help="score against known labels (UTKFace names, CSV or Parquet columns) next to the sweep's test figures",
@@ -92,9 +99,14 @@ def check_out(out: Path, inputs: list[str]) -> None:
 
 
 def load_predictor(args: argparse.Namespace):
-    """The sweep's best models; a missing or damaged results directory is a user error."""
+    """The shipped models, or the sweep's best; a missing or damaged results directory is a user error."""
     from facetune.predict.predictor import Predictor, read_summary
 
+    if args.models is None:
+        try:
+            return Predictor.pretrained(device=args.device, tta_flip=args.tta is not False)
+        except FileNotFoundError as err:
+            raise NoDataError(str(err)) from None
     where = f"--models {path_text(args.models)}"
     try:
         entries = read_summary(args.models)
@@ -107,7 +119,9 @@ def load_predictor(args: argparse.Namespace):
         raise UsageError(f"--family {args.family}: no such family in {path_text(args.models)}/summary.json "
                          f"(it has: {', '.join(families) or 'none'})")
     try:
-        return Predictor.from_results(args.models, family=args.family, device=args.device)
+        predictor = Predictor.from_results(args.models, family=args.family, device=args.device)
+        predictor.tta_flip = bool(args.tta)
+        return predictor
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         raise NoDataError(f"{where}: cannot load the models ({err})") from None
 
@@ -116,9 +130,23 @@ def run(args: argparse.Namespace) -> int:
     from facetune.predict.evaluate import evaluate, format_evaluation
     from facetune.predict.inputs import gather_inputs
 
+    if args.about:
+        from facetune.release import PRETRAINED_DIR
+        from facetune.release_card import CARD_FILE
+
+        card = PRETRAINED_DIR / CARD_FILE
+        if not card.is_file():
+            raise NoDataError(f"no model card at {card}: the package ships no pretrained models")
+        print(card.read_text())
+        return 0
+    if not args.inputs:
+        raise UsageError("give at least one INPUT (image files or folders, a prepared dir or a CSV), or --about")
+    if args.family is not None and args.models is None:
+        raise UsageError("--family needs --models RESULTS_DIR (the shipped models are one multitask network)")
     if args.batch_size < 1 or (args.workers is not None and args.workers < 1):
         raise UsageError("--batch-size and --workers must be at least 1")
-    check_out(args.out, args.inputs)
+    if args.out is not None:
+        check_out(args.out, args.inputs)
     inputs = gather_inputs(args.inputs, split=args.split, with_labels=args.evaluate)
     predictor = load_predictor(args)
     print(f"models:\n{predictor.describe()}", file=sys.stderr)
@@ -132,7 +160,10 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=None if args.quiet else ProgressLine(),
     )
-    write_outputs(result, args.out)
+    if args.out is not None:
+        write_outputs(result, args.out)
+    else:
+        print_outputs(result)
 
     if args.evaluate and len(result.predictions):
         if inputs.labels is None or inputs.labels.isna().all().all():
@@ -141,9 +172,29 @@ def run(args: argparse.Namespace) -> int:
             print(format_evaluation(evaluate(predictor, result, inputs.labels), all_metrics=args.all_metrics))
     if not len(result.predictions):
         raise NoDataError(
-            f"no readable face in the input(s): {len(result.rejects)} reject(s), reasons in {path_text(rejects_path(args.out))}"
+            f"no readable face in the input(s): {len(result.rejects)} reject(s)"
+            + (f", reasons in {path_text(rejects_path(args.out))}" if args.out is not None else "")
         )
     return 0
+
+
+def print_outputs(result) -> None:
+    """Without --out: the predictions as a table on stdout, the rejects on stderr."""
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", 500, "display.width", 200, "display.float_format", "{:.3f}".format):
+        print(result.predictions.to_string(index=False))
+    print_rejects(result.rejects, "reasons below")
+
+
+def print_rejects(rejects, where: str) -> None:
+    if not rejects:
+        return
+    print(f"{len(rejects)} input(s) without a prediction ({where}):", file=sys.stderr)
+    for reject in rejects[:SHOWN_REJECTS]:
+        print(f"  {one_line(reject.source)}: {one_line(reject.reason)}", file=sys.stderr)
+    if len(rejects) > SHOWN_REJECTS:
+        print(f"  ... and {len(rejects) - SHOWN_REJECTS} more", file=sys.stderr)
 
 
 def write_outputs(result, out: Path) -> None:
@@ -155,8 +206,4 @@ def write_outputs(result, out: Path) -> None:
         rejects.unlink(missing_ok=True)  # a rejects file from an earlier run must not look like this run's
         return
     result.rejects_frame().to_csv(rejects, index=False)
-    print(f"{len(result.rejects)} input(s) without a prediction (all in {rejects}):", file=sys.stderr)
-    for reject in result.rejects[:SHOWN_REJECTS]:
-        print(f"  {one_line(reject.source)}: {one_line(reject.reason)}", file=sys.stderr)
-    if len(result.rejects) > SHOWN_REJECTS:
-        print(f"  ... and {len(result.rejects) - SHOWN_REJECTS} more", file=sys.stderr)
+    print_rejects(result.rejects, f"all in {rejects}")

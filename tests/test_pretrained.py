@@ -1,0 +1,76 @@
+"""The models shipped inside the package: present, documented, checksummed and usable with no sweep."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from facetune.cli import main
+from facetune.predict import Predictor
+from facetune.release import PRETRAINED_DIR, load_recipe
+from facetune.release_card import CARD_FILE, SHIPPED_FILES, card_checksums, file_sha256
+
+MAX_SHIPPED_BYTES = 30 * 1024 * 1024
+
+
+def test_shipped_files_match_the_checksums_in_the_model_card():
+    stated = card_checksums(PRETRAINED_DIR / CARD_FILE)
+    assert set(stated) == set(SHIPPED_FILES)
+    for name, digest in stated.items():
+        assert file_sha256(PRETRAINED_DIR / name) == digest, name
+
+
+def test_shipped_models_fit_the_size_budget():
+    total = sum(path.stat().st_size for path in PRETRAINED_DIR.iterdir() if path.is_file())
+    assert total <= MAX_SHIPPED_BYTES
+
+
+def test_model_card_states_the_recipe_data_and_test_figures():
+    card = (PRETRAINED_DIR / CARD_FILE).read_text()
+    assert "python jobs/train_release.py" in card
+    assert "train split only" in card
+    assert "shrunk test build" not in card
+    for group in ("ethnicity=White", "ethnicity=Others", "gender=female", "age=60-116"):
+        assert group in card
+
+
+def test_shipped_recipe_is_the_one_in_raycfg():
+    import json
+
+    metrics = json.loads((PRETRAINED_DIR / "metrics.json").read_text())
+    assert metrics["recipe"] == load_recipe()
+
+
+def test_pretrained_predictor_answers_every_task_in_one_network():
+    predictor = Predictor.pretrained(device="cpu")
+    assert predictor.tasks == ("age", "gender", "ethnicity")
+    assert len({id(m.module.model) for m in predictor.models.values()}) == 1
+    frame = predictor.predict_array(np.full((2, 48, 48), 128, np.uint8))
+    assert list(frame.columns[:3]) == ["source", "age", "age_std"]
+    assert (frame["age_std"] > 0).all()
+
+
+def test_predict_with_no_models_uses_the_shipped_ones(tmp_path, faces, capsys):
+    image = tmp_path / "face.jpg"
+    Image.fromarray(faces["pixels"][0].reshape(48, 48)).save(image)
+    assert main(["predict", str(image)]) == 0
+    printed = capsys.readouterr().out
+    assert "face.jpg" in printed
+    assert any(word in printed for word in ("male", "female"))
+    assert any(word in printed for word in ("White", "Black", "Asian", "Indian", "Others"))
+
+
+def test_predict_about_prints_the_model_card(capsys):
+    assert main(["predict", "--about"]) == 0
+    assert "facetune pretrained models" in capsys.readouterr().out
+
+
+def test_predict_without_inputs_is_a_usage_error(capsys):
+    assert main(["predict"]) == 2
+    assert "INPUT" in capsys.readouterr().err
+
+
+def test_family_needs_a_results_directory(tmp_path, faces, capsys):
+    image = tmp_path / "face.png"
+    Image.fromarray(faces["pixels"][0].reshape(48, 48)).save(image)
+    assert main(["predict", str(image), "--family", "cnn"]) == 2
+    assert "--models" in capsys.readouterr().err
