@@ -103,8 +103,11 @@ class ServeProcess:
         return leftover
 
 
-def start_serve(models: Path, log: Path, extra: list[str] | None = None, ready_s: float = 120) -> ServeProcess:
-    """Run `facetune serve --models MODELS` on a free port; return once GET /health answers."""
+def start_serve(models: Path, log: Path, extra: list[str] | None = None, ready_s: float = 300) -> ServeProcess:
+    """Run `facetune serve --models MODELS` on a free port; return once GET /health answers.
+
+    Start-up takes ~20 s on two quiet cores; `ready_s` is generous because Ray's start-up
+    stretches to minutes when the cores are shared with other jobs."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", RAY_ADDRESS="")
     handle = log.open("wb")

@@ -40,6 +40,7 @@ class ServeSettings:
     target_ongoing_requests: float = 16
     max_ongoing_requests: int = 64  # per replica; must exceed max_batch_size for full batches
     replica_cpus: float = 1.0
+    replica_gpus: float = 0.0  # > 0 puts each replica on a GPU (the models then run on cuda)
     max_body_bytes: int = uploads.MAX_BODY_BYTES
 
     @classmethod
@@ -152,7 +153,7 @@ def build_app(args: Mapping[str, Any] | None = None) -> serve.Application:
     if not 1 <= settings.min_replicas <= settings.max_replicas:
         raise ValueError(f"need 1 <= min_replicas <= max_replicas, got {settings.min_replicas}..{settings.max_replicas}")
     service = FaceService.options(
-        ray_actor_options={"num_cpus": settings.replica_cpus},
+        ray_actor_options={"num_cpus": settings.replica_cpus, "num_gpus": settings.replica_gpus},
         max_ongoing_requests=settings.max_ongoing_requests,
         autoscaling_config={
             "min_replicas": settings.min_replicas,
