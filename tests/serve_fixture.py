@@ -107,21 +107,39 @@ def start_serve(models: Path, log: Path, extra: list[str] | None = None, ready_s
     """Run `facetune serve --models MODELS` on a free port; return once GET /health answers.
 
     Start-up takes ~20 s on two quiet cores; `ready_s` is generous because Ray's start-up
-    stretches to minutes when the cores are shared with other jobs."""
+    stretches to minutes when the cores are shared with other jobs. Ray gives its raylet a fixed
+    30 s to register, which a saturated machine can miss: that one failure is retried once.
+    """
+    for attempt in (1, 2):
+        try:
+            return _start_once(models, log, extra, ready_s)
+        except RayStartTimeout:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class RayStartTimeout(RuntimeError):
+    pass
+
+
+def _start_once(models: Path, log: Path, extra: list[str] | None, ready_s: float) -> ServeProcess:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", RAY_ADDRESS="")
-    handle = log.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "facetune.cli", "serve", "--models", str(models), "--port", str(port),
-         "--replicas", "1", "--replica-cpus", "0.5", *(extra or [])],
-        stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=log.parent,
-    )
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "facetune.cli", "serve", "--models", str(models), "--port", str(port),
+             "--replicas", "1", "--replica-cpus", "0.5", *(extra or [])],
+            stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=log.parent,
+        )
     server = ServeProcess(process, port, log)
     deadline = time.monotonic() + ready_s
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"facetune serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+                output = log.read_text()
+                error = RayStartTimeout if "timed out during startup" in output else RuntimeError
+                raise error(f"facetune serve exited with {process.returncode}:\n{output[-3000:]}")
             try:
                 if server.request("/health", timeout=5).status == 200:
                     return server
