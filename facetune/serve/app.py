@@ -13,13 +13,14 @@ from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from typing import Any, Mapping
 
+from PIL import Image
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from facetune.serve import uploads
-from facetune.serve.faces import faces_in
+from facetune.serve.faces import Face, faces_in
 from facetune.serve.inference import describe_models, face_entries, load_predictor, models_used
 from facetune.serve.uploads import BadRequest
 
@@ -112,14 +113,13 @@ class FaceService:
             return JSONResponse(err.as_json(), status_code=err.status)
 
     async def _predict(self, request: Request) -> dict[str, Any]:
-        content_type = request.headers.get("content-type", "")
-        uploads.check_content_type(content_type)
         uploads.check_declared_length(request.headers.get("content-length"))
+        # The body is read (capped) before its type is judged, so every refusal reaches the client.
         body = await uploads.read_capped(request.stream(), self.settings.max_body_bytes)
-        upload = uploads.extract_upload(body, content_type)
-        # Decoding releases the GIL in PIL's codecs; a thread keeps other requests (and batches) moving.
-        image = await asyncio.to_thread(uploads.decode_image, upload.data)
-        faces = faces_in(image)
+        upload = uploads.extract_upload(body, request.headers.get("content-type", ""))
+        # PIL's codecs (and a face detector's convolutions) release the GIL: in a thread they keep
+        # other requests, and the batches they feed, moving.
+        image, faces = await asyncio.to_thread(_decode_and_find_faces, upload.data)
         entries = await asyncio.gather(*(self.predict_faces(face.crop) for face in faces))
         self.counts.record.remote(None)
         return {
@@ -136,6 +136,11 @@ class FaceService:
     async def predict_faces(self, crops: list) -> list[dict[str, Any]]:
         """Faces from concurrent requests, one forward pass per task for all of them."""
         return face_entries(self.predictor, crops)
+
+
+def _decode_and_find_faces(data: bytes) -> tuple[Image.Image, list[Face]]:
+    image = uploads.decode_image(data)
+    return image, faces_in(image)
 
 
 def _route(request: Request) -> str:
