@@ -125,9 +125,7 @@ class RayStartTimeout(RuntimeError):
 
 def _start_once(models: Path, log: Path, extra: list[str] | None, ready_s: float) -> ServeProcess:
     port = free_port()
-    # RAY_raylet_start_wait_time_s: how long the raylet waits for its agents (Ray's error names it).
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", RAY_ADDRESS="",
-               RAY_raylet_start_wait_time_s="120")
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", RAY_ADDRESS="")
     with log.open("wb") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "facetune.cli", "serve", "--models", str(models), "--port", str(port),

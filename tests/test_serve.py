@@ -29,9 +29,19 @@ def photo(tmp_path_factory) -> Path:
     return face_photo(tmp_path_factory.mktemp("photos") / "drawn_face.jpg")
 
 
+_start_failure: list[BaseException] = []
+
+
 @pytest.fixture(scope="module")
 def server(results_dir, tmp_path_factory):
-    server = start_serve(results_dir, tmp_path_factory.mktemp("serve_log") / "serve.log")
+    # pytest re-runs a failed module fixture for every test; one failed start is enough.
+    if _start_failure:
+        pytest.fail(f"facetune serve did not start: {_start_failure[0]}", pytrace=False)
+    try:
+        server = start_serve(results_dir, tmp_path_factory.mktemp("serve_log") / "serve.log")
+    except RuntimeError as err:
+        _start_failure.append(err)
+        raise
     try:
         yield server
     finally:
