@@ -1,0 +1,88 @@
+"""`facetune serve`: the prediction service on Ray Serve, until Ctrl-C (or SIGTERM)."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from dataclasses import asdict
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve predictions over HTTP (Ray Serve), with a web page",
+        description=(
+            "Serve age, gender and ethnicity predictions over HTTP: POST /predict (an image), "
+            "GET /health, GET /models and a page at /. Starts a local Ray instance unless "
+            "RAY_ADDRESS names a cluster. Stops cleanly on Ctrl-C or SIGTERM."
+        ),
+    )
+    parser.add_argument("--models", metavar="RESULTS_DIR",
+                        help="a sweep's results directory (default: the package's pretrained models, when it has them)")
+    parser.add_argument("--family", help="use this model family's checkpoints (cnn, dnn, pca_dnn)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    parser.add_argument("--replicas", type=int, default=2, metavar="N",
+                        help="most replicas the autoscaler may start (at least one always runs; default 2)")
+    parser.add_argument("--max-batch-size", type=int, default=32,
+                        help="faces per batched forward pass (1 turns dynamic batching off)")
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="longest wait to fill a batch")
+    parser.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs reserved per replica")
+    parser.add_argument("--device", help="torch device in each replica (default: cuda when present)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from facetune.predict.predictor import read_summary
+    from facetune.serve.app import APP_NAME, ServeSettings, build_app
+
+    # Refuse a bad --models here, in one line, rather than as a replica crash loop later.
+    try:
+        if args.models:
+            read_summary(args.models)
+        else:
+            from facetune.release import PRETRAINED_DIR
+
+            if not (PRETRAINED_DIR / "model_config.json").is_file():
+                raise FileNotFoundError(f"no --models given and no shipped models in {PRETRAINED_DIR}: "
+                                        "pass --models RESULTS_DIR (a sweep's results directory)")
+    except (FileNotFoundError, ValueError) as err:
+        print(f"facetune serve: {err}", file=sys.stderr)
+        return 2
+    settings = ServeSettings(
+        models=os.path.abspath(args.models) if args.models else None,
+        family=args.family,
+        device=args.device,
+        max_batch_size=args.max_batch_size,
+        batch_wait_timeout_s=args.batch_wait_ms / 1000,
+        max_replicas=max(1, args.replicas),
+        replica_cpus=args.replica_cpus,
+    )
+
+    import ray
+    from ray import serve
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    address = os.environ.get("RAY_ADDRESS")
+    # address="local": a fresh private instance, never some other Ray running on this machine.
+    ray.init(address=address or "local", include_dashboard=False, configure_logging=False,
+             log_to_driver=False)
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(build_app(asdict(settings)), name=APP_NAME, route_prefix="/")
+        print(f"facetune serve: http://{args.host}:{args.port}/ (models: {args.models or 'pretrained'}); "
+              "Ctrl-C stops", file=sys.stderr, flush=True)
+        stop.wait()
+    finally:
+        print("facetune serve: stopping", file=sys.stderr, flush=True)
+        if address:
+            serve.delete(APP_NAME)  # a shared cluster: remove our app, leave Serve to its owner
+        else:
+            serve.shutdown()
+        ray.shutdown()
+    return 0

@@ -1,0 +1,169 @@
+"""The Ray Serve application: one HTTP ingress deployment that batches faces across requests,
+plus a one-replica counter so /health reports the refusals of every replica together.
+
+    build_app({"models": "runs/results"})          # what `serve run` / `serve deploy` import
+    serve run facetune.serve.app:build_app models=runs/results
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+from importlib import resources
+from typing import Any, Mapping
+
+from PIL import Image
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from facetune.serve import uploads
+from facetune.serve.faces import Face, faces_in
+from facetune.serve.inference import describe_models, face_entries, load_predictor, models_used
+from facetune.serve.uploads import BadRequest
+
+APP_NAME = "facetune"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything an application is built from; also the `args:` of raycfg/serve.yaml."""
+
+    models: str | None = None  # results directory; None: the package's pretrained models
+    family: str | None = None
+    device: str | None = None
+    max_batch_size: int = 32  # 1 turns batching off (each face its own forward pass)
+    batch_wait_timeout_s: float = 0.005
+    min_replicas: int = 1
+    max_replicas: int = 2
+    target_ongoing_requests: float = 16
+    max_ongoing_requests: int = 64  # per replica; must exceed max_batch_size for full batches
+    replica_cpus: float = 1.0
+    replica_gpus: float = 0.0  # > 0 puts each replica on a GPU (the models then run on cuda)
+    max_body_bytes: int = uploads.MAX_BODY_BYTES
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> ServeSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = set(args) - known
+        if unknown:
+            raise ValueError(f"unknown serve settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**args)
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
+class RequestCounts:
+    """Answered and refused requests of all FaceService replicas, by kind."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.answered = 0
+        self.refused: Counter[str] = Counter()
+
+    def record(self, kind: str | None) -> None:
+        if kind is None:
+            self.answered += 1
+        else:
+            self.refused[kind] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "uptime_s": round(time.time() - self.started, 1),
+            "answered": self.answered,
+            "refused": sum(self.refused.values()),
+            "refused_by_kind": dict(self.refused),
+        }
+
+
+@serve.deployment
+class FaceService:
+    """GET / (the page), GET /health, GET /models, POST /predict."""
+
+    def __init__(self, counts: DeploymentHandle, settings: dict[str, Any]) -> None:
+        self.settings = ServeSettings.from_args(settings)
+        self.counts = counts
+        self.predictor = load_predictor(self.settings.models, self.settings.family, self.settings.device)
+        self.models_used = models_used(self.predictor)
+        self.page = resources.files("facetune.serve").joinpath("page.html").read_text(encoding="utf-8")
+        self.predict_faces.set_max_batch_size(self.settings.max_batch_size)
+        self.predict_faces.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
+
+    async def __call__(self, request: Request) -> Response:
+        path = _route(request)
+        try:
+            if path == "/predict":
+                if request.method != "POST":
+                    raise BadRequest(405, "wrong_method", "POST an image to /predict")
+                return JSONResponse(await self._predict(request))
+            if request.method != "GET":
+                raise BadRequest(405, "wrong_method", f"{path} answers GET only")
+            if path == "/":
+                return HTMLResponse(self.page)
+            if path == "/health":
+                return JSONResponse({"status": "ok", **await self.counts.snapshot.remote()})
+            if path == "/models":
+                return JSONResponse(
+                    {"models": describe_models(self.predictor), "max_batch_size": self.settings.max_batch_size}
+                )
+            raise BadRequest(404, "not_found", f"no route {path}: try /, /predict, /health or /models")
+        except BadRequest as err:
+            self.counts.record.remote(err.kind)  # fire and forget: counting must not slow the answer
+            return JSONResponse(err.as_json(), status_code=err.status)
+
+    async def _predict(self, request: Request) -> dict[str, Any]:
+        uploads.check_declared_length(request.headers.get("content-length"))
+        # The body is read (capped) before its type is judged, so every refusal reaches the client.
+        body = await uploads.read_capped(request.stream(), self.settings.max_body_bytes)
+        upload = uploads.extract_upload(body, request.headers.get("content-type", ""))
+        # PIL's codecs (and a face detector's convolutions) release the GIL: in a thread they keep
+        # other requests, and the batches they feed, moving.
+        image, faces = await asyncio.to_thread(_decode_and_find_faces, upload.data)
+        entries = await asyncio.gather(*(self.predict_faces(face.crop) for face in faces))
+        self.counts.record.remote(None)
+        return {
+            "image": {"width": image.size[0], "height": image.size[1], "filename": upload.filename},
+            "faces": [
+                {"box": dict(zip(("x", "y", "width", "height"), face.box)), **entry}
+                | ({"score": face.score} if face.score is not None else {})
+                for face, entry in zip(faces, entries)
+            ],
+            "models": self.models_used,
+        }
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def predict_faces(self, crops: list) -> list[dict[str, Any]]:
+        """Faces from concurrent requests, one forward pass per task for all of them."""
+        return face_entries(self.predictor, crops)
+
+
+def _decode_and_find_faces(data: bytes) -> tuple[Image.Image, list[Face]]:
+    image = uploads.decode_image(data)
+    return image, faces_in(image)
+
+
+def _route(request: Request) -> str:
+    """The path below the application's route prefix ('/' when mounted at /)."""
+    path = request.url.path
+    root = request.scope.get("root_path", "").rstrip("/")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return "/" + path.strip("/") if path.strip("/") else "/"
+
+
+def build_app(args: Mapping[str, Any] | None = None) -> serve.Application:
+    """The application for `serve run` / `serve deploy` (import path facetune.serve.app:build_app)."""
+    settings = ServeSettings.from_args(dict(args or {}))
+    if not 1 <= settings.min_replicas <= settings.max_replicas:
+        raise ValueError(f"need 1 <= min_replicas <= max_replicas, got {settings.min_replicas}..{settings.max_replicas}")
+    service = FaceService.options(
+        ray_actor_options={"num_cpus": settings.replica_cpus, "num_gpus": settings.replica_gpus},
+        max_ongoing_requests=settings.max_ongoing_requests,
+        autoscaling_config={
+            "min_replicas": settings.min_replicas,
+            "max_replicas": settings.max_replicas,
+            "target_ongoing_requests": settings.target_ongoing_requests,
+        },
+    )
+    return service.bind(RequestCounts.bind(), asdict(settings))

@@ -1,0 +1,53 @@
+"""raycfg/serve.yaml, the app builder and the command's seams, without starting Ray."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from facetune.cli import main
+from facetune.serve.app import FaceService, ServeSettings, build_app
+from facetune.serve.inference import load_predictor
+
+SERVE_YAML = Path(__file__).resolve().parent.parent / "raycfg" / "serve.yaml"
+
+
+def test_serve_yaml_is_a_valid_serve_config_that_builds_the_app():
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load(SERVE_YAML.read_text()))
+    [app] = config.applications
+    assert app.import_path == "facetune.serve.app:build_app"
+    assert config.http_options.host == "127.0.0.1"
+    application = build_app(app.args)
+    deployment = application._bound_deployment
+    assert deployment.name == FaceService.name
+    assert deployment._deployment_config.autoscaling_config.max_replicas == app.args["max_replicas"]
+    assert deployment._deployment_config.max_ongoing_requests > app.args["max_batch_size"]
+
+
+def test_unknown_settings_and_bad_replica_bounds_are_refused():
+    with pytest.raises(ValueError, match="unknown serve settings"):
+        ServeSettings.from_args({"max_batchsize": 8})
+    with pytest.raises(ValueError, match="min_replicas"):
+        build_app({"min_replicas": 3, "max_replicas": 2})
+
+
+def test_without_models_the_shipped_ones_answer_every_task():
+    predictor = load_predictor(None, device="cpu")
+    assert predictor.tasks == ("age", "gender", "ethnicity")
+
+
+def test_serve_command_explains_a_missing_models_dir_in_one_line(tmp_path, capsys):
+    assert main(["serve", "--models", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("facetune serve:") and "summary.json" in err and "\n" not in err
+
+
+def test_serve_command_without_models_or_shipped_ones_says_what_to_pass(monkeypatch, tmp_path, capsys):
+    import facetune.release
+
+    monkeypatch.setattr(facetune.release, "PRETRAINED_DIR", tmp_path)
+    assert main(["serve"]) == 2
+    assert "pass --models RESULTS_DIR" in capsys.readouterr().err
