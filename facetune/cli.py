@@ -9,7 +9,7 @@ from typing import Sequence
 from facetune.settings import DataNotFoundError
 
 #: Subcommand modules under facetune.commands, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("prepare", "tune", "report", "train_cgan", "generate", "predict")
+COMMAND_MODULES: tuple[str, ...] = ("prepare", "tune", "report", "train_cgan", "generate", "predict", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
