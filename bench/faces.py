@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 from facetune.data.loading import load_split  # noqa: E402
 from facetune.predict import faces as faces_module  # noqa: E402
 from facetune.predict.predictor import Predictor  # noqa: E402
+from facetune.tasks import TASKS  # noqa: E402
 from scenes import background_photos, iou, make_scene  # noqa: E402
 
 UTKFACE = REPO_ROOT.parent / "shared" / "data" / "UTKFace"
@@ -89,7 +90,7 @@ def main() -> int:
     index = np.asarray(found_index)
     on_scene = predictor.predict_array(np.stack(found_crops))
     on_crop = predictor.predict_array(test.pixels[index])
-    gender_names = np.asarray(["Male", "Female"])
+    gender_names = np.asarray(TASKS["gender"].class_names)
     truth_gender, truth_age = gender_names[test.gender[index]], test.age[index]
 
     def report(frame) -> tuple[float, float]:
