@@ -1,12 +1,16 @@
 """Benchmark: facetune's batch prediction (Ray Data) against a plain torch loop, same images, one run.
 
-    python bench/predict.py [--models RESULTS_DIR] [--images FOLDER] [--limit 1000] [--repeats 3]
+    python bench/predict.py [--models RESULTS_DIR] [--images FOLDER] [--sizes 300,1000,3000,20000] [--repeats 3]
 
 Both sides decode the same JPEG/PNG files with facetune.data.images.load_gray48 and run every
 task's model on batches of --batch-size faces. The plain loop does it in this process; facetune
 runs Predictor.predict_images(use_ray=True): decode tasks plus an actor pool. Ray is started once
 before timing (its start-up is printed separately); the actor pool starts inside each timed run,
-as it does for a user. Prints the median images/s of --repeats runs for both and the ratio.
+as it does for a user. For every size in --sizes (one run prints them all) it times the plain
+loop, facetune's local path (use_ray=False) and its Ray Data path, and reports which path the
+automatic choice (RAY_MIN_IMAGES) takes, how close that is to the faster one, and the chosen
+path's speed over the plain loop. Last, detection throughput: find_faces(mode="detect") on
+skimage's astronaut photo (512x512) and on a 400x300 composite scene.
 
 Without --models, untrained models of the study's architectures (raycfg/models/paper.yaml) are
 built into a temp dir: throughput does not depend on the weights. Without the shared UTKFace
@@ -15,6 +19,7 @@ folder, synthetic faces are written as JPEGs into a temp dir.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -29,8 +34,7 @@ import torch  # noqa: E402
 
 from facetune.data.images import load_gray48  # noqa: E402
 from facetune.predict.batch import ray_connection  # noqa: E402
-from facetune.predict.predictor import Predictor, pixels_to_tensor  # noqa: E402
-from throughput import print_throughput_ratio  # noqa: E402  (bench/ is on sys.path as the script's folder)
+from facetune.predict.predictor import RAY_MIN_IMAGES, Predictor, pixels_to_tensor  # noqa: E402
 
 DEFAULT_IMAGES = REPO_ROOT.parent / "shared" / "data" / "UTKFace"
 
@@ -40,7 +44,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--models", type=Path, help="a sweep's results dir (default: untrained study models)")
     parser.add_argument("--family", default="cnn", help="family of the built models, or to pick in --models")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of face images")
-    parser.add_argument("--limit", type=int, default=1000, help="images to predict on (first N by name)")
+    parser.add_argument("--sizes", default="300,1000,3000,20000", help="image counts to time (first N by name)")
+    parser.add_argument("--detect-images", type=int, default=20, help="photos for the detection timing (0: skip)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, help="Ray Data predictor actors (default: predict's own)")
@@ -68,6 +73,7 @@ def study_models(family: str, out: Path) -> dict[str, Path]:
 
 
 def image_files(folder: Path, limit: int, scratch: Path) -> list[Path]:
+    """Up to `limit` face files from `folder` (first by name), else synthetic JPEGs."""
     if folder.is_dir():
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:limit]
         if files:
@@ -98,35 +104,66 @@ def timed(run) -> tuple[float, int]:
     return time.perf_counter() - started, count
 
 
+def time_paths(predictor: Predictor, modules: list, files: list[Path], args: argparse.Namespace) -> dict[str, float]:
+    """Median images/s of the plain loop and of facetune's local and Ray paths on `files`."""
+    runs: dict[str, list[float]] = {"plain": [], "local": [], "ray": []}
+    for _ in range(args.repeats):
+        seconds, count = timed(lambda: plain_torch_loop(modules, files, args.batch_size))
+        runs["plain"].append(count / seconds)
+        for path, use_ray in (("local", False), ("ray", True)):
+            seconds, count = timed(lambda: len(predictor.predict_images(
+                files, use_ray=use_ray, num_workers=args.workers, batch_size=args.batch_size).predictions))
+            if count != len(files):
+                raise RuntimeError(f"facetune predicted {count} of {len(files)} images")
+            runs[path].append(count / seconds)
+    return {name: statistics.median(values) for name, values in runs.items()}
+
+
+def detection_throughput(count: int) -> None:
+    """find_faces(mode="detect") per second on a real photo and on a composite scene."""
+    import skimage.data
+
+    from facetune.predict.faces import find_faces
+    from scenes import background_photos, make_scene
+
+    rng = np.random.default_rng(0)
+    face = skimage.data.astronaut()[69:160, 178:270]
+    photos = {"astronaut 512x512": skimage.data.astronaut(),
+              "composite 400x300": make_scene(rng, background_photos(), [face], [0])[0]}
+    for name, photo in photos.items():
+        seconds, _ = timed(lambda: [find_faces(photo, "detect") for _ in range(count)])
+        print(f"detection ({name}): {count / seconds:.1f} images/s (detect + align + crop, 1 process)")
+
+
 def main() -> int:
     args = parse_args()
+    sizes = [int(n) for n in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="facetune-bench-predict-") as scratch:
         scratch = Path(scratch)
         if args.models:
             predictor = Predictor.from_results(args.models, family=args.family, device="cpu")
         else:
             predictor = Predictor.from_model_dirs(study_models(args.family, scratch / "models"), device="cpu")
-        files = image_files(args.images, args.limit, scratch)
+        all_files = image_files(args.images, max(sizes), scratch)
         modules = [m.module for m in predictor.models.values()]
-        print(f"{len(files)} images, models: {', '.join(f'{t}={m.family}' for t, m in predictor.models.items())}, "
-              f"torch threads: {torch.get_num_threads()}")
+        print(f"models: {', '.join(f'{t}={m.family}' for t, m in predictor.models.items())}, "
+              f"torch threads: {torch.get_num_threads()}, auto: Ray above {RAY_MIN_IMAGES} images")
 
         started = time.perf_counter()
         with ray_connection(num_cpus=args.cpus):
             print(f"ray start-up: {time.perf_counter() - started:.1f} s (not counted)")
-            plain, batched = [], []
-            for repeat in range(args.repeats):
-                seconds, count = timed(lambda: plain_torch_loop(modules, files, args.batch_size))
-                plain.append(count / seconds)
-                seconds, count = timed(
-                    lambda: len(predictor.predict_images(files, use_ray=True, num_workers=args.workers,
-                                                         batch_size=args.batch_size).predictions)
-                )
-                if count != len(files):
-                    raise RuntimeError(f"facetune predicted {count} of {len(files)} images")
-                batched.append(count / seconds)
-                print(f"run {repeat + 1}: plain {plain[-1]:.0f} img/s, facetune {batched[-1]:.0f} img/s")
-    print_throughput_ratio(("plain", plain), ("facetune", batched))
+            print(f"{'images':>7} {'plain':>7} {'local':>7} {'ray':>7}  auto   auto/faster  auto/plain  (images/s, "
+                  f"median of {args.repeats})")
+            for size in sizes:
+                # Sizes past the folder reuse its files: decode and predict cost the same.
+                files = [all_files[i % len(all_files)] for i in range(size)]
+                rates = time_paths(predictor, modules, files, args)
+                auto = "ray" if size > RAY_MIN_IMAGES else "local"
+                print(f"{size:>7} {rates['plain']:>7.0f} {rates['local']:>7.0f} {rates['ray']:>7.0f}  {auto:<5}  "
+                      f"{rates[auto] / max(rates['local'], rates['ray']):>10.2f}  {rates[auto] / rates['plain']:>10.2f}",
+                      flush=True)
+    if args.detect_images:
+        detection_throughput(args.detect_images)
     return 0
 
 

@@ -93,9 +93,22 @@ def test_non_images_truncated_images_and_decompression_bombs_are_refused(tmp_pat
     assert refusal(uploads.decode_image, rgb_png((300, 300)), max_pixels=80_000) == (422, "too_many_pixels")
 
 
-def test_the_whole_image_is_one_face_cropped_exactly_as_facetune_predict_does(tmp_path):
-    path = face_photo(tmp_path / "face.jpg")
+def test_a_small_crop_is_one_face_converted_exactly_as_facetune_predict_does(tmp_path):
+    path = tmp_path / "crop.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
     [face] = faces_in(uploads.decode_image(path.read_bytes()))
-    assert face.box == (0, 0, 320, 240)
-    assert face.crop.dtype == np.uint8 and face.crop.shape == (48, 48)
+    assert face.box == (0, 0, 64, 64) and face.score is None
     np.testing.assert_array_equal(face.crop, load_gray48(path))
+
+
+def test_faces_in_a_photo_are_the_ones_predict_finds(tmp_path):
+    import skimage.data
+
+    from facetune.predict.faces import find_faces
+
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(skimage.data.astronaut()).save(path)
+    served = faces_in(uploads.decode_image(path.read_bytes()))
+    found = find_faces(skimage.data.astronaut(), "auto")
+    assert [f.box for f in served] == [tuple(int(v) for v in f.box) for f in found] and len(served) == 1
+    np.testing.assert_array_equal(served[0].crop, found[0].crop48)

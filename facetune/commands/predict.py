@@ -50,6 +50,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--workers", type=int, help="Ray Data predictor actors (default: one per GPU, else one per CPU, at most 8)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="faces per forward pass")
     parser.add_argument("--device", help="torch device for the plain loop (default: cuda when present)")
+    parser.add_argument(
+        "--faces", choices=("auto", "detect", "whole"), default="auto",
+        help="detect: find and align the faces in every image; whole: each image is one face crop "
+             "(UTKFace-style); auto (default): images over 128 px are searched, smaller ones are crops",
+    )
+    parser.add_argument("--annotate", type=Path, metavar="DIR", help="write each image with boxes and labels to DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     parser.set_defaults(func=run)
     return parser
@@ -129,6 +135,7 @@ def load_predictor(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from facetune.predict.evaluate import evaluate, format_evaluation
     from facetune.predict.inputs import gather_inputs
+    from facetune.predict.photos import needs_detection, predict_photos
 
     if args.about:
         from facetune.release import PRETRAINED_DIR
@@ -153,13 +160,15 @@ def run(args: argparse.Namespace) -> int:
     mode = "Ray Data" if (args.ray if args.ray is not None else len(inputs) > RAY_MIN_IMAGES) else "plain loop"
     print(f"inputs: {len(inputs)} ({mode})", file=sys.stderr)
 
-    result = predictor.predict_inputs(
-        inputs,
-        use_ray=args.ray,
-        num_workers=args.workers,
-        batch_size=args.batch_size,
-        progress=None if args.quiet else ProgressLine(),
-    )
+    progress = None if args.quiet else ProgressLine()
+    if inputs.paths is not None and (args.annotate or needs_detection(inputs.paths, args.faces)):
+        # Photos: one row per face (whole-image rows where `auto` sees a crop).
+        result = predict_photos(predictor, inputs.paths, args.faces, args.batch_size, progress, args.annotate)
+        result.rejects[:0] = inputs.rejects
+    else:
+        result = predictor.predict_inputs(
+            inputs, use_ray=args.ray, num_workers=args.workers, batch_size=args.batch_size, progress=progress,
+        )
     if args.out is not None:
         write_outputs(result, args.out)
     else:

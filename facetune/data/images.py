@@ -104,15 +104,26 @@ def _upright(image: Image.Image) -> Image.Image:
         return image  # a damaged EXIF block: the pixels are still usable as stored
 
 
-def _to_gray8(image: Image.Image) -> Image.Image:
-    """An 8-bit gray ("L") image: deep images scaled, transparency composited onto BACKGROUND."""
+def _flattened(image: Image.Image) -> Image.Image:
+    """An 8-bit image without alpha: deep images scaled to gray, transparency composited onto BACKGROUND."""
     if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
         return Image.fromarray(_scale_to_8bit(image), "L")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         backdrop = Image.new("RGBA", rgba.size, (BACKGROUND, BACKGROUND, BACKGROUND, 255))
-        return Image.alpha_composite(backdrop, rgba).convert("L")
-    return image.convert("L")
+        return Image.alpha_composite(backdrop, rgba).convert("RGB")
+    return image
+
+
+def _to_gray8(image: Image.Image) -> Image.Image:
+    """An 8-bit gray ("L") image: deep images scaled, transparency composited onto BACKGROUND."""
+    return _flattened(image).convert("L")
+
+
+def upright_rgb(image: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a decoded image as the training decoder sees it (EXIF orientation
+    applied, deep images scaled, transparency on BACKGROUND): what face detection searches."""
+    return np.asarray(_flattened(_upright(image)).convert("RGB"))
 
 
 def _scale_to_8bit(image: Image.Image) -> np.ndarray:

@@ -1,17 +1,18 @@
-"""The one seam between the service and face detection.
+"""The one seam between the service and face detection: facetune.predict.faces, as `predict` uses it.
 
-Until facetune.predict has a face finder, the whole image is taken as one face, cropped to 48x48
-exactly as `facetune predict` converts an image file (facetune.data.images.to_gray48), so the
-service and the command give the same numbers. Switching to a detector changes only `faces_in`.
+Faces are found, aligned and cropped to 48x48 exactly as `facetune predict --faces auto` does, so
+the service and the command give the same numbers.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from facetune.data.images import to_gray48
+from facetune.data.images import upright_rgb
+from facetune.predict.faces import find_faces
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Face:
 
 
 def faces_in(image: Image.Image) -> list[Face]:
-    """The faces of a decoded image; today: the whole image as one face."""
-    width, height = image.size
-    return [Face(box=(0, 0, width, height), crop=to_gray48(image))]
+    """The faces of a decoded image, largest first (an empty list when there is none)."""
+    return [Face(box=tuple(int(v) for v in face.box), crop=face.crop48,
+                 score=None if math.isnan(face.score) else float(face.score))
+            for face in find_faces(upright_rgb(image), "auto")]

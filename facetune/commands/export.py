@@ -1,0 +1,58 @@
+"""`facetune export`: a sweep's best models (or the shipped ones) as ONNX files."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "export",
+        help="export the prediction models to ONNX",
+        description=(
+            "Write one ONNX file per task (<task>.onnx) with the preprocessing contract in its "
+            "metadata (key facetune.contract), then compare onnxruntime with torch (max abs difference)."
+        ),
+    )
+    parser.add_argument("--models", required=True, metavar="RESULTS_DIR|pretrained",
+                        help="a sweep's results directory, or 'pretrained' for the models shipped with facetune")
+    parser.add_argument("--family", help="with a results dir: this family's checkpoints")
+    parser.add_argument("--format", choices=("onnx",), default="onnx")
+    parser.add_argument("--out", required=True, type=Path, help="directory to write the model files to")
+    parser.add_argument("--check-data", type=Path, metavar="PREPARED_DIR",
+                        help="compare onnxruntime with torch on this prepared dataset's test split "
+                             "(default: 64 random faces)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def load_predictor(models: str, family: str | None):
+    from facetune.predict.predictor import Predictor
+
+    if models == "pretrained":
+        return Predictor.pretrained(device="cpu")
+    return Predictor.from_results(models, family=family, device="cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from facetune.predict.onnx_export import export_onnx, max_abs_difference
+
+    try:
+        predictor = load_predictor(args.models, args.family)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"facetune export: {err}", file=sys.stderr)
+        return 2
+    paths = export_onnx(predictor, args.out)
+    if args.check_data is not None:
+        from facetune.data.loading import load_split
+
+        faces = load_split(args.check_data, "test").images().numpy()
+    else:
+        faces = np.random.default_rng(0).random((64, 1, 48, 48), dtype=np.float32)
+    print(f"parity check on {len(faces)} faces", file=sys.stderr)
+    for task, difference in max_abs_difference(predictor, paths, faces).items():
+        print(f"{paths[task]}: onnxruntime vs torch max abs difference {difference:.2e}")
+    return 0

@@ -1,0 +1,96 @@
+"""Export a Predictor's models to ONNX, with the preprocessing contract in each file's metadata.
+
+One file per task (`<task>.onnx`): input `faces` (N, 1, 48, 48) float32 in [0, 1], output
+`outputs` (N, num_outputs), the same raw outputs as the torch model (facetune.tasks turns them
+into labels). `facetune.contract` in the metadata says how faces must be prepared.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facetune.data.images import SIZE
+from facetune.predict import faces as faces_module
+from facetune.predict.predictor import Predictor
+from facetune.tasks import TASKS
+
+OPSET = 17
+CONTRACT_KEY = "facetune.contract"
+
+
+def contract(task: str) -> dict:
+    """What a caller must do to a face before the model, and what comes out."""
+    spec = TASKS[task]
+    return {
+        "input": {"name": "faces", "shape": ["N", 1, SIZE, SIZE], "dtype": "float32", "range": [0.0, 1.0]},
+        "preprocessing": [
+            "find the face; crop a square of side box_w / %.3f whose centre is the box centre moved "
+            "(%.3f, %.3f) crop sides right/down, rotated so the eyes are level (facetune.predict.faces)"
+            % (faces_module.BOX_PER_CROP, *faces_module.CROP_CENTRE_OFFSET),
+            "to gray with PIL Image.convert('L') (ITU-R 601-2 luma)",
+            f"resize to {SIZE}x{SIZE} with PIL's Lanczos filter",
+            "divide the 0..255 values by 255",
+        ],
+        "output": {
+            "name": "outputs",
+            "task": task,
+            "kind": spec.kind,
+            "num_outputs": spec.num_outputs,
+            "class_names": list(spec.class_names) if spec.kind != "regression" else None,
+            "meaning": "age in years" if spec.kind == "regression" else "logits; softmax gives class probabilities",
+        },
+    }
+
+
+def export_onnx(predictor: Predictor, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write OUT/<task>.onnx for every task of `predictor`; returns task -> path."""
+    import onnx
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    example = torch.rand(2, 1, SIZE, SIZE)
+    for task, task_model in predictor.models.items():
+        module = task_model.module.to("cpu").eval()
+        path = out / f"{task}.onnx"
+        with warnings.catch_warnings():
+            # The TorchScript-based exporter: the torch.export one needs onnxscript, one more
+            # dependency, and these plain conv/dense models need nothing it adds.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                module, (example,), str(path), input_names=["faces"], output_names=["outputs"],
+                dynamic_axes={"faces": {0: "N"}, "outputs": {0: "N"}}, opset_version=OPSET, dynamo=False,
+            )
+        model = onnx.load(str(path))
+        meta = {CONTRACT_KEY: json.dumps(contract(task)), "facetune.family": task_model.family,
+                "facetune.source": str(task_model.model_dir)}
+        for key, value in meta.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+        written[task] = path
+        module.to(predictor.device)
+    return written
+
+
+def onnx_outputs(path: str | os.PathLike[str], images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Run one exported model with onnxruntime on (N, 1, 48, 48) float32 faces."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    parts = [session.run(["outputs"], {"faces": images[i : i + batch_size].astype(np.float32)})[0]
+             for i in range(0, len(images), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def max_abs_difference(predictor: Predictor, paths: dict[str, Path], images: np.ndarray) -> dict[str, float]:
+    """task -> max |onnxruntime - torch| over `images` (the parity check)."""
+    reference = predictor.raw_outputs(torch.from_numpy(images))
+    return {task: float(np.max(np.abs(onnx_outputs(paths[task], images) - reference[task])))
+            for task in paths}
