@@ -1,6 +1,6 @@
 """Benchmark: face detection and alignment on composite scenes built from test-split faces.
 
-    python bench/faces.py --models RESULTS_DIR [--data /work/prepared] [--scenes 500] [--cascade NAME]
+    python bench/faces.py --models RESULTS_DIR|pretrained [--data /work/prepared] [--scenes 500] [--cascade NAME]
 
 Each scene is a face-free skimage photograph with one or two test-split faces pasted in
 (UTKFace 64x64 colour crops when the shared folder is there, else the prepared 48x48 gray
@@ -34,7 +34,7 @@ MATCH_IOU = 0.5
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", type=Path, required=True, help="results dir with age and gender models")
+    parser.add_argument("--models", required=True, help="results dir with age and gender models, or 'pretrained' (the shipped ones)")
     parser.add_argument("--data", type=Path, default=Path("/work/prepared"), help="prepared Parquet dir")
     parser.add_argument("--images", type=Path, default=UTKFACE, help="UTKFace folder (colour originals)")
     parser.add_argument("--scenes", type=int, default=500)
@@ -60,7 +60,8 @@ def source_faces(data: Path, images: Path) -> tuple[list[np.ndarray], object]:
 def main() -> int:
     args = parse_args()
     faces_module.FACE_CASCADE = args.cascade
-    predictor = Predictor.from_results(args.models, device="cpu")
+    predictor = (Predictor.pretrained(device="cpu") if args.models == "pretrained"
+                 else Predictor.from_results(args.models, device="cpu"))
     faces, test = source_faces(args.data, args.images)
     photos = background_photos()
     rng = np.random.default_rng(args.seed)
