@@ -54,3 +54,13 @@ def test_export_command_writes_the_files_and_reports_parity(tmp_path, results_di
 def test_export_command_explains_a_missing_results_dir(tmp_path, capsys):
     assert cli.main(["export", "--models", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert "summary.json" in capsys.readouterr().err
+
+
+def test_shipped_models_export_with_flip_averaging_in_the_graph(tmp_path):
+    predictor = Predictor.pretrained(device="cpu")
+    paths = export_onnx(predictor, tmp_path)
+    images = np.random.default_rng(0).random((16, 1, 48, 48), dtype=np.float32)
+    assert max(max_abs_difference(predictor, paths, images).values()) <= 1e-4
+    meta = {p.key: p.value for p in onnx.load(str(paths["age"])).metadata_props}
+    contract = json.loads(meta[CONTRACT_KEY])
+    assert contract["flip_averaged"] is True and contract["output"]["num_outputs"] == 117

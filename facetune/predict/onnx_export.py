@@ -23,9 +23,25 @@ OPSET = 17
 CONTRACT_KEY = "facetune.contract"
 
 
-def contract(task: str) -> dict:
+class FlipAveraged(torch.nn.Module):
+    """A model whose outputs are averaged with its mirror image's (the Predictor's tta_flip), in the graph."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (self.module(x) + self.module(torch.flip(x, dims=[3])))
+
+
+def contract(task: str, tta_flip: bool = False, num_outputs: int | None = None) -> dict:
     """What a caller must do to a face before the model, and what comes out."""
     spec = TASKS[task]
+    distribution = spec.kind == "regression" and (num_outputs or 1) > 1
+    if distribution:
+        meaning = "logits over ages 0..%d; the age is the expectation of their softmax" % ((num_outputs or 1) - 1)
+    else:
+        meaning = "age in years" if spec.kind == "regression" else "logits; softmax gives class probabilities"
     return {
         "input": {"name": "faces", "shape": ["N", 1, SIZE, SIZE], "dtype": "float32", "range": [0.0, 1.0]},
         "preprocessing": [
@@ -40,10 +56,12 @@ def contract(task: str) -> dict:
             "name": "outputs",
             "task": task,
             "kind": spec.kind,
-            "num_outputs": spec.num_outputs,
+            "num_outputs": num_outputs or spec.num_outputs,
             "class_names": list(spec.class_names) if spec.kind != "regression" else None,
-            "meaning": "age in years" if spec.kind == "regression" else "logits; softmax gives class probabilities",
+            "meaning": meaning,
         },
+        # The graph already averages each face with its mirror image when this is true.
+        "flip_averaged": bool(tta_flip),
     }
 
 
@@ -57,17 +75,21 @@ def export_onnx(predictor: Predictor, out_dir: str | os.PathLike[str]) -> dict[s
     example = torch.rand(2, 1, SIZE, SIZE)
     for task, task_model in predictor.models.items():
         module = task_model.module.to("cpu").eval()
+        # eval() on the wrapper too: the exporter restores its mode afterwards, recursively.
+        exported = FlipAveraged(module).eval() if predictor.tta_flip else module
+        with torch.no_grad():
+            num_outputs = int(exported(example).shape[1])
         path = out / f"{task}.onnx"
         with warnings.catch_warnings():
             # The TorchScript-based exporter: the torch.export one needs onnxscript, one more
             # dependency, and these plain conv/dense models need nothing it adds.
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
-                module, (example,), str(path), input_names=["faces"], output_names=["outputs"],
+                exported, (example,), str(path), input_names=["faces"], output_names=["outputs"],
                 dynamic_axes={"faces": {0: "N"}, "outputs": {0: "N"}}, opset_version=OPSET, dynamo=False,
             )
         model = onnx.load(str(path))
-        meta = {CONTRACT_KEY: json.dumps(contract(task)), "facetune.family": task_model.family,
+        meta = {CONTRACT_KEY: json.dumps(contract(task, predictor.tta_flip, num_outputs)), "facetune.family": task_model.family,
                 "facetune.source": str(task_model.model_dir)}
         for key, value in meta.items():
             entry = model.metadata_props.add()
