@@ -74,3 +74,10 @@ def test_family_needs_a_results_directory(tmp_path, faces, capsys):
     Image.fromarray(faces["pixels"][0].reshape(48, 48)).save(image)
     assert main(["predict", str(image), "--family", "cnn"]) == 2
     assert "--models" in capsys.readouterr().err
+
+
+def test_pretrained_predictor_carries_the_model_cards_figures():
+    predictor = Predictor.pretrained(device="cpu")
+    summary = predictor.models["gender"].summary
+    assert 0.5 < summary["test"]["accuracy"] <= 1.0 and 0.5 < summary["val"]["accuracy"] <= 1.0
+    assert summary["test"]["accuracy"] != Predictor.pretrained(device="cpu", tta_flip=False).models["gender"].summary["test"]["accuracy"]

@@ -160,7 +160,8 @@ class Predictor:
 
         if not (PRETRAINED_DIR / "model_config.json").is_file():
             raise FileNotFoundError(f"no pretrained models in {PRETRAINED_DIR}: rebuild them with `python jobs/train_release.py`")
-        return cls.from_model_dirs({MULTITASK: PRETRAINED_DIR}, device=device, tta_flip=tta_flip)
+        return cls.from_model_dirs({MULTITASK: PRETRAINED_DIR}, device=device, tta_flip=tta_flip,
+                                   summaries=_release_summaries(PRETRAINED_DIR, tta_flip))
 
     @classmethod
     def from_results(
@@ -366,6 +367,24 @@ class Predictor:
                     columns[f"prob_{_column_name(name)}"] = probs[:, k]
         frame = pd.DataFrame(columns, index=pd.Index(index if index is not None else range(len(sources))))
         return frame[prediction_columns(self.tasks, age_std="age_std" in columns)]
+
+
+def _release_summaries(release_dir: Path, tta_flip: bool) -> dict[str, dict]:
+    """task -> {"val", "test"} figures of the shipped models, as summary.json entries give them."""
+    from facetune.release import METRICS_FILE
+
+    path = release_dir / METRICS_FILE
+    if not path.is_file():
+        return {}
+    metrics = json.loads(path.read_text())
+    test = metrics["test"]["tta_flip" if tta_flip else "single_view"]["overall"]
+    val = metrics.get("val_at_best_epoch", {})
+    return {
+        task: {"family": "multitask", "task": task,
+               "test": {k: v for k, v in test[task].items() if k != "n"},
+               "val": {k[len(f"val_{task}_"):]: v for k, v in val.items() if k.startswith(f"val_{task}_")}}
+        for task in TASKS
+    }
 
 
 def _numpy(values: object) -> np.ndarray:
