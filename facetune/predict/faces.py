@@ -14,8 +14,8 @@ and move the centre down by 0.091 S; the eye line only sets the rotation (eyes l
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal
 
 import cv2
@@ -69,13 +69,19 @@ class Face:
     mode: str = "detect"
 
 
-@lru_cache(maxsize=None)
+_per_thread = threading.local()
+
+
 def _cascade(name: str) -> cv2.CascadeClassifier:
-    # One per process (and per Ray worker): loading the XML costs ~50 ms.
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)
-    if cascade.empty():
-        raise RuntimeError(f"OpenCV could not load {name} from {cv2.data.haarcascades}")
-    return cascade
+    # One per thread: a CascadeClassifier is not safe to share between threads (the service
+    # detects in a thread pool), and loading the XML costs ~50 ms, so it is kept per thread.
+    cascades = _per_thread.__dict__.setdefault("cascades", {})
+    if name not in cascades:
+        cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)
+        if cascade.empty():
+            raise RuntimeError(f"OpenCV could not load {name} from {cv2.data.haarcascades}")
+        cascades[name] = cascade
+    return cascades[name]
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
