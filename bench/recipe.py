@@ -66,9 +66,7 @@ class Bench:
         self.epochs = epochs
         self.splits = {name: load_split(prepared, name) for name in ("train", "val", "test")}
         if limit:
-            train = self.splits["train"]
-            for field in ("pixels", "age", "gender", "ethnicity", "source"):
-                setattr(train, field, getattr(train, field)[:limit])
+            self.splits["train"] = self.splits["train"].head(limit)
         self.x = {name: split.images() for name, split in self.splits.items()}
         self.y = {name: {t: torch.as_tensor(np.array(split.labels(t))) for t in TASKS} for name, split in self.splits.items()}
         ages = self.splits["train"].age

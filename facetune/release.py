@@ -98,9 +98,7 @@ def train_release(
     prepared = ensure_prepared(data, ResultsStore(work))
     splits = {name: load_split(prepared, name) for name in ("train", "val", "test")}
     if limit:
-        train = splits["train"]
-        for field in ("pixels", "age", "gender", "ethnicity", "source"):
-            setattr(train, field, getattr(train, field)[:limit])
+        splits["train"] = splits["train"].head(limit)
     torch.set_num_threads(int(recipe.get("torch_threads", 2)))
     seed_everything(train_cfg.seed)
 

@@ -42,6 +42,10 @@ class SplitArrays:
         """(N, 1, 48, 48) float32 in [0, 1]."""
         return torch.from_numpy(pixels_to_images(self.pixels))
 
+    def head(self, n: int) -> "SplitArrays":
+        """The first `n` rows (a quick run on part of a split)."""
+        return SplitArrays(self.pixels[:n], self.age[:n], self.gender[:n], self.ethnicity[:n], self.source[:n])
+
     def labels(self, task: str) -> np.ndarray:
         """The (N,) int64 target of `task` ("age", "gender" or "ethnicity")."""
         if task not in LABELS:

@@ -18,6 +18,7 @@ from facetune.data.images import SIZE
 from facetune.predict import faces as faces_module
 from facetune.predict.predictor import Predictor
 from facetune.tasks import TASKS
+from facetune.training.loop import forward_views
 
 OPSET = 17
 CONTRACT_KEY = "facetune.contract"
@@ -31,7 +32,7 @@ class FlipAveraged(torch.nn.Module):
         self.module = module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (self.module(x) + self.module(torch.flip(x, dims=[3])))
+        return forward_views(self.module, x, tta_flip=True)
 
 
 def contract(task: str, tta_flip: bool = False, num_outputs: int | None = None) -> dict:

@@ -21,6 +21,7 @@ from facetune.data.loading import pixels_to_images
 from facetune.models import load_model
 from facetune.models.multitask import TaskView
 from facetune.tasks import MULTITASK, TASKS
+from facetune.training.loop import forward_views
 
 if TYPE_CHECKING:  # inputs.py imports this module; the import is for annotations only
     from facetune.predict.inputs import Inputs
@@ -242,10 +243,7 @@ class Predictor:
                 module = task_model.module
                 network = module.model if isinstance(module, TaskView) else module
                 if id(network) not in shared:
-                    out = network(batch).float()
-                    if self.tta_flip:
-                        out = 0.5 * (out + network(batch.flip(-1)).float())
-                    shared[id(network)] = out
+                    shared[id(network)] = forward_views(network, batch, self.tta_flip)
                 out = shared[id(network)]
                 chunks[task].append((out[:, module.columns] if isinstance(module, TaskView) else out).cpu().numpy())
         return {

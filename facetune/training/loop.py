@@ -217,6 +217,14 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def forward_views(model: nn.Module, batch: torch.Tensor, tta_flip: bool) -> torch.Tensor:
+    """model(batch) as float, or with `tta_flip` the mean of it and model(batch mirrored left-right)."""
+    out = model(batch).float()
+    if tta_flip:
+        out = 0.5 * (out + model(torch.flip(batch, dims=[3])).float())
+    return out
+
+
 def predict_outputs(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 512, tta_flip: bool = False) -> np.ndarray:
     """Raw model outputs (N, num_outputs) as float32 NumPy, in eval mode without gradients.
 
@@ -229,16 +237,10 @@ def predict_outputs(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: 
     was_training = model.training
     model.eval()
 
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(device)
-        out = model(batch).float()
-        if tta_flip:
-            out = 0.5 * (out + model(batch.flip(-1)).float())
-        return out.cpu()
-
     try:
         with torch.no_grad():
-            outputs = [forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+            outputs = [forward_views(model, x[i : i + batch_size].to(device), tta_flip).cpu()
+                       for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
     if not outputs:
