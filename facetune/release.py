@@ -1,15 +1,19 @@
 """The release models: trained by one recipe (raycfg/release.yaml), shipped in facetune/pretrained/.
 
-`train_release` prepares the data, trains the recipe on the train split (val chooses the epoch),
-evaluates once on test overall and per group, and writes the model, its metrics and a model card
-with the sha256 of every shipped file. A rerun with the same recipe resumes from its own
-per-epoch state in the work folder, so an interrupted release training loses at most one epoch.
+`train_release` prepares the data and trains the recipe once per seed in `seeds` on the train
+split (val chooses each member's epoch). The members are shipped as one ensemble (ensemble.json
+plus members/seed-N/), which averages their predictions task by task. The ensemble is evaluated
+once on test, overall and per group, beside each member alone, and a model card records the
+figures and the sha256 of every shipped file. Each member keeps its own per-epoch state in the
+work folder, so an interrupted release training loses at most one epoch of one member, and a
+rerun reuses finished members.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,8 +26,11 @@ from facetune.release_card import CARD_FILE, write_model_card
 #: Where the shipped models live inside the installed package.
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 METRICS_FILE = "metrics.json"
-RELEASE_KEYS = {"description", "family", "arch", "train", "torch_threads"}
+RELEASE_KEYS = {"description", "family", "arch", "train", "seeds", "torch_threads"}
+#: The recipe keys a member's training depends on (a changed description does not retrain).
+MEMBER_KEYS = ("family", "arch", "train", "torch_threads")
 STATE_FILE = "release_state.pt"
+MEMBERS_DIR = "members"
 AGE_BANDS: tuple[tuple[int, int], ...] = ((0, 12), (13, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, 116))
 
 
@@ -43,7 +50,26 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"{recipe_path}: unknown keys {sorted(unknown)}; known: {sorted(RELEASE_KEYS)}")
     TrainConfig.from_dict(recipe["train"])
+    seeds = recipe.get("seeds", [recipe["train"].get("seed", 0)])
+    if not seeds or not all(isinstance(seed, int) and seed >= 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"{recipe_path}: seeds must be distinct non-negative integers, got {seeds!r}")
     return recipe
+
+
+def member_recipes(recipe: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """seed -> what that member is trained from: the recipe's training keys with train.seed set."""
+    seeds = recipe.get("seeds", [recipe["train"].get("seed", 0)])
+    return {seed: {key: recipe[key] for key in MEMBER_KEYS if key in recipe} | {"train": {**recipe["train"], "seed": seed}}
+            for seed in seeds}
+
+
+def shipped_models_present(release_dir: Path | None = None) -> bool:
+    """Whether `release_dir` (default: the package's pretrained/) holds a loadable release."""
+    from facetune.models.checkpoint import CONFIG_FILE
+    from facetune.models.ensemble import ENSEMBLE_FILE
+
+    folder = PRETRAINED_DIR if release_dir is None else Path(release_dir)
+    return (folder / ENSEMBLE_FILE).is_file() or (folder / CONFIG_FILE).is_file()
 
 
 def group_metrics(outputs: np.ndarray, labels: dict[str, np.ndarray], split_outputs: Callable[[Any], dict]) -> dict[str, dict]:
@@ -77,84 +103,135 @@ def train_release(
     limit: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train the release recipe and write model, metrics and model card into `out_dir`.
+    """Train the release recipe's members and write the ensemble, metrics and model card into `out_dir`.
 
     `epochs` and `limit` (train rows) shrink the run for tests; a shrunk run's card says so.
     """
     import torch
 
     from facetune.data.loading import load_split
-    from facetune.models import build_model, save_model
-    from facetune.models.registry import age_distribution_context
+    from facetune.models import save_model
+    from facetune.models.ensemble import MultiTaskEnsemble, write_ensemble_config
     from facetune.storage import ResultsStore
     from facetune.tasks import MULTITASK, TASKS
-    from facetune.training.loop import TrainConfig, fit, predict_outputs, seed_everything
+    from facetune.training.loop import predict_outputs
     from facetune.tuning.sweep import ensure_prepared
 
     recipe = load_recipe(recipe_path)
-    train_cfg = TrainConfig.from_dict({**recipe["train"], **({"epochs": epochs} if epochs else {})})
-    work = Path(work_dir)
     out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not (out / METRICS_FILE).is_file():
+        raise ValueError(f"{out}: not a release folder (no {METRICS_FILE}); refusing to replace it")
+    work = Path(work_dir)
     prepared = ensure_prepared(data, ResultsStore(work))
     splits = {name: load_split(prepared, name) for name in ("train", "val", "test")}
     if limit:
         splits["train"] = splits["train"].head(limit)
     torch.set_num_threads(int(recipe.get("torch_threads", 2)))
-    seed_everything(train_cfg.seed)
 
+    started = time.time()
+    members = {seed: _train_member(member, splits, work / f"seed-{seed}", epochs, limit, log)
+               for seed, member in member_recipes(recipe).items()}
+    wall = time.time() - started
+
+    # Written beside `out` and swapped in, so a failure never leaves half a release behind.
+    staging = out.with_name(f".{out.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    for seed, (model, _) in members.items():
+        save_model(model, staging / MEMBERS_DIR / f"seed-{seed}", family=recipe["family"], task=MULTITASK, arch=recipe["arch"])
+    weights = {seed: 1.0 for seed in members}
+    write_ensemble_config(staging, MULTITASK, [{"dir": f"{MEMBERS_DIR}/seed-{seed}", "weight": w} for seed, w in weights.items()])
+    ensemble = MultiTaskEnsemble([model for model, _ in members.values()], list(weights.values())).eval()
+
+    def evaluate(model: torch.nn.Module, split: str, tta: bool) -> dict[str, dict]:
+        arrays = splits[split]
+        outputs = predict_outputs(model, arrays.images(), tta_flip=tta)
+        return group_metrics(outputs, {name: np.asarray(arrays.labels(name)) for name in TASKS}, model.split_outputs)
+
+    evaluation = {("tta_flip" if tta else "single_view"): evaluate(ensemble, "test", tta) for tta in (False, True)}
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    metrics = {
+        "recipe": recipe,
+        "data": {"source": str(manifest.get("source", prepared)), "rows": {k: len(v) for k, v in splits.items()}, "split_seed": manifest.get("seed", 0)},
+        "members": {
+            str(seed): {
+                "best_epoch": result["best_epoch"],
+                "epochs_run": result["epochs_run"],
+                "train_seconds": result["train_seconds"],
+                "val_at_best_epoch": result["val_at_best_epoch"],
+                "test_tta_flip": evaluate(model, "test", True)["overall"],
+            }
+            for seed, (model, result) in members.items()
+        },
+        "train_seconds": sum(result["train_seconds"] for _, result in members.values()),
+        "wall_seconds": wall,
+        "shrunk_for_test": bool(epochs or limit),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "val": evaluate(ensemble, "val", True)["overall"],
+        "test": evaluation,
+    }
+    (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_model_card(staging, metrics)
+    _swap_in(staging, out)
+    log(f"[release] wrote {out} ({len(members)} members) in {wall / 60:.1f} min")
+    return metrics
+
+
+def _train_member(
+    member: dict[str, Any], splits: dict[str, Any], work: Path, epochs: int | None, limit: int | None,
+    log: Callable[[str], None],
+) -> tuple[Any, dict[str, Any]]:
+    """Train (or resume, or reuse when finished) one seed's model; returns it with its fit figures."""
+    import torch
+
+    from facetune.models import build_model
+    from facetune.models.registry import age_distribution_context
+    from facetune.tasks import MULTITASK, TASKS
+    from facetune.training.loop import TrainConfig, fit, seed_everything
+
+    train_cfg = TrainConfig.from_dict({**member["train"], **({"epochs": epochs} if epochs else {})})
+    seed = train_cfg.seed
+    seed_everything(seed)
     train_ages = splits["train"].age
     context = {"target_mean": float(np.mean(train_ages)), "target_std": float(np.std(train_ages) or 1.0)}
     context |= age_distribution_context(train_cfg.loss)
-    model = build_model(recipe["family"], recipe["arch"], MULTITASK, context)
+    model = build_model(member["family"], member["arch"], MULTITASK, context)
     labels = {split: {name: torch.as_tensor(np.array(arrays.labels(name))) for name in TASKS} for split, arrays in splits.items()}
 
     state_path = work / STATE_FILE
     resume = None
     if state_path.is_file():
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        if saved.get("train_config") == train_cfg.to_dict() and saved.get("recipe") == recipe and saved.get("limit") == limit:
+        same_recipe = {k: (saved.get("recipe") or {}).get(k) for k in MEMBER_KEYS} == {k: member.get(k) for k in MEMBER_KEYS}
+        if saved.get("train_config") == train_cfg.to_dict() and same_recipe and saved.get("limit") == limit:
             resume = saved
-            log(f"[release] resuming after epoch {saved['epoch']} from {state_path}")
-
-    started = time.time()
+            log(f"[release] seed {seed}: resuming after epoch {saved['epoch']} of {train_cfg.epochs} from {state_path}")
+    work.mkdir(parents=True, exist_ok=True)
 
     def on_epoch(report: Any) -> None:
         m = report.metrics
-        log(f"[release] epoch {report.epoch}/{train_cfg.epochs}: val age MAE {m['val_age_mae']:.2f}, gender "
+        log(f"[release] seed {seed} epoch {report.epoch}/{train_cfg.epochs}: val age MAE {m['val_age_mae']:.2f}, gender "
             f"{m['val_gender_accuracy']:.2%}, ethnicity {m['val_ethnicity_accuracy']:.2%}, "
             f"{m['epoch_seconds']:.0f} s, {m['images_per_second']:.0f} img/s{' *' if report.is_best else ''}")
-        state = report.training_state() | {"recipe": recipe, "limit": limit}
+        state = report.training_state() | {"recipe": member, "limit": limit}
         partial = state_path.with_suffix(".tmp")
         torch.save(state, partial)
         os.replace(partial, state_path)  # a kill mid-save leaves the previous epoch's state
 
     result = fit(model, MULTITASK, splits["train"].images(), labels["train"], splits["val"].images(), labels["val"],
                  train_cfg, on_epoch=on_epoch, resume_state=resume)
-    wall = time.time() - started
-
-    out.mkdir(parents=True, exist_ok=True)
-    save_model(model, out, family=recipe["family"], task=MULTITASK, arch=recipe["arch"])
-    test = splits["test"]
-    test_labels = {name: np.asarray(test.labels(name)) for name in TASKS}
-    evaluation = {}
-    for tta in (False, True):
-        outputs = predict_outputs(model, test.images(), tta_flip=tta)
-        evaluation["tta_flip" if tta else "single_view"] = group_metrics(outputs, test_labels, model.split_outputs)
-    manifest = json.loads((prepared / "manifest.json").read_text())
-    metrics = {
-        "recipe": recipe,
-        "train_config": train_cfg.to_dict(),
-        "data": {"source": str(manifest.get("source", prepared)), "rows": {k: len(v) for k, v in splits.items()}, "split_seed": manifest.get("seed", 0)},
+    return model, {
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
-        "train_seconds": result.train_seconds,
-        "wall_seconds": wall,
-        "shrunk_for_test": bool(epochs or limit),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "train_seconds": result.train_seconds,  # summed over epochs, so a resumed member reports its whole training
         "val_at_best_epoch": {k: v for k, v in result.best_metrics.items() if k.startswith("val_")},
-        "test": evaluation,
     }
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    write_model_card(out, metrics)
-    log(f"[release] wrote {out} in {wall / 60:.1f} min")
-    return metrics
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace `out` by `staging` (both beside each other), keeping the old one until the new is in place."""
+    retired = out.with_name(f".{out.name}.old")
+    shutil.rmtree(retired, ignore_errors=True)
+    if out.exists():
+        os.replace(out, retired)
+    os.replace(staging, out)
+    shutil.rmtree(retired, ignore_errors=True)

@@ -1,6 +1,6 @@
-"""Rebuild the models shipped in the package: `python jobs/train_release.py` (about 1.5 h on 2 CPU cores).
+"""Rebuild the models shipped in the package: `python jobs/train_release.py` (2.5-3.5 h on 2 CPU cores).
 
-Trains raycfg/release.yaml on the train split of the default data (or --data), writes
+Trains raycfg/release.yaml (one member per seed) on the train split of the default data (or --data), writes
 facetune/pretrained/ (model, metrics.json, MODEL_CARD.md). Rerunning after an interruption
 resumes from the last finished epoch kept in --work.
 """

@@ -44,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
         if args.models:
             read_summary(args.models)
         else:
-            from facetune.release import PRETRAINED_DIR
+            from facetune.release import PRETRAINED_DIR, shipped_models_present
 
-            if not (PRETRAINED_DIR / "model_config.json").is_file():
+            if not shipped_models_present():
                 raise FileNotFoundError(f"no --models given and no shipped models in {PRETRAINED_DIR}: "
                                         "pass --models RESULTS_DIR (a sweep's results directory)")
     except (FileNotFoundError, ValueError) as err:

@@ -4,6 +4,11 @@ Members are combined in prediction space: the weighted mean of class probabiliti
 log-probabilities, so the usual softmax gives the mean back) or of predicted ages in years
 (the expectation for a distribution head). Members may be of any family, a multitask model's
 task columns included, so an ensemble is just another model to everything that loads one.
+
+An ensemble of multitask models (task MULTITASK) keeps the members' output layout: each task's
+columns are combined on their own (a distribution age head stays a distribution: the mean of
+the members' distributions, whose expectation is the mean of their expectations), so it slots in
+wherever one multitask model does.
 """
 from __future__ import annotations
 
@@ -46,6 +51,37 @@ class Ensemble(nn.Module):
         return from_prediction_space(mean, self.task)
 
 
+class MultiTaskEnsemble(nn.Module):
+    """Members that are multitask models with one output layout, combined task by task."""
+
+    def __init__(self, members: Sequence[nn.Module], weights: Sequence[float]) -> None:
+        super().__init__()
+        if not members or len(members) != len(weights):
+            raise ValueError(f"an ensemble needs one weight per member ({len(members)} members, {len(weights)} weights)")
+        layouts = {tuple((name, s.start, s.stop) for name, s in m.slices.items()) for m in members}
+        if len(layouts) != 1:
+            raise ValueError(f"multitask ensemble members must share one output layout, got {sorted(layouts)}")
+        self.members = nn.ModuleList(members)
+        self.slices: dict[str, slice] = dict(members[0].slices)
+        self.register_buffer("weights", torch.tensor([float(w) for w in weights]) / float(sum(weights)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = [m(x).float() for m in self.members]
+        combined = []
+        for s in self.slices.values():
+            columns = [out[:, s] for out in outputs]
+            if columns[0].shape[1] == 1:  # a scalar age: the mean age
+                combined.append(sum(w * c for w, c in zip(self.weights, columns)))
+            else:  # class or age-bin probabilities: log of their mean, so softmax gives the mean back
+                mean = sum(w * torch.softmax(c, dim=1) for w, c in zip(self.weights, columns))
+                combined.append(torch.log(mean.clamp_min(1e-12)))
+        return torch.cat(combined, dim=1)
+
+    def split_outputs(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{task: its columns of `outputs`}, as a member's split_outputs."""
+        return {name: outputs[:, s] for name, s in self.slices.items()}
+
+
 def write_ensemble_config(out_dir: Path, task: str, members: Sequence[dict], extra: dict | None = None) -> None:
     """ensemble.json: the task and, per member, its folder (relative) and weight, plus `extra` facts."""
     config = {"family": "ensemble", "task": task, "members": list(members), **(extra or {})}
@@ -59,9 +95,13 @@ def load_ensemble(out_dir: str | Path, map_location: str | torch.device = "cpu")
 
     out = Path(out_dir)
     config = json.loads((out / ENSEMBLE_FILE).read_text())
+    weights = [m["weight"] for m in config["members"]]
+    if config["task"] == MULTITASK:
+        members = [load_model(out / member["dir"], map_location)[0] for member in config["members"]]
+        return MultiTaskEnsemble(members, weights).to(map_location).eval(), config
     modules = []
     for member in config["members"]:
         module, member_config = load_model(out / member["dir"], map_location)
         modules.append(TaskView(module, config["task"]) if member_config["task"] == MULTITASK else module)
-    ensemble = Ensemble(modules, [m["weight"] for m in config["members"]], config["task"])
+    ensemble = Ensemble(modules, weights, config["task"])
     return ensemble.to(map_location).eval(), config

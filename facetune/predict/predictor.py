@@ -157,9 +157,9 @@ class Predictor:
     @classmethod
     def pretrained(cls, device: str | torch.device | None = None, tta_flip: bool = True) -> Predictor:
         """The models shipped inside the package (see `facetune predict --about`)."""
-        from facetune.release import PRETRAINED_DIR
+        from facetune.release import PRETRAINED_DIR, shipped_models_present
 
-        if not (PRETRAINED_DIR / "model_config.json").is_file():
+        if not shipped_models_present():
             raise FileNotFoundError(f"no pretrained models in {PRETRAINED_DIR}: rebuild them with `python jobs/train_release.py`")
         return cls.from_model_dirs({MULTITASK: PRETRAINED_DIR}, device=device, tta_flip=tta_flip,
                                    summaries=_release_summaries(PRETRAINED_DIR, tta_flip))
@@ -376,11 +376,9 @@ def _release_summaries(release_dir: Path, tta_flip: bool) -> dict[str, dict]:
         return {}
     metrics = json.loads(path.read_text())
     test = metrics["test"]["tta_flip" if tta_flip else "single_view"]["overall"]
-    val = metrics.get("val_at_best_epoch", {})
     return {
         task: {"family": "multitask", "task": task,
-               "test": {k: v for k, v in test[task].items() if k != "n"},
-               "val": {k[len(f"val_{task}_"):]: v for k, v in val.items() if k.startswith(f"val_{task}_")}}
+               **{split: {k: v for k, v in figures[task].items() if k != "n"} for split, figures in (("test", test), ("val", metrics["val"]))}}
         for task in TASKS
     }
 

@@ -1,0 +1,115 @@
+"""The release job: one member per seed, shipped as one ensemble with a checksummed card, resumable."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from facetune.models.ensemble import MultiTaskEnsemble
+from facetune.predict import Predictor
+from facetune.release import member_recipes, shipped_models_present, train_release
+from facetune.release_card import CARD_FILE, card_checksums, file_sha256, shipped_files
+from facetune.tasks import MULTITASK
+
+TINY_RECIPE = {
+    "description": "tiny two-seed release for tests",
+    "seeds": [3, 4],
+    "family": "multitask",
+    "arch": {"trunk": "resnet", "trunk_arch": {"widths": [8, 16], "blocks": [1, 1]}, "head_dropout": 0.0},
+    "train": {"epochs": 1, "batch_size": 64, "lr": 0.002, "loss": "dldl", "ema_decay": 0.9, "seed": 0},
+    "torch_threads": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_release(tmp_path_factory, prepared_data):
+    root = tmp_path_factory.mktemp("release")
+    recipe = root / "release.yaml"
+    recipe.write_text(yaml.safe_dump(TINY_RECIPE))
+    lines: list[str] = []
+    metrics = train_release(prepared_data, root / "work", root / "out", recipe, log=lines.append)
+    return {"root": root, "recipe": recipe, "out": root / "out", "metrics": metrics, "log": lines, "data": prepared_data}
+
+
+def test_every_seed_becomes_one_member_with_that_seed():
+    members = member_recipes(TINY_RECIPE)
+    assert list(members) == [3, 4]
+    assert [m["train"]["seed"] for m in members.values()] == [3, 4]
+    assert "description" not in members[3] and "seeds" not in members[3]
+
+
+def test_the_release_folder_is_an_ensemble_of_the_seeds(tiny_release):
+    out = tiny_release["out"]
+    config = json.loads((out / "ensemble.json").read_text())
+    assert config["task"] == MULTITASK
+    assert [m["dir"] for m in config["members"]] == ["members/seed-3", "members/seed-4"]
+    assert shipped_models_present(out)
+    assert set(tiny_release["metrics"]["members"]) == {"3", "4"}
+
+
+def test_the_card_checksums_every_shipped_file(tiny_release):
+    out = tiny_release["out"]
+    stated = card_checksums(out / CARD_FILE)
+    assert set(stated) == set(shipped_files(out))
+    assert "members/seed-3/model.pt" in stated and "metrics.json" in stated
+    assert all(file_sha256(out / name) == digest for name, digest in stated.items())
+
+
+def test_the_card_shows_each_member_and_the_ensemble(tiny_release):
+    card = (tiny_release["out"] / CARD_FILE).read_text()
+    assert "member seed 3 alone" in card and "member seed 4 alone" in card
+    assert "ensemble with flip averaging" in card
+    assert "shrunk test build" not in card
+
+
+def test_a_rerun_reuses_the_finished_members(tiny_release, tmp_path):
+    lines: list[str] = []
+    again = train_release(tiny_release["data"], tiny_release["root"] / "work", tmp_path / "out", tiny_release["recipe"], log=lines.append)
+    assert sum("resuming after epoch 1 of 1" in line for line in lines) == 2
+    assert not any("epoch 1/1" in line for line in lines)  # no epoch was trained again
+    before, after = tiny_release["metrics"]["test"]["tta_flip"]["overall"], again["test"]["tta_flip"]["overall"]
+    assert after["age"]["mae"] == pytest.approx(before["age"]["mae"], abs=1e-4)
+    assert after["gender"]["accuracy"] == before["gender"]["accuracy"]
+
+
+def test_the_predictor_answers_all_tasks_from_the_ensemble_in_one_call(tiny_release):
+    predictor = Predictor.from_model_dirs({MULTITASK: tiny_release["out"]}, device="cpu")
+    assert predictor.tasks == ("age", "gender", "ethnicity")
+    network = predictor.models["age"].module.model
+    assert isinstance(network, MultiTaskEnsemble) and len(network.members) == 2
+    frame = predictor.predict_array(torch.rand(3, 48, 48).numpy())
+    assert len(frame) == 3 and (frame["age_std"] > 0).all()
+
+
+def test_a_folder_that_is_not_a_release_is_not_replaced(tiny_release, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a release folder"):
+        train_release(tiny_release["data"], tiny_release["root"] / "work", precious, tiny_release["recipe"])
+    assert (precious / "notes.txt").read_text() == "mine"
+
+
+def test_seeds_must_be_distinct(tmp_path):
+    from facetune.release import load_recipe
+
+    path = tmp_path / "release.yaml"
+    path.write_text(yaml.safe_dump({**TINY_RECIPE, "seeds": [1, 1]}))
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        load_recipe(path)
+
+
+def test_a_multitask_ensemble_averages_each_tasks_probabilities():
+    from facetune.models import build_model
+
+    members = [build_model("multitask", TINY_RECIPE["arch"], MULTITASK, {"age_bins": 117}).eval() for _ in range(2)]
+    ensemble = MultiTaskEnsemble(members, [1.0, 1.0]).eval()
+    x = torch.rand(4, 1, 48, 48)
+    with torch.no_grad():
+        parts = [m.split_outputs(m(x)) for m in members]
+        combined = ensemble.split_outputs(ensemble(x))
+    for task in ("age", "gender", "ethnicity"):
+        expected = (torch.softmax(parts[0][task], 1) + torch.softmax(parts[1][task], 1)) / 2
+        assert torch.allclose(torch.softmax(combined[task], 1), expected, atol=1e-5)
