@@ -219,3 +219,16 @@ def test_augment_none_is_the_identity_and_seeds_repeat():
     a = augment_batch(x, "flip_shift", torch.Generator().manual_seed(3))
     b = augment_batch(x, "flip_shift", torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+
+
+def test_without_a_validation_set_every_epoch_runs_and_the_last_weights_are_kept(data):
+    train_x, train_y, _, _ = data
+    model = small_model("gender", train_y["gender"])
+    reports: list[EpochReport] = []
+    result = fit(model, "gender", train_x, train_y["gender"], None, None,
+                 TrainConfig(epochs=3, batch_size=32, patience=1), on_epoch=reports.append)
+    assert [r.epoch for r in reports] == [1, 2, 3] and all(r.is_best for r in reports)
+    assert result.best_epoch == 3 and not result.stopped_early
+    assert not any(key.startswith("val_") for key in result.best_metrics)
+    final = {k: v for k, v in model.state_dict().items()}
+    assert all(torch.equal(final[k], v) for k, v in result.best_state_dict.items())

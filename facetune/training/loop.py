@@ -367,8 +367,8 @@ def fit(
     task: "Task | str",
     train_x: torch.Tensor,
     train_y: "torch.Tensor | dict[str, torch.Tensor]",
-    val_x: torch.Tensor,
-    val_y: "torch.Tensor | dict[str, torch.Tensor]",
+    val_x: torch.Tensor | None,
+    val_y: "torch.Tensor | dict[str, torch.Tensor] | None",
     cfg: TrainConfig,
     on_epoch: Callable[[EpochReport], None] | None = None,
     resume_state: dict | None = None,
@@ -379,13 +379,17 @@ def fit(
     {task: tensor}. Trains on train_x's device. Early stopping after `cfg.patience` epochs
     without a better validation metric. With `cfg.ema_decay` the moving average of the weights
     is what is evaluated, selected and returned. `resume_state` (an
-    EpochReport.training_state()) continues a run.
+    EpochReport.training_state()) continues a run. With no validation set (`val_x` None, as in a
+    final fit on train+val) every epoch counts as the best, so the last weights are returned.
     """
     objective = Objective(model, task, cfg)
-    train_t, val_t = objective.targets(train_y), objective.targets(val_y)
+    validated = val_x is not None
+    train_t = objective.targets(train_y)
+    val_t = objective.targets(val_y) if validated else {name: y[:0] for name, y in train_t.items()}
+    val_x = val_x if validated else train_x[:0]
     n = len(train_x)
-    if n == 0 or len(val_x) == 0:
-        raise ValueError(f"fit needs non-empty train and val sets (got {n} and {len(val_x)})")
+    if n == 0 or (validated and len(val_x) == 0):
+        raise ValueError(f"fit needs a non-empty train set and, if given, val set (got {n} and {len(val_x)})")
     for name in train_t:
         if len(train_t[name]) != n or len(val_t[name]) != len(val_x):
             raise ValueError(f"images/labels mismatch: train {n}/{len(train_t[name])}, val {len(val_x)}/{len(val_t[name])}")
@@ -500,24 +504,26 @@ def fit(
         order_cpu = order.cpu()
         train_metrics = objective.metrics({k: v.cpu()[order_cpu].numpy() for k, v in train_t.items()},
                                           torch.cat(train_outputs).float().cpu().numpy())
-        val_outputs = predict_outputs(evaluated, val_x, tta_flip=cfg.tta_flip)
-        val_metrics = objective.metrics(val_numpy, val_outputs)
-        val_loss = objective.loss(torch.from_numpy(val_outputs), {k: v.cpu() for k, v in val_t.items()},
-                                  {k: (w.cpu() if w is not None else None) for k, w in class_weights.items()}).item()
-        metrics: dict[str, float] = {"train_loss": float(loss_sum.item()) / n, "val_loss": float(val_loss)}
+        metrics: dict[str, float] = {"train_loss": float(loss_sum.item()) / n}
+        val_metrics: dict[str, float] = {}
+        if validated:
+            val_outputs = predict_outputs(evaluated, val_x, tta_flip=cfg.tta_flip)
+            val_metrics = objective.metrics(val_numpy, val_outputs)
+            metrics["val_loss"] = objective.loss(torch.from_numpy(val_outputs), {k: v.cpu() for k, v in val_t.items()},
+                                                 {k: (w.cpu() if w is not None else None) for k, w in class_weights.items()}).item()
         metrics.update({f"train_{k}": v for k, v in train_metrics.items()})
         metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
         metrics["lr"] = float(optimizer.param_groups[0]["lr"])
         metrics["epoch_seconds"] = time.perf_counter() - started
         metrics["images_per_second"] = n / train_seconds
 
-        is_best = _improved(val_metrics[objective.metric], best_value, objective.mode)
+        is_best = not validated or _improved(val_metrics[objective.metric], best_value, objective.mode)
         if is_best:
-            best_value, best_epoch, best_state = val_metrics[objective.metric], epoch, _to_cpu(evaluated.state_dict())
+            best_value, best_epoch, best_state = val_metrics.get(objective.metric), epoch, _to_cpu(evaluated.state_dict())
         history.append({"epoch": epoch, **metrics})
         if on_epoch is not None:
             on_epoch(EpochReport(epoch, metrics, is_best, _state_fn=lambda e=epoch: training_state(e)))
-        stopped_early = cfg.patience > 0 and epoch - best_epoch >= cfg.patience and epoch < cfg.epochs
+        stopped_early = validated and cfg.patience > 0 and epoch - best_epoch >= cfg.patience and epoch < cfg.epochs
         epoch += 1
 
     if best_state is None:
