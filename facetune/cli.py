@@ -13,7 +13,7 @@ from typing import NoReturn, Sequence
 from facetune.errors import EXIT_INTERRUPTED, EXIT_USAGE, FacetuneError, one_line
 
 #: Subcommand modules under facetune.commands, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("prepare", "tune", "ensemble", "report", "train_cgan", "generate", "predict", "serve", "export")
+COMMAND_MODULES: tuple[str, ...] = ("prepare", "tune", "ensemble", "final_fit", "report", "train_cgan", "generate", "predict", "serve", "export")
 
 
 class OneLineParser(argparse.ArgumentParser):

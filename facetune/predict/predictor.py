@@ -107,12 +107,14 @@ def choose_best(entries: Sequence[Mapping], family: str | None = None) -> dict[s
     """task -> the summary entry with the best *validation* selection metric.
 
     Validation, not test: choosing by test figures would leak the test split into the choice
-    and make the reported test numbers optimistic.
+    and make the reported test numbers optimistic. Models that were trained on val (a final
+    fit's, which carry `trained_on`) cannot be judged on it, so only an explicit `family` picks them.
     """
     chosen: dict[str, Mapping] = {}
     for task_name, task in TASKS.items():
         candidates = [
-            e for e in entries if e.get("task") == task_name and (family is None or e.get("family") == family)
+            e for e in entries if e.get("task") == task_name
+            and (e.get("family") == family if family is not None else "trained_on" not in e)
         ]
         scored = []
         for entry in candidates:

@@ -15,12 +15,13 @@ import pandas as pd
 from facetune.config import flatten
 
 def _report_families() -> tuple[str, ...]:
-    """The study's three families first, then every other registered family, then ensembles."""
+    """The study's three families first, then every other registered family, then ensembles and final fits."""
     from facetune.models.registry import families
     from facetune.tuning.ensemble import ENSEMBLE_FAMILY
+    from facetune.tuning.final_fit import FINAL_FIT_FAMILY
 
     study = ("cnn", "dnn", "pca_dnn")
-    return (*study, *(f for f in families() if f not in study), ENSEMBLE_FAMILY)
+    return (*study, *(f for f in families() if f not in study), ENSEMBLE_FAMILY, FINAL_FIT_FAMILY)
 
 
 FAMILIES: tuple[str, ...] = _report_families()
