@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from facetune.release_card import CARD_FILE, write_model_card
+from facetune.schema import SPLITS, PreparedManifest
 
 #: Where the shipped models live inside the installed package.
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -96,7 +97,7 @@ def train_release(
     work = Path(work_dir)
     out = Path(out_dir)
     prepared = ensure_prepared(data, ResultsStore(work))
-    splits = {name: load_split(prepared, name) for name in ("train", "val", "test")}
+    splits = {name: load_split(prepared, name) for name in SPLITS}
     if limit:
         splits["train"] = splits["train"].head(limit)
     torch.set_num_threads(int(recipe.get("torch_threads", 2)))
@@ -140,11 +141,11 @@ def train_release(
     for tta in (False, True):
         outputs = predict_outputs(model, test.images(), tta_flip=tta)
         evaluation["tta_flip" if tta else "single_view"] = group_metrics(outputs, test_labels, model.split_outputs)
-    manifest = json.loads((prepared / "manifest.json").read_text())
+    manifest = PreparedManifest.read(prepared)
     metrics = {
         "recipe": recipe,
         "train_config": train_cfg.to_dict(),
-        "data": {"source": str(manifest.get("source", prepared)), "rows": {k: len(v) for k, v in splits.items()}, "split_seed": manifest.get("seed", 0)},
+        "data": {"source": manifest.source, "rows": {k: len(v) for k, v in splits.items()}, "split_seed": manifest.seed},
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "train_seconds": result.train_seconds,
