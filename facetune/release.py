@@ -18,14 +18,14 @@ import numpy as np
 import yaml
 
 from facetune.release_card import CARD_FILE, write_model_card
-from facetune.schema import SPLITS, PreparedManifest
+from facetune.schema import MAX_AGE, SPLITS, PreparedManifest
 
 #: Where the shipped models live inside the installed package.
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 METRICS_FILE = "metrics.json"
 RELEASE_KEYS = {"description", "family", "arch", "train", "torch_threads"}
 STATE_FILE = "release_state.pt"
-AGE_BANDS: tuple[tuple[int, int], ...] = ((0, 12), (13, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, 116))
+AGE_BANDS: tuple[tuple[int, int], ...] = ((0, 12), (13, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, MAX_AGE))
 
 
 def default_recipe_path() -> Path:

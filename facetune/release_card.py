@@ -7,8 +7,10 @@ from typing import Any
 
 import yaml
 
+from facetune.schema import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE
+
 #: The files whose sha256 the card records (the card itself and metrics.json describe them).
-SHIPPED_FILES: tuple[str, ...] = ("model.pt", "model_config.json")
+SHIPPED_FILES: tuple[str, ...] = (MODEL_WEIGHTS_FILE, MODEL_CONFIG_FILE)
 CARD_FILE = "MODEL_CARD.md"
 SHA_HEADING = "## Files"
 

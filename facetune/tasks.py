@@ -14,14 +14,14 @@ import torch
 import torch.nn.functional as F
 from sklearn import metrics as skm
 
+from facetune.schema import ETHNICITY_NAMES, GENDER_NAMES, MAX_AGE, MULTITASK  # noqa: F401  (MULTITASK: re-exported)
+
 #: loss(outputs, targets, class_weights, label_smoothing) -> scalar tensor. Regression losses
 #: receive outputs and targets already standardised (see Task.loss).
 LossFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", float], torch.Tensor]
 
 #: kind -> loss name -> loss function
 _LOSSES: dict[str, dict[str, LossFn]] = {"regression": {}, "classification": {}}
-
-from facetune.schema import ETHNICITY_NAMES, GENDER_NAMES, MAX_AGE, MULTITASK, TASK_NAMES
 
 #: Ages are whole years 0..MAX_AGE: a distribution head has one logit per year.
 AGE_BINS = MAX_AGE + 1

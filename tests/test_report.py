@@ -12,9 +12,9 @@ import pytest
 
 from facetune.cli import main as cli_main
 from facetune.results import build_report, collect_results, load_study
-from facetune.results.collect import split_combination_name, trial_columns
+from facetune.results.collect import trial_columns
 from facetune.results.fairness import age_bands, fairness_gaps
-from facetune.schema import PREPARED_MANIFEST
+from facetune.schema import PREPARED_MANIFEST, split_combination_name
 from facetune.tasks import TASKS
 from results_fixture import ALL_COMBINATIONS, build_results_dir
 

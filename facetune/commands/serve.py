@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
             read_summary(args.models)
         else:
             from facetune.release import PRETRAINED_DIR
+            from facetune.schema import MODEL_CONFIG_FILE
 
-            if not (PRETRAINED_DIR / "model_config.json").is_file():
+            if not (PRETRAINED_DIR / MODEL_CONFIG_FILE).is_file():
                 raise FileNotFoundError(f"no --models given and no shipped models in {PRETRAINED_DIR}: "
                                         "pass --models RESULTS_DIR (a sweep's results directory)")
     except (FileNotFoundError, ValueError) as err:

@@ -18,7 +18,7 @@ import os
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facetune.schema import IMAGE_SIZE, NUM_PIXELS
+from facetune.schema import IMAGE_SIZE
 
 #: Gray level that transparent pixels are composited onto.
 BACKGROUND = 255

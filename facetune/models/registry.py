@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from facetune.schema import IMAGE_SIZE
 from facetune.tasks import AGE_BINS, MULTITASK, Task, get_task
 
 Builder = Callable[[dict, Task, dict], nn.Module]

@@ -19,7 +19,7 @@ import torch
 from facetune.data.loading import pixels_to_images
 from facetune.models import load_model
 from facetune.models.multitask import TaskView
-from facetune.schema import IMAGE_SIZE, NUM_PIXELS, SUMMARY_FILE, summary_from_json, summary_to_json
+from facetune.schema import IMAGE_SIZE, MODEL_CONFIG_FILE, NUM_PIXELS, SUMMARY_FILE, summary_from_json, summary_to_json
 from facetune.tasks import MULTITASK, TASKS
 from facetune.training.loop import forward_views
 
@@ -157,7 +157,7 @@ class Predictor:
         """The models shipped inside the package (see `facetune predict --about`)."""
         from facetune.release import PRETRAINED_DIR
 
-        if not (PRETRAINED_DIR / "model_config.json").is_file():
+        if not (PRETRAINED_DIR / MODEL_CONFIG_FILE).is_file():
             raise FileNotFoundError(f"no pretrained models in {PRETRAINED_DIR}: rebuild them with `python jobs/train_release.py`")
         return cls.from_model_dirs({MULTITASK: PRETRAINED_DIR}, device=device, tta_flip=tta_flip,
                                    summaries=_release_summaries(PRETRAINED_DIR, tta_flip))
