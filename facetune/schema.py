@@ -75,6 +75,12 @@ def is_old_prepared_dir(path: str | os.PathLike[str]) -> bool:
     return (directory / OLD_PREPARED_MANIFEST).is_file() and any(directory.glob(PARQUET_PATTERN))
 
 
+def is_any_prepared_dir(path: str | os.PathLike[str]) -> bool:
+    """A prepared folder of this layout or the old one: what prepare may replace, and what readers
+    hand to require_prepared_dir (which asks for the old one to be prepared again)."""
+    return is_prepared_dir(path) or is_old_prepared_dir(path)
+
+
 def require_prepared_dir(path: str | os.PathLike[str]) -> Path:
     """`path` when it is a prepared folder of this version; else a one-line DataNotFoundError."""
     directory = Path(path)

@@ -137,11 +137,26 @@ def test_ensemble_from_the_sweep_is_chosen_by_predict_and_no_worse_on_validation
         assert len(frame) == 3
 
 
-def test_the_multitask_search_gives_one_summary_row_per_task(tmp_path, prepared_data, ray_session):
-    results = tmp_path / "results"
-    summary = run_sweep("smoke", prepared_data, results, only=["multitask/all"])
+@pytest.fixture(scope="module")
+def multitask_results(tmp_path_factory, prepared_data, ray_session):
+    results = tmp_path_factory.mktemp("multitask_results")
+    return results, run_sweep("smoke", prepared_data, results, only=["multitask/all"])  # smoke: one trial
+
+
+def test_the_multitask_search_gives_one_summary_row_per_task(multitask_results):
+    results, summary = multitask_results
     on_disk = json.loads((results / "summary.json").read_text())
     assert [(e["family"], e["task"]) for e in on_disk] == [("multitask", task) for task in TASK_NAMES]
     for entry in summary:
         assert TASKS[entry.task].metric in entry.val and set(entry.test) == METRIC_NAMES[entry.task]
     assert json.loads((results / "sweep.json").read_text())["combinations"] == [f"multitask_{t}" for t in TASK_NAMES]
+
+
+def test_one_multitask_trial_answers_every_task_from_one_checkpoint(multitask_results):
+    from facetune.predict import Predictor
+
+    results, summary = multitask_results
+    assert {entry.checkpoint for entry in summary} == {"multitask_age/model.pt"}
+    predictor = Predictor.from_results(results)
+    assert set(predictor.model_dirs.values()) == {results / "multitask_age"}
+    assert len(predictor.predict_array(torch.zeros(2, NUM_PIXELS, dtype=torch.uint8).numpy())) == 2

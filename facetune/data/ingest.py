@@ -23,7 +23,7 @@ import pyarrow.csv as pa_csv
 from facetune.data.images import ImageDecodeError, face_problem, load_gray48, uniform_rows
 from facetune.data.walk import walk_files
 from facetune.errors import NoDataError
-from facetune.schema import IMAGE_SIZE, LABEL_RANGES, NUM_PIXELS, is_old_prepared_dir, is_prepared_dir
+from facetune.schema import IMAGE_SIZE, LABEL_RANGES, NUM_PIXELS, is_any_prepared_dir
 
 CSV_COLUMNS = ("age", "ethnicity", "gender", "img_name", "pixels")
 #: UTKFace names: [age]_[gender]_[race]_[datetime].jpg.chip.jpg. What follows the datetime is not
@@ -74,7 +74,7 @@ class IngestResult:
 def detect_kind(source: Path) -> str:
     """'utkface' for a folder, 'csv' for a .csv / .csv.gz file; SourceFormatError otherwise."""
     if source.is_dir():
-        if is_prepared_dir(source) or is_old_prepared_dir(source):
+        if is_any_prepared_dir(source):
             raise SourceFormatError(f"{source} is already a prepared directory; use it directly")
         return "utkface"
     name = source.name.lower()

@@ -34,8 +34,7 @@ from facetune.schema import (
     PREPARED_MANIFEST,
     SPLITS,
     PreparedManifest,
-    is_old_prepared_dir,
-    is_prepared_dir,
+    is_any_prepared_dir,
     parquet_file_name,
 )
 from facetune.settings import require_data_path
@@ -71,11 +70,6 @@ class BadRowError(NoDataError, ValueError):
         self.rejected = rejected
 
 
-def is_ours(path: Path) -> bool:
-    """A folder prepare may replace: a prepared dataset, of this layout or the previous one."""
-    return is_prepared_dir(path) or is_old_prepared_dir(path)
-
-
 def check_seed(seed: int) -> int:
     if not 0 <= seed <= MAX_SEED:
         raise UsageError(f"--seed {seed}: must be a whole number from 0 to {MAX_SEED}")
@@ -103,7 +97,7 @@ def prepare(
     check_seed(seed)
     source_path = require_data_path(source)
     out_dir = Path(out)
-    check_output_dir(out_dir, [source_path], overwrite, is_ours, what=f"prepared dataset ({PREPARED_MANIFEST})")
+    check_output_dir(out_dir, [source_path], overwrite, is_any_prepared_dir, what=f"prepared dataset ({PREPARED_MANIFEST})")
     result = ingest(source_path, progress=progress)
     if strict and result.rejected:
         raise BadRowError(result.rejected[0], len(result.rejected))

@@ -19,7 +19,7 @@ from facetune.data.ingest import SourceFormatError, parse_utkface_name, read_fac
 from facetune.data.walk import walk_files
 from facetune.errors import InputNotFoundError, InvalidInputError
 from facetune.predict.predictor import Reject
-from facetune.schema import NUM_PIXELS, SPLITS, TASK_NAMES, is_old_prepared_dir, is_prepared_dir
+from facetune.schema import NUM_PIXELS, SPLITS, TASK_NAMES, is_any_prepared_dir
 
 #: Files taken from folders; other files there are reported as skipped (named files are always tried).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -53,11 +53,6 @@ class Inputs:
         return len(self.sources)
 
 
-def is_prepared_input(path: Path) -> bool:
-    """A prepared folder, of this layout or an older one (reading the latter says to prepare it again)."""
-    return is_prepared_dir(path) or is_old_prepared_dir(path)
-
-
 def is_kaggle_csv(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith((".csv", ".csv.gz"))
 
@@ -79,12 +74,12 @@ def gather_inputs(
     missing = [str(p) for p in paths if not p.exists() and not p.is_symlink()]
     if missing:
         raise InputNotFoundError(f"input not found: {', '.join(missing)}")
-    tables = [p for p in paths if is_prepared_input(p) or is_kaggle_csv(p)]
+    tables = [p for p in paths if is_any_prepared_dir(p) or is_kaggle_csv(p)]
     if tables and len(tables) != len(paths):
         raise InvalidInputError(
             "INPUTs mix image files/folders with Parquet dirs or CSV files; predict them in separate runs"
         )
-    if split is not None and not all(is_prepared_input(p) for p in paths):
+    if split is not None and not all(is_any_prepared_dir(p) for p in paths):
         raise InvalidInputError("--split applies to prepared Parquet directories only")
     if tables:
         parts = [_table_inputs(p, split) for p in paths]
@@ -139,7 +134,7 @@ def labels_from_names(files: Sequence[Path]) -> pd.DataFrame:
 
 
 def _table_inputs(path: Path, split: str | None) -> Inputs:
-    if is_prepared_input(path):
+    if is_any_prepared_dir(path):
         return _prepared_inputs(path, split)
     try:
         faces = read_faces_csv(path)

@@ -27,7 +27,7 @@ from facetune.schema import (
     SummaryEntry,
     SweepRecord,
     combination_name,
-    is_old_prepared_dir,
+    is_any_prepared_dir,
     is_prepared_dir,
     require_prepared_dir,
     summary_from_json,
@@ -130,7 +130,7 @@ def result_tasks(task: str) -> tuple[str, ...]:
 def ensure_prepared(data: str | os.PathLike[str] | None, store: ResultsStore) -> Path:
     """A prepared Parquet folder: `data` itself, or `data` prepared into RESULTS/data (once)."""
     source = require_data_path(data)
-    if is_prepared_dir(source) or is_old_prepared_dir(source):
+    if is_any_prepared_dir(source):
         return require_prepared_dir(source)  # an old layout: one line saying to prepare it again
     target = store.local_dir(PREPARED_DIR)
     if is_prepared_dir(target):
@@ -225,11 +225,14 @@ def _run_combination(family: str, task: str, profile: dict[str, Any], data_ref: 
         )
     print(f"[facetune] {name}: searching {len(space)} hyperparameters, metric {metric} ({mode})", flush=True)
     grid = tuner.fit()
-    entries = []
+    entries: list[SummaryEntry] = []
+    checkpoint_of_trial: dict[str | None, str] = {}
     for task_name in result_tasks(task):
         out_name = combination_name(family, task_name)
         entry = export_best(grid, family, task_name, sorted(space), sweep_data, test_split, store.local_dir(out_name))
         if entry is not None:
+            # A multitask trial best at several tasks: one checkpoint for all, so predict runs it once.
+            entry.checkpoint = checkpoint_of_trial.setdefault(entry.trial_id, entry.checkpoint)
             store.publish(out_name)
             entries.append(entry)
     return entries
