@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 from facetune.data.loading import load_split  # noqa: E402
 from facetune.predict import faces as faces_module  # noqa: E402
 from facetune.predict.predictor import Predictor  # noqa: E402
+from facetune.schema import IMAGE_SIZE  # noqa: E402
 from facetune.tasks import TASKS  # noqa: E402
 from scenes import background_photos, iou, make_scene  # noqa: E402
 
@@ -53,7 +54,7 @@ def source_faces(data: Path, images: Path) -> tuple[list[np.ndarray], object]:
 
             faces.append(np.asarray(Image.open(original).convert("RGB")))
         else:
-            faces.append(pixels.reshape(48, 48))
+            faces.append(pixels.reshape(IMAGE_SIZE, IMAGE_SIZE))
     return faces, test
 
 

@@ -32,7 +32,9 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))  # the drawn face when the shared d
 import aiohttp  # noqa: E402  (comes with ray[default])
 import numpy as np  # noqa: E402
 
+from facetune.schema import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, SUMMARY_FILE, SummaryEntry, summary_to_json  # noqa: E402
 from facetune.serve.app import APP_NAME, ServeSettings, build_app  # noqa: E402
+from facetune.tasks import TASKS  # noqa: E402
 from predict import study_models  # noqa: E402  (bench/ is on sys.path as the script's folder)
 
 DEFAULT_IMAGES = REPO_ROOT.parent / "shared" / "data" / "UTKFace"
@@ -113,11 +115,12 @@ def measure(mode: str, name: str, url: str, body: bytes, requests: int, concurre
 def results_dir(family: str, out: Path) -> Path:
     """A results dir (summary.json + model dirs) around untrained study models."""
     entries = [
-        {"family": family, "task": task, "val": {"mae" if task == "age" else "accuracy": 0.0},
-         "checkpoint": f"{model_dir.name}/model.pt"}
+        SummaryEntry(family=family, task=task, val={TASKS[task].metric: 0.0}, test={},
+                     checkpoint=f"{model_dir.name}/{MODEL_WEIGHTS_FILE}",
+                     num_parameters=json.loads((model_dir / MODEL_CONFIG_FILE).read_text())["num_parameters"])
         for task, model_dir in study_models(family, out).items()
     ]
-    (out / "summary.json").write_text(json.dumps(entries))
+    (out / SUMMARY_FILE).write_text(json.dumps(summary_to_json(entries)))
     return out
 
 

@@ -51,6 +51,10 @@ class NoDataError(FacetuneError):
     exit_code = EXIT_NO_DATA
 
 
+class RecordFormatError(NoDataError, ValueError):
+    """A facetune file (summary.json, sweep.json, a manifest) holds what its writer never writes."""
+
+
 class OutputError(FacetuneError):
     """The output location is refused or cannot be written."""
 

@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from facetune.release_card import CARD_FILE, write_model_card
+from facetune.schema import ENSEMBLE_CONFIG_FILE, MAX_AGE, MODEL_CONFIG_FILE, SPLITS, PreparedManifest
 
 #: Where the shipped models live inside the installed package.
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -31,7 +32,7 @@ RELEASE_KEYS = {"description", "family", "arch", "train", "seeds", "torch_thread
 MEMBER_KEYS = ("family", "arch", "train", "torch_threads")
 STATE_FILE = "release_state.pt"
 MEMBERS_DIR = "members"
-AGE_BANDS: tuple[tuple[int, int], ...] = ((0, 12), (13, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, 116))
+AGE_BANDS: tuple[tuple[int, int], ...] = ((0, 12), (13, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, MAX_AGE))
 
 
 def default_recipe_path() -> Path:
@@ -65,11 +66,8 @@ def member_recipes(recipe: dict[str, Any]) -> dict[int, dict[str, Any]]:
 
 def shipped_models_present(release_dir: Path | None = None) -> bool:
     """Whether `release_dir` (default: the package's pretrained/) holds a loadable release."""
-    from facetune.models.checkpoint import CONFIG_FILE
-    from facetune.models.ensemble import ENSEMBLE_FILE
-
     folder = PRETRAINED_DIR if release_dir is None else Path(release_dir)
-    return (folder / ENSEMBLE_FILE).is_file() or (folder / CONFIG_FILE).is_file()
+    return (folder / ENSEMBLE_CONFIG_FILE).is_file() or (folder / MODEL_CONFIG_FILE).is_file()
 
 
 def group_metrics(outputs: np.ndarray, labels: dict[str, np.ndarray], split_outputs: Callable[[Any], dict]) -> dict[str, dict]:
@@ -123,7 +121,7 @@ def train_release(
         raise ValueError(f"{out}: not a release folder (no {METRICS_FILE}); refusing to replace it")
     work = Path(work_dir)
     prepared = ensure_prepared(data, ResultsStore(work))
-    splits = {name: load_split(prepared, name) for name in ("train", "val", "test")}
+    splits = {name: load_split(prepared, name) for name in SPLITS}
     if limit:
         splits["train"] = splits["train"].head(limit)
     torch.set_num_threads(int(recipe.get("torch_threads", 2)))
@@ -148,10 +146,10 @@ def train_release(
         return group_metrics(outputs, {name: np.asarray(arrays.labels(name)) for name in TASKS}, model.split_outputs)
 
     evaluation = {("tta_flip" if tta else "single_view"): evaluate(ensemble, "test", tta) for tta in (False, True)}
-    manifest = json.loads((prepared / "manifest.json").read_text())
+    manifest = PreparedManifest.read(prepared)
     metrics = {
         "recipe": recipe,
-        "data": {"source": str(manifest.get("source", prepared)), "rows": {k: len(v) for k, v in splits.items()}, "split_seed": manifest.get("seed", 0)},
+        "data": {"source": manifest.source, "rows": {k: len(v) for k, v in splits.items()}, "split_seed": manifest.seed},
         "members": {
             str(seed): {
                 "best_epoch": result["best_epoch"],

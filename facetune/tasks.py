@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from sklearn import metrics as skm
 
+from facetune.schema import ETHNICITY_NAMES, GENDER_NAMES, MAX_AGE, MULTITASK  # noqa: F401  (MULTITASK: re-exported)
+
 #: loss(outputs, targets, class_weights, label_smoothing) -> scalar tensor. Regression losses
 #: receive outputs and targets already standardised (see Task.loss).
 LossFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", float], torch.Tensor]
@@ -21,15 +23,12 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", float], to
 #: kind -> loss name -> loss function
 _LOSSES: dict[str, dict[str, LossFn]] = {"regression": {}, "classification": {}}
 
-#: Ages are integers 0..116 in UTKFace: a distribution head has one logit per year.
-MAX_AGE = 116
+#: Ages are whole years 0..MAX_AGE: a distribution head has one logit per year.
 AGE_BINS = MAX_AGE + 1
 #: Regression losses that train a distribution head (AGE_BINS logits) instead of one output.
 DISTRIBUTION_LOSSES: frozenset[str] = frozenset({"dldl", "mean_variance"})
 #: Spread of the Gaussian label distribution in years (DLDL): neighbouring ages look alike.
 DLDL_SIGMA = 2.0
-#: The `task` name of a model that answers every task from one forward pass.
-MULTITASK = "all"
 
 
 def register_loss(name: str, kind: str) -> Callable[[LossFn], LossFn]:
@@ -263,7 +262,7 @@ TASKS: dict[str, Task] = {
         name="gender",
         kind="classification",
         num_outputs=2,
-        class_names=("male", "female"),
+        class_names=GENDER_NAMES,
         metric="accuracy",
         mode="max",
         default_loss="cross_entropy",
@@ -272,7 +271,7 @@ TASKS: dict[str, Task] = {
         name="ethnicity",
         kind="classification",
         num_outputs=5,
-        class_names=("White", "Black", "Asian", "Indian", "Others"),
+        class_names=ETHNICITY_NAMES,
         metric="accuracy",
         mode="max",
         default_loss="cross_entropy",

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from facetune.schema import PREPARED_FORMAT, PREPARED_MANIFEST
 from synthetic import make_faces, write_kaggle_csv, write_utkface_folder
 
 FACES = make_faces(30, seed=3)
@@ -215,7 +216,7 @@ def corrupt_jpeg(tmp: Path) -> Path:
 def prepared_without_rows(tmp: Path) -> Path:
     folder = tmp / "prepared"
     folder.mkdir()
-    (folder / "manifest.json").write_text(json.dumps({"format": "facetune-prepared/1", "rows_written": 0}))
+    (folder / PREPARED_MANIFEST).write_text(json.dumps({"format": PREPARED_FORMAT, "rows_written": 0}))
     return folder
 
 

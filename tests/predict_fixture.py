@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from facetune.models import build_model, save_model
+from facetune.schema import IMAGE_SIZE, MODEL_WEIGHTS_FILE, SUMMARY_FILE, SummaryEntry, combination_name, summary_to_json
 from facetune.tasks import TASKS
 
 #: Small enough to build in milliseconds; the shapes of the real families.
@@ -28,29 +29,27 @@ VAL_SCORES = {"cnn": {"mae": 7.0, "accuracy": 0.8}, "dnn": {"mae": 9.0, "accurac
 def build_results_dir(out: Path, test_pixels: np.ndarray, test_labels: dict[str, np.ndarray], seed: int = 0) -> Path:
     """Write OUT/summary.json and OUT/<family>_<task>/model.pt for cnn and dnn on every task."""
     out.mkdir(parents=True, exist_ok=True)
-    images = torch.from_numpy(test_pixels.reshape(-1, 1, 48, 48).astype(np.float32) / 255.0)
+    images = torch.from_numpy(test_pixels.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE).astype(np.float32) / 255.0)
     summary = []
     for index, (family, arch) in enumerate(TINY_ARCHS.items()):
         for task_name, task in TASKS.items():
             torch.manual_seed(seed + index)
             context = {"target_mean": 35.0, "target_std": 20.0} if task.kind == "regression" else {}
             model = build_model(family, arch, task_name, context).eval()
-            model_dir = out / f"{family}_{task_name}"
+            model_dir = out / combination_name(family, task_name)
             save_model(model, model_dir, family=family, task=task_name, arch=arch, context_meta={})
             with torch.no_grad():
                 test = task.metrics(test_labels[task_name], model(images))
-            summary.append(
-                {
-                    "family": family,
-                    "task": task_name,
-                    "best_config": {"arch": arch},
-                    "val": {task.metric: VAL_SCORES[family][task.metric]},
-                    "test": test,
-                    "epochs": 1,
-                    "train_seconds": 0.0,
-                    "checkpoint": f"{family}_{task_name}/model.pt",
-                    "num_parameters": sum(p.numel() for p in model.parameters()),
-                }
-            )
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+            summary.append(SummaryEntry(
+                family=family,
+                task=task_name,
+                best_config={"arch": arch},
+                val={task.metric: VAL_SCORES[family][task.metric]},
+                test=test,
+                epochs=1,
+                train_seconds=0.0,
+                checkpoint=f"{model_dir.name}/{MODEL_WEIGHTS_FILE}",
+                num_parameters=sum(p.numel() for p in model.parameters()),
+            ))
+    (out / SUMMARY_FILE).write_text(json.dumps(summary_to_json(summary), indent=2))
     return out

@@ -15,11 +15,25 @@ import torch
 
 from facetune.models import build_model, make_context, save_model
 from facetune.models.pca import fit_pca, save_pca, summary
+from facetune.results.collect import STUDY_FAMILIES
+from facetune.schema import (
+    IMAGE_SIZE,
+    PCA_DIR,
+    PCA_INFO_FILE,
+    PCA_PARAMS_FILE,
+    SUMMARY_FILE,
+    SWEEP_FILE,
+    SummaryEntry,
+    SweepRecord,
+    combination_name,
+    split_combination_name,
+    summary_to_json,
+)
 from facetune.tasks import TASKS
 from synthetic import make_faces
 
-FAMILIES = ("cnn", "dnn", "pca_dnn")
-ALL_COMBINATIONS = [f"{family}_{task}" for task in TASKS for family in FAMILIES]
+FAMILIES = STUDY_FAMILIES
+ALL_COMBINATIONS = [combination_name(family, task) for task in TASKS for family in FAMILIES]
 PCA_COMPONENTS = 16
 ARCH = {
     "cnn": {"conv_channels": [4, 8, 8], "dense": [8]},
@@ -75,9 +89,9 @@ def _trials(family: str, task: str, rng: np.random.Generator) -> pd.DataFrame:
     return frame
 
 
-def _write_combination(root: Path, family: str, task: str, train: dict, test: dict, pca, seed: int) -> dict:
+def _write_combination(root: Path, family: str, task: str, train: dict, test: dict, pca, seed: int) -> SummaryEntry:
     spec = TASKS[task]
-    name = f"{family}_{task}"
+    name = combination_name(family, task)
     directory = root / name
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -85,7 +99,7 @@ def _write_combination(root: Path, family: str, task: str, train: dict, test: di
     model = build_model(family, ARCH[family], task, context).eval()
     save_model(model, directory, family=family, task=task, arch=ARCH[family])
 
-    images = torch.from_numpy(test["pixels"].reshape(-1, 1, 48, 48).astype(np.float32) / 255.0)
+    images = torch.from_numpy(test["pixels"].reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE).astype(np.float32) / 255.0)
     with torch.no_grad():
         outputs = model(images)
     y_true = test[task]
@@ -110,13 +124,13 @@ def _write_combination(root: Path, family: str, task: str, train: dict, test: di
     (directory / "best_config.json").write_text(json.dumps(best_config))
     history = _history(task, int(best_row["epochs"]), rng)
     history.to_csv(directory / "history.csv", index=False)
-    return {
-        "family": family, "task": task, "best_config": best_config,
-        "val": {spec.metric: float(best_row[f"val_{spec.metric}"])}, "test": test_metrics,
-        "epochs": int(best_row["epochs"]), "best_epoch": max(1, int(best_row["epochs"]) - 1), "num_trials": len(trials),
-        "train_seconds": float(rng.uniform(20, 200)),
-        "checkpoint": f"{name}/model.pt", "num_parameters": sum(p.numel() for p in model.parameters()),
-    }
+    return SummaryEntry(
+        family=family, task=task, best_config=best_config,
+        val={spec.metric: float(best_row[f"val_{spec.metric}"])}, test=test_metrics,
+        epochs=int(best_row["epochs"]), best_epoch=max(1, int(best_row["epochs"]) - 1), num_trials=len(trials),
+        train_seconds=float(rng.uniform(20, 200)),
+        checkpoint=f"{name}/model.pt", num_parameters=sum(p.numel() for p in model.parameters()),
+    )
 
 
 def build_results_dir(root: Path, data_dir: Path | None = None, *, omit: tuple[str, ...] = (),
@@ -128,17 +142,22 @@ def build_results_dir(root: Path, data_dir: Path | None = None, *, omit: tuple[s
     root.mkdir(parents=True, exist_ok=True)
     train, test = _faces(data_dir, seed)
     pca = fit_pca(train["pixels"], n_components=PCA_COMPONENTS, seed=seed)
-    save_pca(pca, root / "pca" / "pca.npz")
-    (root / "pca" / "pca.json").write_text(json.dumps(summary(pca)))
+    save_pca(pca, root / PCA_DIR / PCA_PARAMS_FILE)
+    (root / PCA_DIR / PCA_INFO_FILE).write_text(json.dumps(summary(pca)))
     entries = []
     for index, name in enumerate(ALL_COMBINATIONS):
-        family, task = name.rsplit("_", 1)
+        family, task = split_combination_name(name)
         if name in started:
             (root / name).mkdir()
         elif name not in omit:
             entries.append(_write_combination(root, family, task, train, test, pca, seed + index))
-    (root / "summary.json").write_text(json.dumps(entries, indent=1))
-    sweep = {"profile": "fixture", "data": str(data_dir) if data_dir else None, "started": "2025-01-01T10:00:00",
-             "combinations": ALL_COMBINATIONS}
-    (root / "sweep.json").write_text(json.dumps(sweep))
+    write_sweep_files(root, entries, ALL_COMBINATIONS, data_dir or root / "no-prepared-data")
     return root
+
+
+def write_sweep_files(root: Path, entries: list[SummaryEntry], combinations: list[str], data_dir: Path) -> None:
+    """summary.json and sweep.json as the sweep writes them (facetune.schema records)."""
+    (root / SUMMARY_FILE).write_text(json.dumps(summary_to_json(entries), indent=1))
+    sweep = SweepRecord(profile="fixture", data=str(data_dir), storage=str(root / "tune"),
+                        combinations=list(combinations), started="2025-01-01T10:00:00")
+    (root / SWEEP_FILE).write_text(json.dumps(sweep.to_dict()))

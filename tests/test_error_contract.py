@@ -19,6 +19,7 @@ import pytest
 import error_cases as ec
 from facetune.cli import main
 from facetune.errors import EXIT_NO_DATA, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE
+from facetune.schema import PREPARED_MANIFEST
 from predict_fixture import build_results_dir
 
 pytestmark = pytest.mark.usefixtures("no_figures")
@@ -185,7 +186,7 @@ def test_prepare_rejects_bad_rows_alone_and_lists_every_one(case: Accepted, env:
     code, lines, out = run(["prepare", str(case.source(env.tmp)), "--out", str(env.out)], capsys)
     assert code == EXIT_OK, lines
     assert not any("Traceback" in line for line in lines)
-    manifest = json.loads((env.out / "manifest.json").read_text())
+    manifest = json.loads((env.out / PREPARED_MANIFEST).read_text())
     assert manifest["rows_read"] == manifest["rows_written"] + manifest["rows_rejected"]
     assert manifest["rows_written"] == case.written
     assert manifest["rows_rejected"] == len(manifest["rejected"]) == len(case.rejects)
@@ -209,13 +210,13 @@ def test_overwrite_replaces_a_non_prepared_folder(env: Env, capsys):
     folder = ec.non_prepared_folder(env.tmp)
     code, _, _ = run(["prepare", str(ec.good_csv(env.tmp)), "--out", str(folder), "--overwrite"], capsys)
     assert code == EXIT_OK
-    assert not (folder / "thesis.parquet").exists() and (folder / "manifest.json").is_file()
+    assert not (folder / "thesis.parquet").exists() and (folder / PREPARED_MANIFEST).is_file()
 
 
 def test_a_prepared_folder_is_replaced_without_asking(env: Env, capsys):
     assert run(["prepare", str(ec.good_csv(env.tmp, 30)), "--out", str(env.out)], capsys)[0] == EXIT_OK
     assert run(["prepare", str(ec.csv_extra_field(env.tmp)), "--out", str(env.out)], capsys)[0] == EXIT_OK
-    assert json.loads((env.out / "manifest.json").read_text())["rows_read"] == 12
+    assert json.loads((env.out / PREPARED_MANIFEST).read_text())["rows_read"] == 12
     assert [p.name for p in env.tmp.iterdir() if p.name.startswith(".out.")] == []  # no leftovers
 
 
@@ -377,7 +378,7 @@ TUNE_ERRORS = [
     Case("unknown-profile", tune("--profile", "nope"), EXIT_USAGE,
          r"--profile nope: no such profile; available: .*local.*smoke"),
     Case("only-unknown", tune("--profile", "smoke", "--only", "cnn/foo"), EXIT_USAGE,
-         r"--only cnn/foo: expected FAMILY/TASK with FAMILY one of cnn, dnn, pca_dnn"),
+         r"--only cnn/foo: unknown combination 'cnn/foo': expected FAMILY/TASK"),
     Case("only-selects-nothing", lambda env: tune("--profile", str(only_cnn_age_profile(env.tmp)),
                                                   "--only", "dnn/age")(env),
          EXIT_USAGE, r"--only dnn/age: selects none of profile .*one\.yaml's combinations \(cnn/age\)"),
@@ -398,7 +399,7 @@ REPORT_ERRORS = [
     Case("corrupt-summary", lambda env: ["report", str(ec.corrupt_summary(env.tmp / "r"))], EXIT_NO_DATA,
          r"summary\.json: corrupt"),
     Case("summary-not-a-list", lambda env: ["report", str(env.tmp)] if (env.tmp / "summary.json").write_text("{}")
-         else [], EXIT_NO_DATA, r"summary\.json: not a list"),
+         else [], EXIT_NO_DATA, r"summary\.json: expected a list of combinations"),
     Case("out-is-a-file", lambda env: ["report", str(env.models), "--out", str(ec.plain_file(env.tmp))],
          EXIT_OUTPUT, r"--out .*file: .*is a file"),
     Case("min-group-size-zero", lambda env: ["report", str(env.models), "--min-group-size", "0"], EXIT_USAGE,

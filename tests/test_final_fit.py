@@ -8,26 +8,30 @@ import pytest
 from facetune.cli import main
 from facetune.data.loading import load_split
 from facetune.predict.predictor import Predictor, choose_best, read_summary
+from facetune.schema import SummaryEntry, SweepRecord
 from facetune.tuning.final_fit import FINAL_FIT_FAMILY, TRAINED_ON, final_fit
 
 SMALL_CNN = {"conv_channels": [4, 8], "dense": [16], "batch_norm": True}
 
 
-def sweep_entry(task: str, trial_id: str, val_accuracy: float) -> dict:
-    """A summary entry as the sweep's export writes it, for a tiny CNN."""
+def write_sweep(results, prepared, task: str = "gender") -> None:
+    """sweep.json and a one-entry summary.json as a sweep writes them, for a tiny CNN's best trial."""
     config = {"family": "cnn", "task": task, "arch": SMALL_CNN, "max_epochs": 3,
               "train": {"epochs": 3, "batch_size": 64, "lr": 0.003, "seed": 0}}
-    return {"family": "cnn", "task": task, "best_config": config, "val": {"accuracy": val_accuracy},
-            "test": {"accuracy": 0.5}, "epochs": 3, "best_epoch": 2, "train_seconds": 1.0, "test_seconds": 0.1,
-            "checkpoint": f"cnn_{task}/model.pt", "num_parameters": 1, "num_trials": 1, "trial_id": trial_id}
+    entry = SummaryEntry(family="cnn", task=task, best_config=config, val={"accuracy": 0.7}, test={"accuracy": 0.5},
+                         epochs=3, best_epoch=2, train_seconds=1.0, test_seconds=0.1, checkpoint=f"cnn_{task}/model.pt",
+                         num_parameters=1, num_trials=1, trial_id="t1")
+    record = SweepRecord(profile="test", data=str(prepared), storage=str(results / "tune"),
+                         combinations=[f"cnn_{task}"], started="2026-11-29T00:00:00")
+    (results / "sweep.json").write_text(json.dumps(record.to_dict()))
+    (results / "summary.json").write_text(json.dumps([entry.to_dict()]))
 
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory, prepared_data):
     """A one-combination sweep's results after one final fit of gender."""
     results = tmp_path_factory.mktemp("results")
-    (results / "sweep.json").write_text(json.dumps({"data": str(prepared_data)}))
-    (results / "summary.json").write_text(json.dumps([sweep_entry("gender", "t1", 0.7)]))
+    write_sweep(results, prepared_data)
     lines: list[str] = []
     [entry] = final_fit(results, ["gender"], log=lines.append)
     return {"results": results, "entry": entry, "log": lines}
@@ -37,9 +41,9 @@ def test_the_chosen_config_is_retrained_on_train_and_val_for_its_best_epoch_coun
     results, entry, lines = fitted["results"], fitted["entry"], fitted["log"]
     pooled = len(load_split(prepared_data, "train")) + len(load_split(prepared_data, "val"))
     assert any(f"2 epochs on {pooled:,} train+val faces" in line for line in lines)
-    assert entry["family"] == FINAL_FIT_FAMILY and entry["base_family"] == "cnn"
-    assert entry["trained_on"] == TRAINED_ON and entry["epochs"] == 2
-    assert 0.0 <= entry["test"]["accuracy"] <= 1.0
+    assert entry.family == FINAL_FIT_FAMILY and entry.base_family == "cnn"
+    assert entry.trained_on == TRAINED_ON and entry.epochs == 2
+    assert 0.0 <= entry.test["accuracy"] <= 1.0
     assert (results / "final_fit_gender" / "model.pt").is_file()
 
 
@@ -72,7 +76,6 @@ def test_the_command_needs_a_sweeps_results_directory(tmp_path, capsys):
 
 
 def test_the_command_says_when_the_sweeps_data_is_gone(tmp_path, capsys):
-    (tmp_path / "sweep.json").write_text(json.dumps({"data": str(tmp_path / "gone")}))
-    (tmp_path / "summary.json").write_text("[]")
+    write_sweep(tmp_path, tmp_path / "gone")
     assert main(["final-fit", str(tmp_path)]) == 2
     assert "prepared data" in capsys.readouterr().err

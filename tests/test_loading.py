@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from facetune.data.loading import SPLITS, load_split, pixels_to_images, read_split_dataset
+from facetune.data.loading import load_split, pixels_to_images, read_split_dataset
+from facetune.schema import PREPARED_MANIFEST, SPLITS
 from facetune.settings import DataNotFoundError
 
 
 def test_load_split_returns_each_split_in_memory(prepared_data):
-    manifest = json.loads((prepared_data / "manifest.json").read_text())
+    manifest = json.loads((prepared_data / PREPARED_MANIFEST).read_text())
     for split in SPLITS:
         arrays = load_split(prepared_data, split)
         assert len(arrays) == manifest["splits"][split]["rows"]

@@ -22,11 +22,14 @@ import yaml
 
 from facetune.cluster.trial_log import epochs_by_trial, read_trial_reports, read_trial_states
 from facetune.config import load_yaml
+from facetune.results.collect import STUDY_FAMILIES
+from facetune.schema import TASK_NAMES, combination_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DRILL_TIMEOUT_S = 420
 DRILL_EPOCHS = 12
-COMBINATIONS = {f"{family}_{task}" for family in ("cnn", "dnn", "pca_dnn") for task in ("age", "gender", "ethnicity")}
+#: The drill profile sizes the study's families only, so the drill stays as long as it was.
+COMBINATIONS = {combination_name(family, task) for family in STUDY_FAMILIES for task in TASK_NAMES}
 
 
 def drill_profile(folder: Path) -> Path:
@@ -35,7 +38,8 @@ def drill_profile(folder: Path) -> Path:
     what the drill needs to notice it (~0.2-0.4 s) and remove its node."""
     profile = load_yaml("profiles/smoke.yaml")
     profile.update(name="smoke-drill", max_epochs=DRILL_EPOCHS,
-                   scheduler={**profile["scheduler"], "grace_period": DRILL_EPOCHS})
+                   scheduler={**profile["scheduler"], "grace_period": DRILL_EPOCHS},
+                   num_samples={family: profile["num_samples"][family] for family in STUDY_FAMILIES})
     path = folder / "smoke-drill.yaml"
     path.write_text(yaml.safe_dump(profile))
     return path

@@ -15,7 +15,8 @@ from synthetic import make_faces, write_kaggle_csv
 from facetune.cli import run_command
 from facetune.commands import prepare as prepare_command
 from facetune.data.prepare import BadRowError, prepare
-from facetune.data.split import SPLITS, assign_splits, content_hashes, duplicate_stats
+from facetune.data.split import assign_splits, content_hashes, duplicate_stats
+from facetune.schema import PREPARED_FIGURES_DIR, PREPARED_MANIFEST, SPLITS
 from facetune.settings import DataNotFoundError
 
 
@@ -36,7 +37,7 @@ def with_bad_row(clean: Path, out: Path) -> Path:
 
 
 def test_manifest_counts_and_splits(prepared_data):
-    manifest = json.loads((prepared_data / "manifest.json").read_text())
+    manifest = json.loads((prepared_data / PREPARED_MANIFEST).read_text())
     assert manifest["rows_read"] == manifest["rows_written"] == 400
     assert manifest["rows_rejected"] == 0 and manifest["rejected"] == []
     assert manifest["seed"] == 0 and manifest["duplicate_groups"] == 0
@@ -66,8 +67,8 @@ def test_parquet_has_the_documented_schema_and_reads_as_one_dataset(prepared_dat
 
 
 def test_figures_are_written_as_png(prepared_data):
-    manifest = json.loads((prepared_data / "manifest.json").read_text())
-    assert sorted(manifest["figures"]) == ["figures/age.png", "figures/ethnicity.png", "figures/gender.png"]
+    manifest = json.loads((prepared_data / PREPARED_MANIFEST).read_text())
+    assert sorted(manifest["figures"]) == [f"{PREPARED_FIGURES_DIR}/{name}.png" for name in ("age", "ethnicity", "gender")]
     for figure in manifest["figures"]:
         assert (prepared_data / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -138,7 +139,7 @@ def test_cli_prints_a_summary(kaggle_csv, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "read 400 rows" in out and "wrote 400, rejected 0" in out
     assert re.search(r"split: train \d+ \(\d+\.\d%\), val \d+ \(\d+\.\d%\), test \d+", out)
-    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["seed"] == 2
+    assert json.loads((tmp_path / "o" / PREPARED_MANIFEST).read_text())["seed"] == 2
 
 
 def test_missing_source_is_a_data_not_found_error(tmp_path):

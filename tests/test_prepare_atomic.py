@@ -14,8 +14,9 @@ from synthetic import make_faces, write_kaggle_csv
 
 from facetune.data.loading import load_split
 from facetune.data.outdir import check_output_dir
-from facetune.data.prepare import is_prepared_dir, prepare
+from facetune.data.prepare import prepare
 from facetune.errors import OutputError
+from facetune.schema import PREPARED_MANIFEST, is_prepared_dir
 
 pytestmark = pytest.mark.usefixtures("no_figures")
 
@@ -51,7 +52,7 @@ def old_and_new(tmp_path) -> tuple[Path, Path, Path]:
 
 def test_prepare_killed_mid_write_leaves_the_old_dataset_readable(old_and_new):
     out, new_csv, tmp = old_and_new
-    manifest_before = (out / "manifest.json").read_text()
+    manifest_before = (out / PREPARED_MANIFEST).read_text()
     train_before = load_split(out, "train")
     signal_file = tmp / "parquet-written"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -68,7 +69,7 @@ def test_prepare_killed_mid_write_leaves_the_old_dataset_readable(old_and_new):
 
     partial = [p for p in tmp.iterdir() if p.name.startswith(".data.partial-")]
     assert partial and any(partial[0].glob("part-*.parquet")), "the kill did not land mid-write"
-    assert (out / "manifest.json").read_text() == manifest_before
+    assert (out / PREPARED_MANIFEST).read_text() == manifest_before
     train_after = load_split(out, "train")
     assert len(train_after) == len(train_before)
     assert (train_after.pixels == train_before.pixels).all()
@@ -84,12 +85,12 @@ def test_a_run_that_died_between_the_two_renames_gets_the_old_dataset_back(old_a
     out.rename(moved)  # the state right after the first rename
     check_output_dir(out, [], overwrite=False, is_ours=is_prepared_dir)
     assert is_prepared_dir(out) and not moved.exists()
-    assert json.loads((out / "manifest.json").read_text())["rows_written"] == 40
+    assert json.loads((out / PREPARED_MANIFEST).read_text())["rows_written"] == 40
 
 
 def test_a_failure_while_writing_keeps_the_old_dataset(old_and_new, monkeypatch):
     out, new_csv, tmp = old_and_new
-    before = (out / "manifest.json").read_text()
+    before = (out / PREPARED_MANIFEST).read_text()
 
     def disk_full(*args):
         raise OSError(28, "No space left on device")
@@ -97,5 +98,5 @@ def test_a_failure_while_writing_keeps_the_old_dataset(old_and_new, monkeypatch)
     monkeypatch.setattr("facetune.data.prepare.write_parquet", disk_full)
     with pytest.raises(OutputError, match="No space left on device.*the previous content is kept"):
         prepare(new_csv, out)
-    assert (out / "manifest.json").read_text() == before
+    assert (out / PREPARED_MANIFEST).read_text() == before
     assert not [p for p in tmp.iterdir() if p.name.startswith(".data.")]

@@ -11,6 +11,7 @@ from facetune.models.ensemble import MultiTaskEnsemble
 from facetune.predict import Predictor
 from facetune.release import member_recipes, shipped_models_present, train_release
 from facetune.release_card import CARD_FILE, card_checksums, file_sha256, shipped_files
+from facetune.schema import ENSEMBLE_CONFIG_FILE
 from facetune.tasks import MULTITASK
 
 TINY_RECIPE = {
@@ -42,7 +43,7 @@ def test_every_seed_becomes_one_member_with_that_seed():
 
 def test_the_release_folder_is_an_ensemble_of_the_seeds(tiny_release):
     out = tiny_release["out"]
-    config = json.loads((out / "ensemble.json").read_text())
+    config = json.loads((out / ENSEMBLE_CONFIG_FILE).read_text())
     assert config["task"] == MULTITASK
     assert [m["dir"] for m in config["members"]] == ["members/seed-3", "members/seed-4"]
     assert shipped_models_present(out)

@@ -12,8 +12,9 @@ import pytest
 
 from facetune.cli import main as cli_main
 from facetune.results import build_report, collect_results, load_study
-from facetune.results.collect import split_combination_name, trial_columns
+from facetune.results.collect import trial_columns
 from facetune.results.fairness import age_bands, fairness_gaps
+from facetune.schema import PREPARED_MANIFEST, split_combination_name
 from facetune.tasks import TASKS
 from results_fixture import ALL_COMBINATIONS, build_results_dir
 
@@ -68,12 +69,12 @@ def test_comparison_table_shows_each_combinations_test_metric(full):
         assert rows[name]["test"] == expected, name
 
 
-def test_comparison_table_marks_the_best_family_per_task(full):
+def test_comparison_table_marks_the_best_family_per_task_by_validation(full):
     results, paths = full
     markdown = paths["md"].read_text()
+    summary = json.loads((results / "summary.json").read_text())
     for task, spec in TASKS.items():
-        scores = {f: json.loads((results / f"{f}_{task}" / "test_metrics.json").read_text())[spec.metric]
-                  for f in ("cnn", "dnn", "pca_dnn")}
+        scores = {e["family"]: e["val"][spec.metric] for e in summary if e["task"] == task}
         top = (min if spec.mode == "min" else max)(scores.values())
         best = next(f for f, v in scores.items() if v == top)  # ties go to the first family
         marked = re.findall(rf"\| (\w+)_{task} ★ best \|", markdown)
@@ -150,8 +151,8 @@ def test_html_is_self_contained_and_under_15_mb(full):
 
 def test_data_section_reads_label_counts_from_the_manifest(full, prepared_data):
     markdown = full[1]["md"].read_text()
-    assert f"Label counts from {prepared_data / 'manifest.json'}" in markdown
-    manifest = json.loads((prepared_data / "manifest.json").read_text())
+    assert f"Label counts from {prepared_data / PREPARED_MANIFEST}" in markdown
+    manifest = json.loads((prepared_data / PREPARED_MANIFEST).read_text())
     rows = first_table(section(markdown, "Data"))
     total = sum(int(float(row["train"])) for row in rows if row["attribute"] == "gender")
     assert total == manifest["splits"]["train"]["rows"]
@@ -202,9 +203,9 @@ def test_fairness_gap_ranks_only_groups_big_enough():
 
 def test_trial_columns_separate_metric_from_tuned_hyperparameters():
     trials = pd.DataFrame(columns=["trial_id", "train.lr", "arch.dense", "val_accuracy", "epochs", "status"])
-    assert trial_columns(trials, "accuracy") == ("val_accuracy", ["train.lr", "arch.dense"])
+    assert trial_columns(trials, "val_accuracy") == ("val_accuracy", ["train.lr", "arch.dense"])
     with pytest.raises(ValueError, match="val_mae"):
-        trial_columns(trials, "mae")
+        trial_columns(trials, "val_mae")
 
 
 def test_collect_refuses_a_directory_that_is_not_a_results_dir(tmp_path):

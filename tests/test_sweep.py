@@ -1,4 +1,4 @@
-"""The smoke sweep runs all nine combinations and leaves the documented results layout."""
+"""The smoke sweep runs every family's combinations and leaves the documented results layout."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,14 @@ import pytest
 import torch
 
 from facetune.models import load_model
-from facetune.tuning.sweep import SweepExistsError, run_sweep
+from facetune.models.multitask import TaskView
+from facetune.schema import IMAGE_SIZE, MULTITASK, NUM_PIXELS, TASK_NAMES
+from facetune.tasks import TASKS
+from facetune.tuning.profiles import combinations, load_profile
+from facetune.tuning.sweep import SweepExistsError, result_tasks, run_sweep
 
-COMBINATIONS = {(f, t) for f in ("cnn", "dnn", "pca_dnn") for t in ("age", "gender", "ethnicity")}
+SMOKE_PAIRS = combinations(load_profile("smoke"))
+COMBINATIONS = {(f, t) for f, task in SMOKE_PAIRS for t in result_tasks(task)}
 METRIC_NAMES = {
     "age": {"mae", "mse", "rmse", "r2"},
     "gender": {"accuracy", "balanced_accuracy", "roc_auc", "f1"},
@@ -20,7 +25,7 @@ METRIC_NAMES = {
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory, prepared_data, ray_session):
     results = tmp_path_factory.mktemp("smoke_results")
-    summary = run_sweep("smoke", prepared_data, results)
+    summary = [entry.to_dict() for entry in run_sweep("smoke", prepared_data, results)]
     return results, summary
 
 
@@ -55,10 +60,12 @@ def test_checkpoints_load_weights_only_and_rebuild_from_their_config(smoke_resul
     for entry in summary:
         state = torch.load(results / entry["checkpoint"], weights_only=True)
         model, config = load_model((results / entry["checkpoint"]).parent)
-        assert config["family"] == entry["family"] and config["task"] == entry["task"]
+        multitask = entry["family"] == "multitask"
+        assert config["family"] == entry["family"] and config["task"] == (MULTITASK if multitask else entry["task"])
         assert set(state) == set(model.state_dict())
-        out = model(torch.rand(3, 1, 48, 48))
-        assert out.shape == (3, {"age": 1, "gender": 2, "ethnicity": 5}[entry["task"]])
+        task_model = TaskView(model, entry["task"]) if multitask else model
+        predicted = TASKS[entry["task"]].predict(task_model(torch.rand(3, 1, IMAGE_SIZE, IMAGE_SIZE)))
+        assert predicted["pred"].shape == (3,)
 
 
 def test_test_predictions_list_every_test_face(smoke_results, prepared_data):
@@ -100,8 +107,8 @@ def test_a_second_sweep_into_the_same_results_needs_resume(smoke_results, prepar
 def test_resume_of_a_finished_sweep_redoes_nothing(smoke_results, prepared_data, capsys):
     results, summary = smoke_results
     again = run_sweep("smoke", prepared_data, results, resume=True)
-    assert again == json.loads(json.dumps(summary))
-    assert capsys.readouterr().out.count("already finished, skipped") == 9
+    assert [entry.to_dict() for entry in again] == json.loads(json.dumps(summary))
+    assert capsys.readouterr().out.count("already finished, skipped") == len(SMOKE_PAIRS)
 
 
 def test_ensemble_from_the_sweep_is_chosen_by_predict_and_no_worse_on_validation(smoke_results, tmp_path_factory):
@@ -117,7 +124,7 @@ def test_ensemble_from_the_sweep_is_chosen_by_predict_and_no_worse_on_validation
     sweep = json.loads((results / "sweep.json").read_text())
     sweep["storage"] = str(results / "tune")
     (results / "sweep.json").write_text(json.dumps(sweep))
-    entries = {e["task"]: e for e in build_ensembles(results, max_members=3, log=lambda line: None)}
+    entries = {e.task: e.to_dict() for e in build_ensembles(results, max_members=3, log=lambda line: None)}
     assert set(entries) == set(TASKS)
     summary = json.loads((results / "summary.json").read_text())
     for task_name, task in TASKS.items():
@@ -126,5 +133,30 @@ def test_ensemble_from_the_sweep_is_chosen_by_predict_and_no_worse_on_validation
         value = entries[task_name]["val"][task.metric]
         assert (value <= best_single + 1e-6) if task.mode == "min" else (value >= best_single - 1e-6)
     for predictor in (Predictor.from_results(results), Predictor.from_model_dirs({"gender": results / "ensemble_gender"})):
-        frame = predictor.predict_array(torch.zeros(3, 2304, dtype=torch.uint8).numpy())
+        frame = predictor.predict_array(torch.zeros(3, NUM_PIXELS, dtype=torch.uint8).numpy())
         assert len(frame) == 3
+
+
+@pytest.fixture(scope="module")
+def multitask_results(tmp_path_factory, prepared_data, ray_session):
+    results = tmp_path_factory.mktemp("multitask_results")
+    return results, run_sweep("smoke", prepared_data, results, only=["multitask/all"])  # smoke: one trial
+
+
+def test_the_multitask_search_gives_one_summary_row_per_task(multitask_results):
+    results, summary = multitask_results
+    on_disk = json.loads((results / "summary.json").read_text())
+    assert [(e["family"], e["task"]) for e in on_disk] == [("multitask", task) for task in TASK_NAMES]
+    for entry in summary:
+        assert TASKS[entry.task].metric in entry.val and set(entry.test) == METRIC_NAMES[entry.task]
+    assert json.loads((results / "sweep.json").read_text())["combinations"] == [f"multitask_{t}" for t in TASK_NAMES]
+
+
+def test_one_multitask_trial_answers_every_task_from_one_checkpoint(multitask_results):
+    from facetune.predict import Predictor
+
+    results, summary = multitask_results
+    assert {entry.checkpoint for entry in summary} == {"multitask_age/model.pt"}
+    predictor = Predictor.from_results(results)
+    assert set(predictor.model_dirs.values()) == {results / "multitask_age"}
+    assert len(predictor.predict_array(torch.zeros(2, NUM_PIXELS, dtype=torch.uint8).numpy())) == 2

@@ -22,12 +22,15 @@ import yaml
 from facetune.cluster.local_head import session_members
 from facetune.cluster.trial_log import read_trial_reports, read_trial_states
 from facetune.config import load_yaml
+from facetune.results.collect import STUDY_FAMILIES
+from facetune.schema import TASK_NAMES, combination_name, split_combination_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KILL_DEADLINE_S = 300
 TRIAL_EPOCHS = 12
 RESUME_TIMEOUT_S = 420
-COMBINATIONS = {f"{family}_{task}" for family in ("cnn", "dnn", "pca_dnn") for task in ("age", "gender", "ethnicity")}
+#: The profile below sizes the study's families only, so the drill stays as long as it was.
+COMBINATIONS = {combination_name(family, task) for family in STUDY_FAMILIES for task in TASK_NAMES}
 
 
 def finished_combinations(results: Path) -> list[dict]:
@@ -62,7 +65,8 @@ def slow_smoke_profile(folder: Path) -> Path:
     """The smoke profile with 12 epochs per trial and no early stopping: on a quiet machine the
     2-epoch smoke combinations finish faster than a watcher can catch one mid-search."""
     profile = load_yaml("profiles/smoke.yaml")
-    profile.update(max_epochs=TRIAL_EPOCHS, scheduler={**profile["scheduler"], "grace_period": TRIAL_EPOCHS})
+    profile.update(max_epochs=TRIAL_EPOCHS, scheduler={**profile["scheduler"], "grace_period": TRIAL_EPOCHS},
+                   num_samples={family: profile["num_samples"][family] for family in STUDY_FAMILIES})
     path = folder / "smoke_slow.yaml"
     path.write_text(yaml.safe_dump(profile))
     return path
@@ -139,7 +143,7 @@ def test_resume_starts_no_extra_trials(sweep):
     trials_per_experiment: dict[str, int] = {}
     for state in sweep["states"]:
         trials_per_experiment[state.experiment] = trials_per_experiment.get(state.experiment, 0) + 1
-    expected = {name: profile["num_samples"][name.rsplit("_", 1)[0]] for name in COMBINATIONS}
+    expected = {name: profile["num_samples"][split_combination_name(name)[0]] for name in COMBINATIONS}
     assert trials_per_experiment == expected
 
 

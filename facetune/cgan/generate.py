@@ -10,6 +10,7 @@ from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from facetune.cgan.models import build_generator, to_unit
+from facetune.schema import IMAGE_SIZE, MAX_AGE
 
 #: The exported generator inside a results dir (written at the end of a training run).
 GENERATOR_FILE = "generator.pt"
@@ -30,8 +31,8 @@ def parse_ages(text: str) -> list[int]:
             ages += list(range(int(low), int(high) + 1)) if sep else [int(low)]
         except ValueError:
             raise ValueError(f"cannot read ages {text!r}: use e.g. '21-30' or '20,30,40'") from None
-    if not ages or any(not 0 <= age <= 116 for age in ages):
-        raise ValueError(f"ages {text!r} must name at least one age, each in 0..116")
+    if not ages or any(not 0 <= age <= MAX_AGE for age in ages):
+        raise ValueError(f"ages {text!r} must name at least one age, each in 0..{MAX_AGE}")
     return ages
 
 
@@ -88,7 +89,7 @@ def save_age_grid(images: torch.Tensor, num_ages: int, out: str | os.PathLike[st
     return out
 
 
-def grid_size(rows: int, columns: int, side: int = 48) -> tuple[int, int]:
+def grid_size(rows: int, columns: int, side: int = IMAGE_SIZE) -> tuple[int, int]:
     """(height, width) in pixels of a grid written by save_age_grid."""
     return rows * (side + GRID_PADDING) + GRID_PADDING, columns * (side + GRID_PADDING) + GRID_PADDING
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from facetune.config import deep_merge, load_yaml
+from facetune.schema import MODEL_CONFIG_FILE
 
 CONFIG_FILE = "cgan.yaml"
 AGE_MODEL_DIR = "age_regressor"  # the fallback regressor's dir under RESULTS
@@ -47,7 +48,7 @@ def find_age_model(path: str | os.PathLike[str]) -> Path:
     """A model dir (model_config.json) or a sweep results dir holding cnn_age/ -> the model dir."""
     path = Path(path)
     for candidate in (path, path / SWEEP_AGE_MODEL):
-        config_file = candidate / "model_config.json"
+        config_file = candidate / MODEL_CONFIG_FILE
         if config_file.is_file():
             task = json.loads(config_file.read_text()).get("task")
             if task != "age":

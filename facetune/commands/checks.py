@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from facetune.errors import NoDataError, OutputError, UsageError, path_text
+from facetune.schema import SUMMARY_FILE, SummaryEntry, summary_from_json
 
-SUMMARY_FILE = "summary.json"
 
-
-def read_sweep_summary(results: str) -> list[dict[str, Any]]:
+def read_sweep_summary(results: str) -> list[SummaryEntry]:
     """RESULTS/summary.json as a list of combination entries ([] when absent).
 
     Works on URIs too (through ResultsStore). A file that is not JSON, or not a list of
-    {family, task, ...} objects, is a NoDataError naming the file.
+    the entries a sweep writes, is a NoDataError naming the file.
     """
     from facetune.storage import ResultsStore
 
@@ -29,9 +27,7 @@ def read_sweep_summary(results: str) -> list[dict[str, Any]]:
         raise NoDataError(f"{where}: corrupt ({err}); move it away or choose another results folder") from None
     except OSError as err:
         raise UsageError(f"{results}: cannot be read ({err.strerror or err})") from None
-    if not isinstance(summary, list) or not all(isinstance(e, dict) and {"family", "task"} <= set(e) for e in summary):
-        raise NoDataError(f"{where}: not a list of {{family, task, ...}} combinations")
-    return summary
+    return summary_from_json(summary, where)
 
 
 def check_output_file(out: Path, suffixes: tuple[str, ...] | None = None) -> None:

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from facetune.schema import SWEEP_FILE, TASK_NAMES
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -20,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("results_dir", type=Path, metavar="RESULTS", help="a finished sweep's results directory")
     parser.add_argument("--max-members", type=int, default=5, help="largest ensemble, counting repeats (default: %(default)s)")
-    parser.add_argument("--tasks", nargs="+", default=["age", "gender", "ethnicity"], choices=["age", "gender", "ethnicity"])
+    parser.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), choices=TASK_NAMES)
     parser.set_defaults(func=run)
     return parser
 
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_members < 1:
         print(f"facetune ensemble: --max-members must be at least 1, not {args.max_members}", file=sys.stderr)
         return 2
-    sweep_file = args.results_dir / "sweep.json"
+    sweep_file = args.results_dir / SWEEP_FILE
     if not sweep_file.is_file():
         print(f"facetune ensemble: {sweep_file} not found: RESULTS must be a sweep's results directory", file=sys.stderr)
         return 2

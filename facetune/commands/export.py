@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
 
         faces = load_split(args.check_data, "test").images().numpy()
     else:
-        faces = np.random.default_rng(0).random((64, 1, 48, 48), dtype=np.float32)
+        from facetune.schema import IMAGE_SIZE
+
+        faces = np.random.default_rng(0).random((64, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     print(f"parity check on {len(faces)} faces", file=sys.stderr)
     for task, difference in max_abs_difference(predictor, paths, faces).items():
         print(f"{paths[task]}: onnxruntime vs torch max abs difference {difference:.2e}")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from facetune.errors import InputNotFoundError, InvalidInputError
+from facetune.schema import SUMMARY_FILE, SWEEP_FILE, SweepRecord
 from facetune.tasks import TASKS
 
 
@@ -27,14 +28,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ("sweep.json", "summary.json"):
+    for name in (SWEEP_FILE, SUMMARY_FILE):
         path = args.results_dir / name
         if not path.is_file():
             raise InputNotFoundError(f"{path} not found: RESULTS must be a finished sweep's results directory")
+    sweep_file = args.results_dir / SWEEP_FILE
     try:
-        data = Path(json.loads((args.results_dir / "sweep.json").read_text()).get("data", ""))
+        data = Path(SweepRecord.from_dict(json.loads(sweep_file.read_text()), str(sweep_file)).data)
     except json.JSONDecodeError as err:
-        raise InvalidInputError(f"{args.results_dir / 'sweep.json'} is not valid JSON ({err.msg}, line {err.lineno})") from None
+        raise InvalidInputError(f"{sweep_file} is not valid JSON ({err.msg}, line {err.lineno})") from None
     if not data.is_dir():
         raise InputNotFoundError(f"the sweep's prepared data {data} is gone: prepare it again to the same place")
     from facetune.tuning.final_fit import final_fit

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from facetune.errors import NoDataError, OutputError, UsageError, one_line, path_text
 from facetune.predict.predictor import DEFAULT_BATCH_SIZE, RAY_MIN_IMAGES
+from facetune.schema import SPLITS
 
 #: Rejects listed on the terminal; all of them go to the rejects CSV.
 SHOWN_REJECTS = 20
@@ -42,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="score against known labels (UTKFace names, CSV or Parquet columns) next to the sweep's test figures",
     )
     parser.add_argument("--all-metrics", action="store_true", help="with --evaluate: print every metric")
-    parser.add_argument("--split", choices=("train", "val", "test"), help="prepared Parquet input: this split only")
+    parser.add_argument("--split", choices=SPLITS, help="prepared Parquet input: this split only")
     parser.add_argument(
         "--ray", action=argparse.BooleanOptionalAction, default=None,
         help=f"force (or forbid) Ray Data batch inference; default: Ray above {RAY_MIN_IMAGES} inputs",

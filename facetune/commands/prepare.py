@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from facetune.data.prepare import prepare, summary_lines
+from facetune.schema import PARQUET_PATTERN, PREPARED_FIGURES_DIR, PREPARED_MANIFEST
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -13,8 +14,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Read SOURCE (a Kaggle age_gender.csv, plain or .gz, or a folder of UTKFace images named "
             "[age]_[gender]_[race]_[datetime].jpg.chip.jpg), validate every row, split it 80/10/10 "
-            "(stratified by ethnicity x gender, identical images kept together) and write DIR/part-*.parquet, "
-            "DIR/manifest.json and DIR/figures/*.png."
+            "(stratified by ethnicity x gender, identical images kept together) and write "
+            f"DIR/{PARQUET_PATTERN}, DIR/{PREPARED_MANIFEST} and DIR/{PREPARED_FIGURES_DIR}/*.png."
         ),
     )
     parser.add_argument("source", metavar="SOURCE", help="Kaggle CSV (.csv or .csv.gz) or UTKFace folder")
@@ -36,5 +37,5 @@ def run(args: argparse.Namespace) -> int:
                        overwrite=args.overwrite)
     for line in summary_lines(manifest):
         print(line)
-    print(f"wrote {args.out}/ ({', '.join(manifest['parquet_files'])}, manifest.json, figures/)")
+    print(f"wrote {args.out}/ ({', '.join(manifest['parquet_files'])}, {PREPARED_MANIFEST}, {PREPARED_FIGURES_DIR}/)")
     return 0

@@ -9,6 +9,7 @@ from facetune.commands.checks import check_writable_folder, read_sweep_summary
 from facetune.errors import NoDataError, UsageError, path_text
 from facetune.results.fairness import MIN_GROUP_SIZE
 from facetune.results.study import STUDY_FILE
+from facetune.schema import SWEEP_FILE, SweepRecord
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,11 +55,13 @@ def check_report_arguments(args: argparse.Namespace) -> None:
         what = "does not exist" if not results.exists() else "is a file, not a results folder"
         raise UsageError(f"not a results directory: {path_text(results)} {what}")
     read_sweep_summary(str(results))
-    if (results / "sweep.json").is_file():
+    sweep_path = results / SWEEP_FILE
+    if sweep_path.is_file():
         try:
-            json.loads((results / "sweep.json").read_text())
+            sweep = json.loads(sweep_path.read_text())
         except (ValueError, UnicodeDecodeError) as err:
-            raise NoDataError(f"{path_text(results / 'sweep.json')}: corrupt ({err})") from None
+            raise NoDataError(f"{path_text(sweep_path)}: corrupt ({err})") from None
+        SweepRecord.from_dict(sweep, path_text(sweep_path))
     if args.min_group_size < 1:
         raise UsageError(f"--min-group-size {args.min_group_size}: must be at least 1")
     out = args.out if args.out is not None else results / "report"

@@ -53,7 +53,6 @@ def check_sweep_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], lis
     import yaml
 
     from facetune.tuning.profiles import combinations, load_profile
-    from facetune.tuning.space import FAMILIES, TASK_NAMES
 
     try:
         profile = load_profile(args.profile)
@@ -63,14 +62,16 @@ def check_sweep_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], lis
     except (ValueError, yaml.YAMLError) as err:
         raise UsageError(f"--profile {args.profile}: unusable profile ({err})") from None
     try:
+        offered = combinations(profile)
+    except ValueError as err:
+        raise UsageError(f"--profile {args.profile}: unusable profile ({err})") from None
+    try:
         pairs = combinations(profile, args.only)
-    except ValueError:
-        raise UsageError(f"--only {' '.join(args.only or [])}: expected FAMILY/TASK with FAMILY one of "
-                         f"{', '.join(FAMILIES)} and TASK one of {', '.join(TASK_NAMES)}") from None
+    except ValueError as err:
+        raise UsageError(f"--only {' '.join(args.only or [])}: {err}") from None
     if not pairs:
-        offered = " ".join(f"{f}/{t}" for f, t in combinations(profile))
         raise UsageError(f"--only {' '.join(args.only or [])}: selects none of profile {args.profile}'s "
-                         f"combinations ({offered})")
+                         f"combinations ({' '.join(f'{f}/{t}' for f, t in offered)})")
     local = Path(args.results) if "://" not in str(args.results) else None
     if local is not None and local.exists() and not local.is_dir():
         raise OutputError(f"--results {args.results}: is a file, not a results folder")
@@ -82,7 +83,7 @@ def check_sweep_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], lis
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetune.tuning.sweep import SweepExistsError, run_sweep
+    from facetune.tuning.sweep import SweepExistsError, result_tasks, run_sweep
 
     profile, pairs, _ = check_sweep_arguments(args)
     require_data_path(args.data)
@@ -91,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
                             only=args.only, use_gpu=args.gpu)
     except SweepExistsError as err:
         raise UsageError(str(err)) from None
-    finished = {(entry["family"], entry["task"]) for entry in summary}
-    missing = [f"{f}/{t}" for f, t in pairs if (f, t) not in finished]
+    finished = {(entry.family, entry.task) for entry in summary}
+    missing = [f"{f}/{t}" for f, t in pairs if not all((f, task) in finished for task in result_tasks(t))]
     if len(missing) == len(pairs):
         raise NoDataError(f"no combination finished (every trial failed?): {' '.join(missing)}; "
                           f"nothing added to {args.results}/summary.json")

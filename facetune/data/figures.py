@@ -9,9 +9,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-ETHNICITY_NAMES = ("White", "Black", "Asian", "Indian", "Others")
-GENDER_NAMES = ("Male", "Female")
-MAX_AGE = 116
+from facetune.schema import ETHNICITY_NAMES, GENDER_NAMES, MAX_AGE  # noqa: E402
 
 
 def _bar_figure(counts: np.ndarray, names: tuple[str, ...], title: str, path: Path) -> Path:
@@ -38,7 +36,7 @@ def write_figures(age: np.ndarray, gender: np.ndarray, ethnicity: np.ndarray, ou
             f"Fig. 1: ethnicity distribution (n={n})", out_dir / "ethnicity.png",
         ),
         _bar_figure(
-            np.bincount(gender, minlength=len(GENDER_NAMES)), GENDER_NAMES,
+            np.bincount(gender, minlength=len(GENDER_NAMES)), tuple(name.capitalize() for name in GENDER_NAMES),
             f"Fig. 2: gender distribution (n={n})", out_dir / "gender.png",
         ),
     ]

@@ -18,8 +18,8 @@ import os
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-SIZE = 48
-NUM_PIXELS = SIZE * SIZE
+from facetune.schema import IMAGE_SIZE
+
 #: Gray level that transparent pixels are composited onto.
 BACKGROUND = 255
 #: Smallest width/height accepted: below this an upscaled "face" is mostly interpolation.
@@ -45,9 +45,9 @@ def to_gray48(image: Image.Image) -> np.ndarray:
     Kaggle CSV was made from the UTKFace JPEGs, so both inputs agree.
     """
     gray = _to_gray8(_upright(image))
-    if gray.size != (SIZE, SIZE):
-        gray = gray.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
-    return np.asarray(gray, dtype=np.uint8).reshape(SIZE, SIZE)
+    if gray.size != (IMAGE_SIZE, IMAGE_SIZE):
+        gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+    return np.asarray(gray, dtype=np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
 
 
 def face_problem(width: int, height: int, gray48: np.ndarray | None = None) -> str | None:

@@ -20,12 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from facetune.data.images import NUM_PIXELS, SIZE, ImageDecodeError, face_problem, load_gray48, uniform_rows
+from facetune.data.images import ImageDecodeError, face_problem, load_gray48, uniform_rows
 from facetune.data.walk import walk_files
 from facetune.errors import NoDataError
+from facetune.schema import IMAGE_SIZE, LABEL_RANGES, NUM_PIXELS, is_any_prepared_dir
 
 CSV_COLUMNS = ("age", "ethnicity", "gender", "img_name", "pixels")
-LABEL_RANGES: dict[str, tuple[int, int]] = {"age": (0, 116), "gender": (0, 1), "ethnicity": (0, 4)}
 #: UTKFace names: [age]_[gender]_[race]_[datetime].jpg.chip.jpg. What follows the datetime is not
 #: checked: real files carry stray characters there (e.g. '..._20170116220224657 .jpg.chip.jpg').
 UTKFACE_NAME = re.compile(r"^(?P<age>\d+)_(?P<gender>\d+)_(?P<ethnicity>\d+)_(?P<stamp>\d+)(?!\d)")
@@ -74,8 +74,8 @@ class IngestResult:
 def detect_kind(source: Path) -> str:
     """'utkface' for a folder, 'csv' for a .csv / .csv.gz file; SourceFormatError otherwise."""
     if source.is_dir():
-        if (source / "manifest.json").exists() and any(source.glob("part-*.parquet")):
-            raise SourceFormatError(f"{source} is already a prepared directory (it holds manifest.json); use it directly")
+        if is_any_prepared_dir(source):
+            raise SourceFormatError(f"{source} is already a prepared directory; use it directly")
         return "utkface"
     name = source.name.lower()
     if name.endswith((".csv", ".csv.gz")):
@@ -224,7 +224,7 @@ def read_csv_rows(
         texts = table.column("pixels").take(pa.array(bad_pixels, pa.int64())).to_pylist()
         problems.update({row: describe_bad_pixels(text) for row, text in zip(bad_pixels, texts)})
     for row in np.flatnonzero(uniform_rows(pixels) & ~blank).tolist():
-        problems.setdefault(row, face_problem(SIZE, SIZE, pixels[row].reshape(SIZE, SIZE)) or "image too uniform")
+        problems.setdefault(row, face_problem(IMAGE_SIZE, IMAGE_SIZE, pixels[row].reshape(IMAGE_SIZE, IMAGE_SIZE)) or "image too uniform")
     malformed = [Rejected(number, f"line {number}", f"line {number}: {reason}") for number, reason in sorted(skipped)]
     return CsvRows(table, lines, pixels, problems, malformed, blank)
 

@@ -14,15 +14,11 @@ import pyarrow as pa
 import pyarrow.dataset as pa_ds
 import torch
 
-from facetune.data.images import NUM_PIXELS, SIZE
+from facetune.schema import IMAGE_SIZE, NUM_PIXELS, PARQUET_PATTERN, SPLITS, TASK_NAMES, require_prepared_dir
 from facetune.settings import DataNotFoundError
 
 if TYPE_CHECKING:
     import ray.data
-
-SPLITS = ("train", "val", "test")
-LABELS = ("age", "gender", "ethnicity")
-PART_GLOB = "part-*.parquet"
 
 
 @dataclass
@@ -48,8 +44,8 @@ class SplitArrays:
 
     def labels(self, task: str) -> np.ndarray:
         """The (N,) int64 target of `task` ("age", "gender" or "ethnicity")."""
-        if task not in LABELS:
-            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(LABELS)}")
+        if task not in TASK_NAMES:
+            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASK_NAMES)}")
         return getattr(self, task)
 
 
@@ -58,22 +54,21 @@ def pixels_to_images(pixels: np.ndarray) -> np.ndarray:
     pixels = np.asarray(pixels)
     if pixels.ndim != 2 or pixels.shape[1] != NUM_PIXELS:
         raise ValueError(f"expected pixels of shape (N, {NUM_PIXELS}), got {pixels.shape}")
-    return (pixels.astype(np.float32) / 255.0).reshape(-1, 1, SIZE, SIZE)
+    return (pixels.astype(np.float32) / 255.0).reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
 
 
 def parquet_files(data_dir: str | os.PathLike[str]) -> list[Path]:
     """The Parquet parts of a prepared directory, or DataNotFoundError saying what to run."""
-    directory = Path(data_dir)
-    files = sorted(directory.glob(PART_GLOB)) if directory.is_dir() else []
+    directory = require_prepared_dir(data_dir)
+    files = sorted(directory.glob(PARQUET_PATTERN))
     if not files:
-        raise DataNotFoundError(
-            f"no prepared data in {directory} (no {PART_GLOB}); run `facetune prepare SOURCE --out {directory}` first"
-        )
+        raise DataNotFoundError(f"no prepared data in {directory} (no {PARQUET_PATTERN}); "
+                                f"run `facetune prepare SOURCE --out {directory}` again")
     return files
 
 
 def open_parquet_dataset(data_dir: str | os.PathLike[str]) -> pa_ds.Dataset:
-    """All splits of a prepared directory as one pyarrow Dataset (manifest.json and figures left out)."""
+    """All splits of a prepared directory as one pyarrow Dataset."""
     return pa_ds.dataset([str(p) for p in parquet_files(data_dir)], format="parquet")
 
 
@@ -86,7 +81,7 @@ def load_split(data_dir: str | os.PathLike[str], split: str) -> SplitArrays:
     """Read one split into memory with pyarrow (no Ray); row groups of other splits are skipped."""
     _check_split(split)
     table = open_parquet_dataset(data_dir).to_table(
-        columns=["pixels", *LABELS, "source"], filter=pa_ds.field("split") == split
+        columns=["pixels", *TASK_NAMES, "source"], filter=pa_ds.field("split") == split
     )
     return SplitArrays(
         pixels=_fixed_size_lists_to_numpy(table.column("pixels")),
@@ -109,7 +104,7 @@ def _batch_to_training(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     # Ray hands fixed-size lists over as an object array of per-row arrays; stack them once.
     pixels = np.stack(batch["pixels"]) if len(batch["pixels"]) else np.zeros((0, NUM_PIXELS), np.uint8)
     out = {"image": pixels_to_images(pixels)}
-    out.update({name: np.asarray(batch[name], dtype=np.int64) for name in LABELS})
+    out.update({name: np.asarray(batch[name], dtype=np.int64) for name in TASK_NAMES})
     return out
 
 
@@ -121,6 +116,6 @@ def read_split_dataset(data_dir: str | os.PathLike[str], split: str) -> "ray.dat
 
     _check_split(split)
     paths = [str(p) for p in parquet_files(data_dir)]
-    dataset = ray.data.read_parquet(paths).select_columns(["pixels", "split", *LABELS])
+    dataset = ray.data.read_parquet(paths).select_columns(["pixels", "split", *TASK_NAMES])
     dataset = dataset.filter(expr=col("split") == split)
     return dataset.map_batches(_batch_to_training, batch_format="numpy")

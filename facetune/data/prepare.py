@@ -2,13 +2,13 @@
 
 DIR/part-*.parquet   one row per accepted face (schema in docs/design.md), sorted by split so
                      readers of one split can skip the other row groups
-DIR/manifest.json    counts, every rejected row with its reason, duplicates, split histograms
-DIR/figures/*.png    ethnicity, gender and age distributions (the study's Figs. 1-3)
+DIR/_manifest.json   counts, every rejected row with its reason, duplicates, split histograms
+DIR/_figures/*.png   ethnicity, gender and age distributions (the study's Figs. 1-3)
 
-The Parquet files sit directly in DIR, so `ray.data.read_parquet(DIR)` (which keeps only
-*.parquet files) reads them as one dataset; `pyarrow.dataset.dataset(DIR)` needs
-`exclude_invalid_files=True` to pass over manifest.json and the figures
-(facetune.data.loading.open_parquet_dataset does that).
+The Parquet files sit directly in DIR and every other name starts with "_", which Parquet
+readers skip: `pandas.read_parquet(DIR)`, `pyarrow.dataset.dataset(DIR)` and
+`ray.data.read_parquet(DIR)` read the folder as one dataset with no flags.
+(File names: facetune.schema.)
 """
 from __future__ import annotations
 
@@ -22,19 +22,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facetune.data.figures import write_figures
-from facetune.data.images import NUM_PIXELS
-from facetune.data.ingest import LABEL_RANGES, IngestResult, Rejected, ingest
+from facetune.data.ingest import IngestResult, Rejected, ingest
 from facetune.data.outdir import check_output_dir, replaced_atomically
-from facetune.data.split import HASH_NAME, SPLITS, assign_splits, content_hashes, duplicate_stats
+from facetune.data.split import HASH_NAME, assign_splits, content_hashes, duplicate_stats
 from facetune.errors import NoDataError, UsageError
+from facetune.schema import (
+    LABEL_RANGES,
+    NUM_PIXELS,
+    PARQUET_PATTERN,
+    PREPARED_FIGURES_DIR,
+    PREPARED_MANIFEST,
+    SPLITS,
+    PreparedManifest,
+    is_any_prepared_dir,
+    parquet_file_name,
+)
 from facetune.settings import require_data_path
 
-MANIFEST = "manifest.json"
-FIGURES_DIR = "figures"
-PART_GLOB = "part-*.parquet"
 ROWS_PER_FILE = 8192
 ROWS_PER_GROUP = 2048
-FORMAT = "facetune-prepared/1"
 SCHEMA = pa.schema(
     [
         ("pixels", pa.list_(pa.uint8(), NUM_PIXELS)),
@@ -64,14 +70,6 @@ class BadRowError(NoDataError, ValueError):
         self.rejected = rejected
 
 
-def is_prepared_dir(path: Path) -> bool:
-    """True when `path` holds a dataset written by prepare (its manifest names our format)."""
-    try:
-        return json.loads((path / MANIFEST).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def check_seed(seed: int) -> int:
     if not 0 <= seed <= MAX_SEED:
         raise UsageError(f"--seed {seed}: must be a whole number from 0 to {MAX_SEED}")
@@ -86,7 +84,7 @@ def prepare(
     progress: bool = False,
     overwrite: bool = False,
 ) -> dict:
-    """Ingest `source`, split it, write `out`; return the manifest (also in out/manifest.json).
+    """Ingest `source`, split it, write `out`; return the manifest (also in out/_manifest.json).
 
     Arguments and `out` are checked before any reading: a file, a folder overlapping the source
     or a non-empty folder that is not a prepared dataset (unless `overwrite`) is refused with
@@ -99,7 +97,7 @@ def prepare(
     check_seed(seed)
     source_path = require_data_path(source)
     out_dir = Path(out)
-    check_output_dir(out_dir, [source_path], overwrite, is_prepared_dir, what="prepared dataset (manifest.json)")
+    check_output_dir(out_dir, [source_path], overwrite, is_any_prepared_dir, what=f"prepared dataset ({PREPARED_MANIFEST})")
     result = ingest(source_path, progress=progress)
     if strict and result.rejected:
         raise BadRowError(result.rejected[0], len(result.rejected))
@@ -116,29 +114,28 @@ def prepare(
 
     with replaced_atomically(out_dir) as work:
         parquet_files = write_parquet(result, splits, hashes, work)
-        figures = write_figures(result.age, result.gender, result.ethnicity, work / FIGURES_DIR)
-        manifest = {
-            "format": FORMAT,
-            "source": str(source_path),
-            "source_kind": result.kind,
-            "seed": seed,
-            "rows_read": result.rows_read,
-            "rows_written": result.rows_written,
-            "rows_rejected": len(result.rejected),
-            "rejected": [r.as_dict() for r in result.rejected],
-            "blank_lines": result.blank_lines,
-            "duplicate_groups": duplicates.groups,
-            "duplicate_rows": duplicates.rows,
-            "conflicting_label_groups": duplicates.conflicting_label_groups,
-            "content_hash": HASH_NAME,
-            "splits": split_summary(result, splits),
-            "parquet_files": [p.name for p in parquet_files],
-            "figures": [str(p.relative_to(work)) for p in figures],
-            "seconds": round(time.monotonic() - started, 2),
-        }
+        figures = write_figures(result.age, result.gender, result.ethnicity, work / PREPARED_FIGURES_DIR)
+        manifest = PreparedManifest(
+            source=str(source_path),
+            source_kind=result.kind,
+            seed=seed,
+            rows_read=result.rows_read,
+            rows_written=result.rows_written,
+            rows_rejected=len(result.rejected),
+            rejected=[r.as_dict() for r in result.rejected],
+            blank_lines=result.blank_lines,
+            duplicate_groups=duplicates.groups,
+            duplicate_rows=duplicates.rows,
+            conflicting_label_groups=duplicates.conflicting_label_groups,
+            content_hash=HASH_NAME,
+            splits=split_summary(result, splits),
+            parquet_files=[p.name for p in parquet_files],
+            figures=[p.relative_to(work).as_posix() for p in figures],
+            seconds=round(time.monotonic() - started, 2),
+        ).to_dict()
         # The invariant the manifest promises; a failure here is a bug in ingest, not bad data.
         assert manifest["rows_read"] == manifest["rows_written"] + manifest["rows_rejected"], manifest
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        (work / PREPARED_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -150,7 +147,7 @@ def _check_groups_within_one_split(hashes: np.ndarray, splits: np.ndarray) -> No
 
 def write_parquet(result: IngestResult, splits: np.ndarray, hashes: np.ndarray, out_dir: Path) -> list[Path]:
     """Write the accepted rows, ordered train/val/test, as out_dir/part-NNNNN.parquet."""
-    for stale in out_dir.glob(PART_GLOB):  # a previous, larger run must not leave parts behind
+    for stale in out_dir.glob(PARQUET_PATTERN):  # a previous, larger run must not leave parts behind
         stale.unlink()
     order = np.argsort(np.searchsorted(np.asarray(SPLITS), splits.astype(str)), kind="stable")
     flat = pa.array(np.ascontiguousarray(result.pixels[order]).reshape(-1), type=pa.uint8())
@@ -168,7 +165,7 @@ def write_parquet(result: IngestResult, splits: np.ndarray, hashes: np.ndarray, 
     )
     paths = []
     for number, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE)):
-        path = out_dir / f"part-{number:05d}.parquet"
+        path = out_dir / parquet_file_name(number)
         pq.write_table(table.slice(start, ROWS_PER_FILE), path, row_group_size=ROWS_PER_GROUP)
         paths.append(path)
     return paths
@@ -213,6 +210,6 @@ def summary_lines(manifest: dict) -> list[str]:
     shown = manifest["rejected"][:5]
     lines += [f"  rejected: {r['reason']}" if r["source"] in r["reason"] else f"  rejected {r['source']}: {r['reason']}" for r in shown]
     if manifest["rows_rejected"] > len(shown):
-        lines.append(f"  ... {manifest['rows_rejected'] - len(shown)} more in manifest.json")
+        lines.append(f"  ... {manifest['rows_rejected'] - len(shown)} more in {PREPARED_MANIFEST}")
     return lines
 

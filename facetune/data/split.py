@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SPLITS = ("train", "val", "test")
+from facetune.schema import NUM_PIXELS, SPLITS
+
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 #: Named in the manifest so readers know how content_hash was computed.
-HASH_NAME = "blake2b-128 of the 2304 pixel bytes"
+HASH_NAME = f"blake2b-128 of the {NUM_PIXELS} pixel bytes"
 
 
 def content_hashes(pixels: np.ndarray) -> np.ndarray:

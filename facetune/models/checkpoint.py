@@ -8,10 +8,8 @@ import torch
 from torch import nn
 
 from facetune.models.registry import build_model
+from facetune.schema import ENSEMBLE_CONFIG_FILE, MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE
 from facetune.tasks import MULTITASK, Task, get_task
-
-WEIGHTS_FILE = "model.pt"
-CONFIG_FILE = "model_config.json"
 
 
 def num_parameters(model: nn.Module) -> int:
@@ -37,7 +35,7 @@ def save_model(
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(getattr(model, "context_meta", {}) if context_meta is None else context_meta)
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    torch.save(state, out / WEIGHTS_FILE)
+    torch.save(state, out / MODEL_WEIGHTS_FILE)
     config = {
         "family": family,
         "task": MULTITASK if task == MULTITASK else get_task(task).name,
@@ -45,7 +43,7 @@ def save_model(
         "context_meta": meta,
         "num_parameters": num_parameters(model),
     }
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (out / MODEL_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def load_model(out_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -54,11 +52,11 @@ def load_model(out_dir: str | Path, map_location: str | torch.device = "cpu") ->
     A folder written as an ensemble (ensemble.json) loads as one Ensemble module.
     """
     out = Path(out_dir)
-    from facetune.models.ensemble import ENSEMBLE_FILE, load_ensemble
+    from facetune.models.ensemble import load_ensemble
 
-    if (out / ENSEMBLE_FILE).is_file():
+    if (out / ENSEMBLE_CONFIG_FILE).is_file():
         return load_ensemble(out, map_location)
-    config_path, weights_path = out / CONFIG_FILE, out / WEIGHTS_FILE
+    config_path, weights_path = out / MODEL_CONFIG_FILE, out / MODEL_WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"not a saved facetune model: {path} is missing")

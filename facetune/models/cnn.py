@@ -4,7 +4,6 @@ from __future__ import annotations
 from torch import nn
 
 from facetune.models.registry import (
-    IMAGE_SIZE,
     FaceModel,
     activation,
     check_arch_keys,
@@ -13,6 +12,7 @@ from facetune.models.registry import (
     output_size,
     register_family,
 )
+from facetune.schema import IMAGE_SIZE
 from facetune.tasks import Task
 
 DEFAULTS: dict = {

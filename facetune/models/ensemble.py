@@ -19,9 +19,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from facetune.schema import ENSEMBLE_CONFIG_FILE
 from facetune.tasks import Task, age_expectation, get_task
-
-ENSEMBLE_FILE = "ensemble.json"
 MEMBERS_DIR = "members"
 
 
@@ -85,7 +84,7 @@ class MultiTaskEnsemble(nn.Module):
 def write_ensemble_config(out_dir: Path, task: str, members: Sequence[dict], extra: dict | None = None) -> None:
     """ensemble.json: the task and, per member, its folder (relative) and weight, plus `extra` facts."""
     config = {"family": "ensemble", "task": task, "members": list(members), **(extra or {})}
-    (Path(out_dir) / ENSEMBLE_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    (Path(out_dir) / ENSEMBLE_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
 
 def load_ensemble(out_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -94,7 +93,7 @@ def load_ensemble(out_dir: str | Path, map_location: str | torch.device = "cpu")
     from facetune.tasks import MULTITASK
 
     out = Path(out_dir)
-    config = json.loads((out / ENSEMBLE_FILE).read_text())
+    config = json.loads((out / ENSEMBLE_CONFIG_FILE).read_text())
     weights = [m["weight"] for m in config["members"]]
     if config["task"] == MULTITASK:
         members = [load_model(out / member["dir"], map_location)[0] for member in config["members"]]

@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from facetune.models.registry import FaceModel, TargetScale, build_model, check_arch_keys, output_size, register_family
+from facetune.schema import IMAGE_SIZE, TASK_NAMES
 from facetune.tasks import MULTITASK, TASKS, Task
 
 #: Head order inside the output tensor.
-TASK_ORDER: tuple[str, ...] = ("age", "gender", "ethnicity")
+TASK_ORDER: tuple[str, ...] = TASK_NAMES
 
 DEFAULTS: dict = {
     "trunk": "resnet",  # any registered single-task family; its `features` become the trunk
@@ -73,7 +74,7 @@ class TaskView(nn.Module):
         return self.model(x)[:, self.columns]
 
 
-@register_family("multitask")
+@register_family("multitask", multitask=True)
 def build_multitask(arch: dict, task: "Task | str", context: dict) -> nn.Module:
     if task != MULTITASK:
         raise ValueError(f"multitask answers every task at once: build it for task {MULTITASK!r}, not {getattr(task, 'name', task)!r}")
@@ -88,7 +89,7 @@ def build_multitask(arch: dict, task: "Task | str", context: dict) -> nn.Module:
         raise ValueError(f"multitask: family {a['trunk']!r} has no separable feature trunk")
     with torch.no_grad():
         donor.eval()
-        width = int(donor.features(torch.zeros(2, 1, 48, 48)).reshape(2, -1).shape[1])
+        width = int(donor.features(torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE)).reshape(2, -1).shape[1])
     model = MultiTaskModel(donor.features, width, a, context)
     model.context_meta.update(donor.context_meta)
     return model

@@ -18,9 +18,8 @@ from facetune.tasks import AGE_BINS, MULTITASK, Task, get_task
 Builder = Callable[[dict, Task, dict], nn.Module]
 
 _FAMILIES: dict[str, Builder] = {}
-
-IMAGE_SIZE = 48
-NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+#: Families whose one model answers every task (built for task MULTITASK).
+_MULTITASK_FAMILIES: set[str] = set()
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -31,13 +30,16 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def register_family(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: register `builder` as model family `name`."""
+def register_family(name: str, *, multitask: bool = False) -> Callable[[Builder], Builder]:
+    """Decorator: register `builder` as model family `name`; `multitask` when its one model
+    answers every task (it is built for task MULTITASK and swept as FAMILY/all)."""
 
     def register(builder: Builder) -> Builder:
         if name in _FAMILIES and _FAMILIES[name] is not builder:
             raise ValueError(f"model family {name!r} is already registered")
         _FAMILIES[name] = builder
+        if multitask:
+            _MULTITASK_FAMILIES.add(name)
         return builder
 
     return register
@@ -46,6 +48,11 @@ def register_family(name: str) -> Callable[[Builder], Builder]:
 def families() -> list[str]:
     """Names of the registered model families."""
     return sorted(_FAMILIES)
+
+
+def is_multitask_family(family: str) -> bool:
+    """True when `family`'s one model answers every task (see register_family)."""
+    return family in _MULTITASK_FAMILIES
 
 
 def build_model(family: str, arch: dict | None, task: "Task | str", context: dict | None = None) -> nn.Module:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from facetune.models.registry import FaceModel, activation, check_arch_keys, output_size, register_family
+from facetune.schema import IMAGE_SIZE
 from facetune.tasks import Task
 
 DEFAULTS: dict = {
@@ -67,8 +68,8 @@ def resnet_trunk(arch: dict) -> tuple[nn.Sequential, int]:
     widths, blocks = [int(w) for w in a["widths"]], [int(b) for b in a["blocks"]]
     if not widths or len(widths) != len(blocks) or min(widths) < 1 or min(blocks) < 1:
         raise ValueError(f"resnet: widths {widths} and blocks {blocks} need the same non-zero length and positive values")
-    if 48 // 2 ** (len(widths) - 1) < 1:
-        raise ValueError(f"resnet: {len(widths)} stages shrink a 48px image below 1px")
+    if IMAGE_SIZE // 2 ** (len(widths) - 1) < 1:
+        raise ValueError(f"resnet: {len(widths)} stages shrink a {IMAGE_SIZE}px image below 1px")
     layers: list[nn.Module] = [
         nn.Conv2d(1, widths[0], 3, padding=1, bias=False),
         nn.BatchNorm2d(widths[0]),

@@ -16,7 +16,6 @@ import pyarrow as pa
 import torch
 from ray.data.extensions import ArrowTensorArray
 
-from facetune.data.images import NUM_PIXELS
 from facetune.predict.inputs import Inputs, decode_images
 from facetune.predict.predictor import (
     DEFAULT_BATCH_SIZE,
@@ -25,6 +24,7 @@ from facetune.predict.predictor import (
     Reject,
     pixels_to_tensor,
 )
+from facetune.schema import NUM_PIXELS
 
 #: Most rows per Ray Data block (fewer when needed to give every actor several blocks).
 ROWS_PER_BLOCK = 512

@@ -14,15 +14,16 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from facetune.data.images import NUM_PIXELS, ImageDecodeError, load_gray48
+from facetune.data.images import ImageDecodeError, load_gray48
 from facetune.data.ingest import SourceFormatError, parse_utkface_name, read_faces_csv
 from facetune.data.walk import walk_files
 from facetune.errors import InputNotFoundError, InvalidInputError
 from facetune.predict.predictor import Reject
+from facetune.schema import NUM_PIXELS, SPLITS, TASK_NAMES, is_any_prepared_dir
 
 #: Files taken from folders; other files there are reported as skipped (named files are always tried).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-LABEL_COLUMNS = ("age", "gender", "ethnicity")
+LABEL_COLUMNS = TASK_NAMES
 
 
 @dataclass
@@ -52,10 +53,6 @@ class Inputs:
         return len(self.sources)
 
 
-def is_prepared_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / "manifest.json").is_file() or any(path.glob("*.parquet")))
-
-
 def is_kaggle_csv(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith((".csv", ".csv.gz"))
 
@@ -77,12 +74,12 @@ def gather_inputs(
     missing = [str(p) for p in paths if not p.exists() and not p.is_symlink()]
     if missing:
         raise InputNotFoundError(f"input not found: {', '.join(missing)}")
-    tables = [p for p in paths if is_prepared_dir(p) or is_kaggle_csv(p)]
+    tables = [p for p in paths if is_any_prepared_dir(p) or is_kaggle_csv(p)]
     if tables and len(tables) != len(paths):
         raise InvalidInputError(
             "INPUTs mix image files/folders with Parquet dirs or CSV files; predict them in separate runs"
         )
-    if split is not None and not all(is_prepared_dir(p) for p in paths):
+    if split is not None and not all(is_any_prepared_dir(p) for p in paths):
         raise InvalidInputError("--split applies to prepared Parquet directories only")
     if tables:
         parts = [_table_inputs(p, split) for p in paths]
@@ -137,7 +134,7 @@ def labels_from_names(files: Sequence[Path]) -> pd.DataFrame:
 
 
 def _table_inputs(path: Path, split: str | None) -> Inputs:
-    if is_prepared_dir(path):
+    if is_any_prepared_dir(path):
         return _prepared_inputs(path, split)
     try:
         faces = read_faces_csv(path)
@@ -153,7 +150,7 @@ def _table_inputs(path: Path, split: str | None) -> Inputs:
 
 
 def _prepared_inputs(path: Path, split: str | None) -> Inputs:
-    from facetune.data.loading import SPLITS, load_split
+    from facetune.data.loading import load_split
 
     if split is not None and split not in SPLITS:
         raise InvalidInputError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")

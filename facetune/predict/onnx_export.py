@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facetune.data.images import SIZE
+from facetune.schema import IMAGE_SIZE
 from facetune.predict import faces as faces_module
 from facetune.predict.predictor import Predictor
 from facetune.tasks import TASKS
@@ -44,13 +44,13 @@ def contract(task: str, tta_flip: bool = False, num_outputs: int | None = None) 
     else:
         meaning = "age in years" if spec.kind == "regression" else "logits; softmax gives class probabilities"
     return {
-        "input": {"name": "faces", "shape": ["N", 1, SIZE, SIZE], "dtype": "float32", "range": [0.0, 1.0]},
+        "input": {"name": "faces", "shape": ["N", 1, IMAGE_SIZE, IMAGE_SIZE], "dtype": "float32", "range": [0.0, 1.0]},
         "preprocessing": [
             "find the face; crop a square of side box_w / %.3f whose centre is the box centre moved "
             "(%.3f, %.3f) crop sides right/down, rotated so the eyes are level (facetune.predict.faces)"
             % (faces_module.BOX_PER_CROP, *faces_module.CROP_CENTRE_OFFSET),
             "to gray with PIL Image.convert('L') (ITU-R 601-2 luma)",
-            f"resize to {SIZE}x{SIZE} with PIL's Lanczos filter",
+            f"resize to {IMAGE_SIZE}x{IMAGE_SIZE} with PIL's Lanczos filter",
             "divide the 0..255 values by 255",
         ],
         "output": {
@@ -73,7 +73,7 @@ def export_onnx(predictor: Predictor, out_dir: str | os.PathLike[str]) -> dict[s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    example = torch.rand(2, 1, SIZE, SIZE)
+    example = torch.rand(2, 1, IMAGE_SIZE, IMAGE_SIZE)
     for task, task_model in predictor.models.items():
         module = task_model.module.to("cpu").eval()
         # eval() on the wrapper too: the exporter restores its mode afterwards, recursively.

@@ -24,6 +24,7 @@ from facetune.predict.predictor import (
     Reject,
     pixels_to_tensor,
 )
+from facetune.schema import IMAGE_SIZE
 
 #: Columns put in front of the predictions for per-face output.
 FACE_COLUMNS = ["source", "face", "x", "y", "w", "h", "score", "faces_mode"]
@@ -98,7 +99,7 @@ def predict_photos(
         if progress is not None:
             progress(done, len(paths))
     faces_frame = pd.DataFrame(rows, columns=FACE_COLUMNS)
-    pixels = np.stack(crops) if crops else np.zeros((0, 48, 48), np.uint8)
+    pixels = np.stack(crops) if crops else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     outputs = predictor.raw_outputs(pixels_to_tensor(pixels), batch_size)
     predictions = predictor.frame(faces_frame["source"].tolist(), outputs)
     frame = pd.concat([faces_frame, predictions.drop(columns="source").reset_index(drop=True)], axis=1)

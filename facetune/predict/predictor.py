@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facetune.data.images import NUM_PIXELS, SIZE
 from facetune.data.loading import pixels_to_images
 from facetune.models import load_model
 from facetune.models.multitask import TaskView
+from facetune.schema import IMAGE_SIZE, MODEL_CONFIG_FILE, NUM_PIXELS, SUMMARY_FILE, summary_from_json, summary_to_json
 from facetune.tasks import MULTITASK, TASKS
 from facetune.training.loop import forward_views
 
@@ -92,15 +92,13 @@ def _column_name(class_name: str) -> str:
 
 def read_summary(results_dir: str | os.PathLike[str]) -> list[dict]:
     """The list in RESULTS/summary.json, with a clear error when it is missing or malformed."""
-    path = Path(results_dir) / "summary.json"
+    path = Path(results_dir) / SUMMARY_FILE
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: --models must be a results directory written by a sweep (jobs/tune_all.py)"
         )
-    entries = json.loads(path.read_text())
-    if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected a list of combinations, got {type(entries).__name__}")
-    return entries
+    # Checked against the writer's record, then handed on as the plain dicts the rest of predict reads.
+    return summary_to_json(summary_from_json(json.loads(path.read_text()), str(path)))
 
 
 def choose_best(entries: Sequence[Mapping], family: str | None = None) -> dict[str, Mapping]:
@@ -394,11 +392,11 @@ def _numpy(values: object) -> np.ndarray:
 def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """(N, 48, 48) or (N, 2304) faces, uint8 or float in [0, 1] -> (N, 1, 48, 48) float32 in [0, 1]."""
     array = np.asarray(pixels)
-    if array.ndim == 2 and array.shape[1] == NUM_PIXELS or array.ndim == 3 and array.shape[1:] == (SIZE, SIZE):
-        array = array.reshape(len(array), 1, SIZE, SIZE)
-    elif not (array.ndim == 4 and array.shape[1:] == (1, SIZE, SIZE)):
+    if array.ndim == 2 and array.shape[1] == NUM_PIXELS or array.ndim == 3 and array.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE):
+        array = array.reshape(len(array), 1, IMAGE_SIZE, IMAGE_SIZE)
+    elif not (array.ndim == 4 and array.shape[1:] == (1, IMAGE_SIZE, IMAGE_SIZE)):
         raise ValueError(
-            f"faces must be (N, {SIZE}, {SIZE}) or (N, {NUM_PIXELS}) (or (N, 1, {SIZE}, {SIZE})), got {array.shape}"
+            f"faces must be (N, {IMAGE_SIZE}, {IMAGE_SIZE}) or (N, {NUM_PIXELS}) (or (N, 1, {IMAGE_SIZE}, {IMAGE_SIZE})), got {array.shape}"
         )
     if array.dtype == np.uint8:
         # The training conversion itself, so predictions see exactly what the models were fitted on.

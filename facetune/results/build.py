@@ -16,6 +16,7 @@ from facetune.results.fairness import ATTRIBUTES, MIN_GROUP_SIZE, fairness_gaps,
 from facetune.results.labels import label_counts
 from facetune.results.render import Bullets, Image, Report, Section, Table, Text, write_report
 from facetune.results.study import STUDY_FILE, Study, load_study
+from facetune.schema import IMAGE_SIZE
 from facetune.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -54,20 +55,18 @@ def _test_faces(results: SweepResults) -> np.ndarray | None:
     return load_split(results.data_dir, "test").pixels[:FACES_SHOWN]
 
 
-def _first(record: dict, *keys: str) -> str:
-    """The first of `keys` present in `record`, as text ("—" when none is)."""
-    return next((str(record[k]) for k in keys if record.get(k) is not None), "—")
+def _shown(value: object) -> str:
+    return "—" if value is None else str(value)
 
 
 def _overview(results: SweepResults, study: Study, rows: pd.DataFrame, make: _FigureMaker) -> Section:
     sweep = results.sweep
     finished, asked = len(results.combinations), len(results.requested)
-    facts = [
-        f"results: {results.root}",
-        f"profile: {sweep.get('profile', '—')}; data: {sweep.get('data', '—')}",
-        f"started: {_first(sweep, 'started', 'start')}; ended: {_first(sweep, 'ended', 'finished', 'end')}",
-        f"combinations finished: {finished} of {asked} asked for",
-    ]
+    facts = [f"results: {results.root}"]
+    if sweep is not None:
+        facts += [f"profile: {_shown(sweep.profile)}; data: {sweep.data}",
+                  f"started: {sweep.started}; ended: {_shown(sweep.ended)}"]
+    facts.append(f"combinations finished: {finished} of {asked} asked for")
     blocks: list = [Bullets(facts)]
     if results.missing:
         blocks += [Text("Partial sweep. Missing combinations:"),
@@ -86,8 +85,8 @@ def _overview(results: SweepResults, study: Study, rows: pd.DataFrame, make: _Fi
 def _comparison(rows: pd.DataFrame, study: Study) -> Section:
     return Section("Comparison", [
         Text(f"Test-split results of each combination's best trial, next to the study ({study.title}). "
-             "★ marks the best family per task; each task ends with the project's target and the best public "
-             "result on 48x48 faces."),
+             "★ marks the best family per task by its validation metric (the one predict picks); each task "
+             f"ends with the project's target and the best public result on {IMAGE_SIZE}x{IMAGE_SIZE} faces."),
         Table(comparison_table(rows, study)),
     ])
 
@@ -170,7 +169,7 @@ def _cnn_section(results: SweepResults, faces: np.ndarray | None, make: _FigureM
                            "(deeper layers averaged over input channels)",
                            lambda p, m=model: inspect.filters_figure(m, p)))
         if faces is not None:
-            face = torch.from_numpy(faces[:1].reshape(1, 1, 48, 48).astype(np.float32) / 255.0)
+            face = torch.from_numpy(faces[:1].reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE).astype(np.float32) / 255.0)
             blocks.append(make(f"cnn_{task}_activations", f"cnn_{task}: one test face and the first 16 "
                                "output channels of each conv layer",
                                lambda p, m=model, x=face: inspect.activations_figure(m, x, p)))
@@ -216,10 +215,9 @@ def _search_section(results: SweepResults, make: _FigureMaker) -> list[Section]:
         if combo.trials is None:
             sections.append(Section(f"Search: {combo.name}", [Text("No trials.csv.")], level=3))
             continue
-        spec = TASKS[combo.task]
         blocks: list = []
         try:
-            metric_column, tuned = trial_columns(combo.trials, spec.metric)
+            metric_column, tuned = trial_columns(combo.trials, combo.metric_column)
         except ValueError as err:
             sections.append(Section(f"Search: {combo.name}", [Text(f"trials.csv not usable: {err}")], level=3))
             continue

@@ -13,36 +13,50 @@ from typing import Any
 import pandas as pd
 
 from facetune.config import flatten
+from facetune.schema import (
+    BEST_CONFIG_FILE,
+    HISTORY_FILE,
+    MODEL_CONFIG_FILE,
+    MODEL_WEIGHTS_FILE,
+    PCA_DIR,
+    PCA_INFO_FILE,
+    PCA_PARAMS_FILE,
+    SUMMARY_FILE,
+    SWEEP_FILE,
+    TASK_NAMES,
+    TEST_METRICS_FILE,
+    TEST_PREDICTIONS_FILE,
+    TRIALS_FILE,
+    SummaryEntry,
+    SweepRecord,
+    combination_name,
+    is_old_prepared_dir,
+    is_prepared_dir,
+    split_combination_name,
+    summary_from_json,
+)
 
-def _report_families() -> tuple[str, ...]:
-    """The study's three families first, then every other registered family, then ensembles and final fits."""
+#: The study's families, listed first in reports (its tables compare these three).
+STUDY_FAMILIES: tuple[str, ...] = ("cnn", "dnn", "pca_dnn")
+
+
+def report_families() -> tuple[str, ...]:
+    """The study's families first, then every other registered family, then ensembles and final fits."""
+    import facetune.models  # noqa: F401  (registers the built-in families)
     from facetune.models.registry import families
     from facetune.tuning.ensemble import ENSEMBLE_FAMILY
     from facetune.tuning.final_fit import FINAL_FIT_FAMILY
 
-    study = ("cnn", "dnn", "pca_dnn")
-    return (*study, *(f for f in families() if f not in study), ENSEMBLE_FAMILY, FINAL_FIT_FAMILY)
+    return (*STUDY_FAMILIES, *(f for f in families() if f not in STUDY_FAMILIES), ENSEMBLE_FAMILY, FINAL_FIT_FAMILY)
 
 
-FAMILIES: tuple[str, ...] = _report_families()
-TASK_NAMES: tuple[str, ...] = ("age", "gender", "ethnicity")
-#: Every combination, in the order reports list them (task first: readers compare families per task).
-ALL_COMBINATIONS: tuple[tuple[str, str], ...] = tuple((f, t) for t in TASK_NAMES for f in FAMILIES)
+def all_combinations() -> tuple[tuple[str, str], ...]:
+    """Every (family, task), in the order reports list them (task first: readers compare families per task)."""
+    return tuple((f, t) for t in TASK_NAMES for f in report_families())
+
 
 #: Keys of a trial config that identify the combination rather than tune it.
 _IDENTITY_KEYS = ("family", "task")
-
-
-def combination_name(family: str, task: str) -> str:
-    return f"{family}_{task}"
-
-
-def split_combination_name(name: str) -> tuple[str, str]:
-    """"pca_dnn_gender" -> ("pca_dnn", "gender"): the task is the last underscore-separated part."""
-    family, _, task = name.rpartition("_")
-    if family not in FAMILIES or task not in TASK_NAMES:
-        raise ValueError(f"not a combination name: {name!r} (expected <family>_<task>, e.g. cnn_gender)")
-    return family, task
 
 
 @dataclass
@@ -52,7 +66,7 @@ class Combination:
     family: str
     task: str
     directory: Path
-    summary: dict[str, Any]
+    summary: SummaryEntry
     best_config: dict[str, Any]
     history: pd.DataFrame | None
     trials: pd.DataFrame | None
@@ -65,8 +79,15 @@ class Combination:
         return combination_name(self.family, self.task)
 
     @property
+    def metric_column(self) -> str:
+        """The validation metric column its trials.csv holds (the one its best trial was chosen by)."""
+        from facetune.tuning.export import validation_metric
+
+        return validation_metric(self.family, self.task)
+
+    @property
     def has_model(self) -> bool:
-        return (self.directory / "model_config.json").is_file() and (self.directory / "model.pt").is_file()
+        return (self.directory / MODEL_CONFIG_FILE).is_file() and (self.directory / MODEL_WEIGHTS_FILE).is_file()
 
     def tuned_hyperparameters(self) -> dict[str, Any]:
         """The best config, flattened to dotted keys, without the family/task identity keys."""
@@ -77,7 +98,7 @@ class Combination:
 @dataclass
 class SweepResults:
     root: Path
-    sweep: dict[str, Any]
+    sweep: SweepRecord | None
     requested: list[tuple[str, str]]
     combinations: dict[str, Combination]  # name -> combination, in report order
     missing: dict[str, str]  # name -> why it is not in the report
@@ -116,94 +137,79 @@ def _read_csv(path: Path, problems: list[str]) -> pd.DataFrame | None:
     return frame
 
 
-def _requested_combinations(sweep: dict[str, Any]) -> list[tuple[str, str]]:
-    """The combinations the sweep asked for, in report order; all nine when sweep.json does not say.
-
-    Accepts the spellings a sweep may use: "all", ["cnn_gender", ...], [{"family":..,"task":..}, ...],
-    [["cnn", "gender"], ...], or separate "families" / "tasks" lists.
-    """
-    asked = sweep.get("combinations")
-    pairs: set[tuple[str, str]] = set()
-    if isinstance(asked, str):  # a profile's `combinations: all` or a single "cnn_gender"
-        asked = None if asked == "all" else [asked]
-    if asked:
-        for item in asked:
-            if isinstance(item, str):
-                pairs.add(split_combination_name(item))
-            elif isinstance(item, dict):
-                pairs.add((item["family"], item["task"]))
-            else:
-                family, task = item
-                pairs.add((family, task))
-    elif sweep.get("families") or sweep.get("tasks"):
-        pairs = {(f, t) for f in sweep.get("families") or FAMILIES for t in sweep.get("tasks") or TASK_NAMES}
-    else:
-        pairs = set(ALL_COMBINATIONS)
-    return [pair for pair in ALL_COMBINATIONS if pair in pairs]
+def _requested_combinations(sweep: SweepRecord | None, order: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    """The combinations the sweep asked for, in report order; none known without sweep.json."""
+    asked = {split_combination_name(name) for name in sweep.combinations} if sweep else set()
+    return [pair for pair in order if pair in asked]
 
 
-def _resolve_data_dir(sweep: dict[str, Any], root: Path, warnings: list[str]) -> Path | None:
-    recorded = sweep.get("data")
-    if not recorded:
-        warnings.append("sweep.json does not name the prepared data; label distributions come from test predictions")
+def _resolve_data_dir(sweep: SweepRecord | None, root: Path, warnings: list[str]) -> Path | None:
+    if sweep is None:
+        warnings.append(f"no {SWEEP_FILE}, so no prepared data; label distributions come from test predictions")
         return None
+    recorded = sweep.data
     candidates = [Path(recorded)] if Path(recorded).is_absolute() else [Path(recorded), root / recorded]
     for candidate in candidates:
-        if (candidate / "manifest.json").is_file() or any(candidate.glob("*.parquet")):
+        if is_prepared_dir(candidate):
             return candidate
-    warnings.append(f"prepared data {recorded} (from sweep.json) not found here; figures that need faces are skipped")
+        if is_old_prepared_dir(candidate):
+            warnings.append(f"prepared data {recorded} (from {SWEEP_FILE}) has an older layout; run `facetune prepare` "
+                            "again for the figures that need faces")
+            return None
+    warnings.append(f"prepared data {recorded} (from {SWEEP_FILE}) not found here; figures that need faces are skipped")
     return None
 
 
-def _read_combination(root: Path, entry: dict[str, Any]) -> Combination:
-    family, task = entry["family"], entry["task"]
-    directory = root / combination_name(family, task)
+def _read_combination(root: Path, entry: SummaryEntry) -> Combination:
+    family, task = entry.family, entry.task
+    directory = root / entry.name
     problems: list[str] = []
     if not directory.is_dir():
         problems.append(f"directory {directory.name}/ missing")
-    best_config = _read_json(directory / "best_config.json", problems) or entry.get("best_config") or {}
-    test_metrics = _read_json(directory / "test_metrics.json", problems) or entry.get("test") or {}
+    best_config = _read_json(directory / BEST_CONFIG_FILE, problems) or entry.best_config or {}
+    test_metrics = _read_json(directory / TEST_METRICS_FILE, problems) or entry.test
     combination = Combination(
         family=family,
         task=task,
         directory=directory,
         summary=entry,
         best_config=best_config,
-        history=_read_csv(directory / "history.csv", problems),
-        trials=_read_csv(directory / "trials.csv", problems),
-        predictions=_read_csv(directory / "test_predictions.csv", problems),
+        history=_read_csv(directory / HISTORY_FILE, problems),
+        trials=_read_csv(directory / TRIALS_FILE, problems),
+        predictions=_read_csv(directory / TEST_PREDICTIONS_FILE, problems),
         test_metrics={k: float(v) for k, v in test_metrics.items()},
         problems=problems,
     )
     if not combination.has_model:
-        problems.append("model.pt / model_config.json missing")
+        problems.append(f"{MODEL_WEIGHTS_FILE} / {MODEL_CONFIG_FILE} missing")
     return combination
 
 
 def collect_results(root: str | Path) -> SweepResults:
-    """Read RESULTS_DIR; raise FileNotFoundError only if it holds neither summary.json nor sweep.json."""
+    """Read RESULTS_DIR; raise FileNotFoundError only if it holds neither summary.json nor sweep.json,
+    RecordFormatError when either holds what a sweep never writes."""
     root = Path(root)
-    summary_path, sweep_path = root / "summary.json", root / "sweep.json"
+    summary_path, sweep_path = root / SUMMARY_FILE, root / SWEEP_FILE
     if not summary_path.is_file() and not sweep_path.is_file():
         raise FileNotFoundError(
-            f"not a results directory: {root} has neither summary.json nor sweep.json "
+            f"not a results directory: {root} has neither {SUMMARY_FILE} nor {SWEEP_FILE} "
             "(expected the output of jobs/tune_all.py / `facetune tune`)"
         )
     warnings: list[str] = []
-    sweep = _read_json(sweep_path, warnings) or {}
-    summary = _read_json(summary_path, warnings) or []
-    if not isinstance(summary, list):
-        raise ValueError(f"{summary_path}: expected a list of combination objects, got {type(summary).__name__}")
+    sweep_data = _read_json(sweep_path, warnings)
+    sweep = SweepRecord.from_dict(sweep_data, str(sweep_path)) if sweep_data is not None else None
+    summary = summary_from_json(_read_json(summary_path, warnings) or [], str(summary_path))
 
-    requested = _requested_combinations(sweep)
+    order = all_combinations()
+    requested = _requested_combinations(sweep, order)
     by_name: dict[str, Combination] = {}
     for entry in summary:
-        if entry.get("family") not in FAMILIES or entry.get("task") not in TASK_NAMES:
-            warnings.append(f"summary.json entry skipped: unknown family/task {entry.get('family')}/{entry.get('task')}")
+        if (entry.family, entry.task) not in order:
+            warnings.append(f"{SUMMARY_FILE} entry skipped: {entry.family}/{entry.task} is not a registered family's task")
             continue
         combination = _read_combination(root, entry)
         by_name[combination.name] = combination
-    ordered = {combination_name(*pair): by_name[combination_name(*pair)] for pair in ALL_COMBINATIONS
+    ordered = {combination_name(*pair): by_name[combination_name(*pair)] for pair in order
                if combination_name(*pair) in by_name}
 
     missing: dict[str, str] = {}
@@ -212,13 +218,13 @@ def collect_results(root: str | Path) -> SweepResults:
         if name in ordered:
             continue
         missing[name] = (
-            "started but not finished (directory present, no summary.json entry)"
+            f"started but not finished (directory present, no {SUMMARY_FILE} entry)"
             if (root / name).is_dir()
-            else "not run yet (no directory, no summary.json entry)"
+            else f"not run yet (no directory, no {SUMMARY_FILE} entry)"
         )
 
-    pca_npz = root / "pca" / "pca.npz"
-    pca_info = _read_json(root / "pca" / "pca.json", []) or {}
+    pca_npz = root / PCA_DIR / PCA_PARAMS_FILE
+    pca_info = _read_json(root / PCA_DIR / PCA_INFO_FILE, []) or {}
     return SweepResults(
         root=root,
         sweep=sweep,
@@ -236,18 +242,14 @@ def collect_results(root: str | Path) -> SweepResults:
 _TRIAL_BOOKKEEPING = {"trial_id", "epochs", "status", "training_iteration", "time_total_s", "error"}
 
 
-def trial_columns(trials: pd.DataFrame, metric: str) -> tuple[str, list[str]]:
+def trial_columns(trials: pd.DataFrame, metric_column: str) -> tuple[str, list[str]]:
     """(validation metric column, tuned hyperparameter columns) of a trials.csv.
 
-    The metric column is `val_<metric>` (or `<metric>`); every other non-bookkeeping column
-    is a tuned hyperparameter. Raises ValueError when no metric column is present.
+    `metric_column` is the column the sweep writes (Combination.metric_column); every other
+    non-bookkeeping column is a tuned hyperparameter. Raises ValueError when it is absent.
     """
-    for candidate in (f"val_{metric}", metric, f"val.{metric}"):
-        if candidate in trials:
-            metric_column = candidate
-            break
-    else:
-        raise ValueError(f"trials.csv has no validation metric column val_{metric} (columns: {list(trials.columns)})")
+    if metric_column not in trials:
+        raise ValueError(f"{TRIALS_FILE} has no validation metric column {metric_column} (columns: {list(trials.columns)})")
     hyperparameters = [
         c for c in trials.columns
         if c != metric_column and c not in _TRIAL_BOOKKEEPING and not c.startswith(("val_", "test_", "train_loss"))

@@ -7,7 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from facetune.results.collect import ALL_COMBINATIONS, FAMILIES, Combination, SweepResults, combination_name, trial_columns
+from facetune.results.collect import Combination, SweepResults, all_combinations, report_families, trial_columns
+from facetune.schema import combination_name
 from facetune.results.study import Study
 from facetune.tasks import TASKS
 
@@ -24,16 +25,20 @@ def format_metric(task: str, value: float | None) -> str:
 
 
 def best_families(results: SweepResults) -> dict[str, str]:
-    """task -> the family with the best test headline metric among the finished combinations (ties: first family)."""
+    """task -> the family with the best *validation* selection metric among the finished combinations.
+
+    Validation, as predict chooses: picking by test figures would leak the test split into the
+    choice. Ties go to the family listed first (cnn, dnn, pca_dnn, ...).
+    """
+    families = report_families()
     best: dict[str, str] = {}
     for task, spec in TASKS.items():
-        scored = [(c.test_metrics.get(spec.metric, math.nan), c.family) for c in results.combinations.values()
+        scored = [(float(c.summary.val.get(spec.metric, math.nan)), c.family) for c in results.combinations.values()
                   if c.task == task]
         scored = [(v, f) for v, f in scored if not math.isnan(v)]
         if scored:
-            # Ties go to the family listed first (cnn, dnn, pca_dnn): the simpler pipeline is not favoured by chance.
             sign = 1.0 if spec.mode == "min" else -1.0
-            best[task] = min(scored, key=lambda item: (sign * item[0], FAMILIES.index(item[1])))[1]
+            best[task] = min(scored, key=lambda item: (sign * item[0], families.index(item[1])))[1]
     return best
 
 
@@ -43,7 +48,7 @@ def tuned_hyperparameters(combination: Combination) -> dict[str, Any]:
     if combination.trials is None:
         return flat
     try:
-        _, tuned = trial_columns(combination.trials, TASKS[combination.task].metric)
+        _, tuned = trial_columns(combination.trials, combination.metric_column)
     except ValueError:
         return flat
     return {key: flat[key] for key in tuned if key in flat}
@@ -74,7 +79,7 @@ def results_rows(results: SweepResults, study: Study) -> pd.DataFrame:
     best = best_families(results)
     names = {combination_name(*pair) for pair in results.requested} | set(results.combinations)
     rows = []
-    for family, task in ALL_COMBINATIONS:
+    for family, task in all_combinations():
         name = combination_name(family, task)
         if name not in names:
             continue
@@ -87,14 +92,15 @@ def results_rows(results: SweepResults, study: Study) -> pd.DataFrame:
         for metric in TASKS[task].metric_names:
             row[f"test_{metric}"] = combination.test_metrics.get(metric, math.nan) if combination else math.nan
         for metric in TASKS[task].metric_names:
-            row[f"val_{metric}"] = (combination.summary.get("val") or {}).get(metric, math.nan) if combination else math.nan
-        summary = combination.summary if combination else {}
+            row[f"val_{metric}"] = combination.summary.val.get(metric, math.nan) if combination else math.nan
+        summary = combination.summary if combination else None
         row.update(
-            num_parameters=summary.get("num_parameters"),
-            epochs=summary.get("epochs"),
-            best_epoch=summary.get("best_epoch"),
-            num_trials=summary.get("num_trials", _trial_count(combination)),
-            train_seconds=summary.get("train_seconds"),
+            num_parameters=summary.num_parameters if summary else None,
+            epochs=summary.epochs if summary else None,
+            best_epoch=summary.best_epoch if summary else None,
+            num_trials=(summary.num_trials if summary.num_trials is not None else _trial_count(combination))
+            if summary else None,
+            train_seconds=summary.train_seconds if summary else None,
             best_hyperparameters=json.dumps(tuned_hyperparameters(combination)) if combination else "",
             best_family_for_task=bool(combination) and best.get(task) == family,
             study_reported=reported.get("text", ""),

@@ -10,8 +10,8 @@ from torch import nn
 
 from facetune.models.pca import PCAParams, components_for_ratio, reconstruct
 from facetune.results.figures import save
+from facetune.schema import IMAGE_SIZE
 
-IMAGE_SIDE = 48
 VARIANCE_RATIOS = (0.90, 0.95, 0.99)
 
 
@@ -89,8 +89,8 @@ def pca_variance_figure(params: PCAParams, path: Path) -> Path:
 def pca_reconstruction_figure(params: PCAParams, pixels: np.ndarray, n_components: int, path: Path) -> Path:
     """Originals (top row) above their reconstructions from the leading `n_components` (bottom row)."""
     k = min(n_components, params.n_components)
-    originals = np.asarray(pixels, dtype=np.float32).reshape(-1, IMAGE_SIDE, IMAGE_SIDE) / 255.0
-    rebuilt = reconstruct(params, np.asarray(pixels), k).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+    originals = np.asarray(pixels, dtype=np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE) / 255.0
+    rebuilt = reconstruct(params, np.asarray(pixels), k).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     # Same gray scale (pixel values in [0, 1]) for an original and its reconstruction.
     figure = _mosaic_figure([list(originals), list(rebuilt)], ["original", f"{k} components"], "gray", 1.0,
                             f"PCA reconstruction from {k} components")
@@ -99,7 +99,7 @@ def pca_reconstruction_figure(params: PCAParams, pixels: np.ndarray, n_component
 
 def pca_components_figure(params: PCAParams, path: Path, count: int = 60, columns: int = 10) -> Path:
     """The first `count` principal components as 48x48 images (eigenfaces; red +, blue -)."""
-    shown = [_normalised(c.reshape(IMAGE_SIDE, IMAGE_SIDE), symmetric=True) for c in params.components[:count]]
+    shown = [_normalised(c.reshape(IMAGE_SIZE, IMAGE_SIZE), symmetric=True) for c in params.components[:count]]
     rows = [shown[i: i + columns] for i in range(0, len(shown), columns)]
     labels = [f"PC {i + 1}-{i + len(row)}" for i, row in zip(range(0, len(shown), columns), rows)]
     figure = _mosaic_figure(rows, labels, "RdBu_r", 0.9, f"First {len(shown)} principal components")
@@ -142,6 +142,6 @@ def activations_figure(model: nn.Module, image: torch.Tensor, path: Path, count:
     for index, output in enumerate(captured):
         maps = output[0, :count].cpu().numpy()
         # The face leads each row so a reader can match map positions to the face.
-        rows.append([face] + [_upsampled(_normalised(m), IMAGE_SIDE) for m in maps])
+        rows.append([face] + [_upsampled(_normalised(m), IMAGE_SIZE) for m in maps])
         labels.append(f"conv{index + 1}\n{maps.shape[1]}x{maps.shape[2]}")
     return save(_mosaic_figure(rows, labels, "viridis", 0.6, "Activation maps (face, then channels)"), path)

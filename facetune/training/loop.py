@@ -17,6 +17,7 @@ import torch
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
+from facetune.schema import TASK_NAMES
 from facetune.tasks import Task, get_task
 from facetune.training.augment import augment_batch, check_augment
 
@@ -75,10 +76,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig needs epochs >= 1, batch_size >= 1, lr > 0, patience >= 0: {self}")
         if not 0.0 <= self.ema_decay < 1.0 or self.mixup < 0 or self.color_jitter < 0 or self.warmup_epochs < 0:
             raise ValueError(f"TrainConfig needs 0 <= ema_decay < 1, mixup >= 0, color_jitter >= 0, warmup_epochs >= 0: {self}")
-        unknown = set(self.loss_weights) - {"age", "gender", "ethnicity"}
+        unknown = set(self.loss_weights) - set(TASK_NAMES)
         if unknown:
-            raise ValueError(f"TrainConfig.loss_weights: unknown tasks {sorted(unknown)}; known: ['age', 'ethnicity', 'gender']")
-        self.loss_weights = {"age": 1.0, "gender": 1.0, "ethnicity": 1.0} | {k: float(v) for k, v in self.loss_weights.items()}
+            raise ValueError(f"TrainConfig.loss_weights: unknown tasks {sorted(unknown)}; known: {list(TASK_NAMES)}")
+        self.loss_weights = dict.fromkeys(TASK_NAMES, 1.0) | {k: float(v) for k, v in self.loss_weights.items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

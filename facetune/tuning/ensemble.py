@@ -18,6 +18,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from facetune.schema import (
+    ENSEMBLE_CONFIG_FILE,
+    PCA_DIR,
+    PCA_INFO_FILE,
+    SUMMARY_FILE,
+    SWEEP_FILE,
+    SummaryEntry,
+    SweepRecord,
+    summary_from_json,
+    summary_to_json,
+)
 from facetune.tasks import MULTITASK, TASKS, Task
 
 ENSEMBLE_FAMILY = "ensemble"
@@ -115,7 +126,7 @@ def trial_candidates(tune_dir: Path, pca_components: int | None, val_x: torch.Te
 
 
 def build_ensembles(results: str | Path, max_members: int = 5, tasks: Sequence[str] = tuple(TASKS),
-                    log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+                    log: Callable[[str], None] = print) -> list[SummaryEntry]:
     """Select, evaluate and write one ensemble per task into `results`; returns their summary entries."""
     from facetune.data.loading import load_split
     from facetune.models import save_model
@@ -124,16 +135,17 @@ def build_ensembles(results: str | Path, max_members: int = 5, tasks: Sequence[s
     from facetune.tuning.trainable import pixels_to_device
 
     root = Path(results)
-    sweep = json.loads((root / "sweep.json").read_text())
-    prepared = Path(sweep["data"])
-    tune_dir = Path(sweep.get("storage") or root / "tune")
-    pca_file = root / "pca" / "pca.json"
+    sweep_path = root / SWEEP_FILE
+    sweep = SweepRecord.from_dict(json.loads(sweep_path.read_text()), str(sweep_path))
+    prepared = Path(sweep.data)
+    tune_dir = Path(sweep.storage)
+    pca_file = root / PCA_DIR / PCA_INFO_FILE
     pca_components = json.loads(pca_file.read_text()).get("n_components") if pca_file.is_file() else None
     val, test = load_split(prepared, "val"), load_split(prepared, "test")
     candidates = trial_candidates(tune_dir, pca_components, pixels_to_device(val.pixels, "cpu"),
                                   pixels_to_device(test.pixels, "cpu"), log)
-    summary_path = root / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else []
+    summary_path = root / SUMMARY_FILE
+    summary = summary_from_json(json.loads(summary_path.read_text()), str(summary_path)) if summary_path.is_file() else []
     entries = []
     for task_name in tasks:
         task = TASKS[task_name]
@@ -157,17 +169,17 @@ def build_ensembles(results: str | Path, max_members: int = 5, tasks: Sequence[s
         test_metrics = ensemble_metrics(task, [pool[i].test for i in members], weights, np.asarray(test.labels(task_name)))
         val_metrics = ensemble_metrics(task, [pool[i].val for i in members], weights, np.asarray(val.labels(task_name)))
         best_single = pool[chosen[0]]
-        entry = {
-            "family": ENSEMBLE_FAMILY, "task": task_name, "val": val_metrics, "test": test_metrics,
-            "members": member_rows, "num_candidates": len(pool), "best_single_trial": best_single.name,
-            "checkpoint": f"{out.name}/ensemble.json",
-            "num_parameters": int(sum(sum(p.numel() for p in pool[i].module.parameters()) for i in members)),
-        }
+        entry = SummaryEntry(
+            family=ENSEMBLE_FAMILY, task=task_name, val=val_metrics, test=test_metrics,
+            members=member_rows, num_candidates=len(pool), best_single_trial=best_single.name,
+            checkpoint=f"{out.name}/{ENSEMBLE_CONFIG_FILE}",
+            num_parameters=int(sum(sum(p.numel() for p in pool[i].module.parameters()) for i in members)),
+        )
         write_ensemble_config(out, task_name, member_rows, {"val": val_metrics, "test": test_metrics})
         log(f"[facetune] ensemble {task_name}: {len(members)} distinct members of {len(pool)} candidates, "
             f"val {task.metric} {val_score:.4f}, test {task.metric} {test_metrics[task.metric]:.4f}")
-        summary = [e for e in summary if (e.get("family"), e.get("task")) != (ENSEMBLE_FAMILY, task_name)] + [entry]
+        summary = [e for e in summary if (e.family, e.task) != (ENSEMBLE_FAMILY, task_name)] + [entry]
         entries.append(entry)
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    summary_path.write_text(json.dumps(summary_to_json(summary), indent=2) + "\n")
     return entries
 

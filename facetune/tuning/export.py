@@ -15,13 +15,29 @@ import numpy as np
 import pandas as pd
 
 from facetune.config import flatten
-from facetune.tuning.trainable import MULTITASK_FAMILY, SweepData, load_training_state, model_context, pixels_to_device
+from facetune.schema import (
+    BEST_CONFIG_FILE,
+    HISTORY_FILE,
+    MODEL_WEIGHTS_FILE,
+    TEST_METRICS_FILE,
+    TEST_PREDICTIONS_FILE,
+    TRIALS_FILE,
+    SummaryEntry,
+)
+from facetune.tuning.trainable import SweepData, load_training_state, model_context, pixels_to_device
 
 VAL_PREFIX = "val_"
+#: What a multitask trial is selected by (its epochs keep the best of this too; facetune.training.loop).
+MULTITASK_METRIC, MULTITASK_MODE = "val_error_sum", "min"
 
 
-def combination_name(family: str, task: str) -> str:
-    return f"{family}_{task}"
+def validation_metric(family: str, task_name: str) -> str:
+    """The trial metric a combination's best trial is chosen by: val_<metric>, or for a multitask
+    family's view of one task, val_<task>_<metric>."""
+    from facetune.models.registry import is_multitask_family
+    from facetune.tasks import TASKS
+
+    return VAL_PREFIX + (f"{task_name}_" if is_multitask_family(family) else "") + TASKS[task_name].metric
 
 
 def export_best(
@@ -32,7 +48,7 @@ def export_best(
     data: SweepData,
     test_split: Any,
     out_dir: Path,
-) -> dict[str, Any] | None:
+) -> SummaryEntry | None:
     """Write the best trial of `grid` (a ray.tune.ResultGrid) to `out_dir`; None if no trial finished an epoch.
 
     For the multitask family, `grid` is the one experiment of all three tasks: the trial best at
@@ -42,12 +58,13 @@ def export_best(
 
     from facetune.models import build_model, save_model
     from facetune.models.multitask import TaskView
+    from facetune.models.registry import is_multitask_family
     from facetune.tasks import MULTITASK, TASKS
     from facetune.training.loop import evaluate
 
     task = TASKS[task_name]
-    multitask = family == MULTITASK_FAMILY
-    metric = VAL_PREFIX + (f"{task_name}_" if multitask else "") + task.metric
+    multitask = is_multitask_family(family)
+    metric = validation_metric(family, task_name)
     usable = [r for r in grid if r.checkpoint is not None and r.metrics_dataframe is not None
               and metric in r.metrics_dataframe]
     if not usable:
@@ -72,7 +89,7 @@ def export_best(
     history_columns = ["epoch"] + [c for c in history.columns if c.startswith(("train_", "val_"))] + \
         [c for c in ("epoch_seconds", "images_per_second") if c in history.columns]
     history = history[history_columns].drop_duplicates("epoch", keep="last").sort_values("epoch")
-    history.to_csv(out_dir / "history.csv", index=False)
+    history.to_csv(out_dir / HISTORY_FILE, index=False)
 
     started = time.perf_counter()
     test_x = pixels_to_device(test_split.pixels, "cpu")
@@ -80,33 +97,33 @@ def export_best(
     task_model = TaskView(model, task_name) if multitask else model
     test_metrics, outputs = evaluate(task_model, task, test_x, test_y, tta_flip=bool(train_config.get("tta_flip", False)))
     test_seconds = time.perf_counter() - started
-    _write_predictions(out_dir / "test_predictions.csv", task, test_split, outputs)
-    _write_json(out_dir / "test_metrics.json", test_metrics)
-    _write_json(out_dir / "best_config.json", best.config)
+    _write_predictions(out_dir / TEST_PREDICTIONS_FILE, task, test_split, outputs)
+    _write_json(out_dir / TEST_METRICS_FILE, test_metrics)
+    _write_json(out_dir / BEST_CONFIG_FILE, best.config)
     trials = trials_table(grid, metric, task.mode, tuned_keys)
-    trials.to_csv(out_dir / "trials.csv", index=False)
+    trials.to_csv(out_dir / TRIALS_FILE, index=False)
 
     # The row of the epoch whose weights were kept (multitask keeps the best val_error_sum epoch).
-    selection, selection_mode = ("val_error_sum", "min") if multitask else (metric, task.mode)
+    selection, selection_mode = (MULTITASK_METRIC, MULTITASK_MODE) if multitask else (metric, task.mode)
     best_row = history.loc[history[selection].idxmin() if selection_mode == "min" else history[selection].idxmax()]
     prefix = VAL_PREFIX + (f"{task_name}_" if multitask else "")
     val_metrics = {c[len(prefix):]: float(best_row[c]) for c in history.columns
                    if c.startswith(prefix) and c != "val_loss"}
-    return {
-        "family": family,
-        "task": task_name,
-        "best_config": best.config,
-        "val": val_metrics,
-        "test": {k: float(v) for k, v in test_metrics.items()},
-        "epochs": int(history["epoch"].max()),
-        "best_epoch": int(best_row["epoch"]),
-        "train_seconds": float(history["epoch_seconds"].sum()) if "epoch_seconds" in history else None,
-        "test_seconds": test_seconds,
-        "checkpoint": f"{out_dir.name}/model.pt",
-        "num_parameters": int(sum(p.numel() for p in model.parameters())),
-        "num_trials": len(trials),
-        "trial_id": _trial_id(best),
-    }
+    return SummaryEntry(
+        family=family,
+        task=task_name,
+        best_config=best.config,
+        val=val_metrics,
+        test={k: float(v) for k, v in test_metrics.items()},
+        epochs=int(history["epoch"].max()),
+        best_epoch=int(best_row["epoch"]),
+        train_seconds=float(history["epoch_seconds"].sum()) if "epoch_seconds" in history else None,
+        test_seconds=test_seconds,
+        checkpoint=f"{out_dir.name}/{MODEL_WEIGHTS_FILE}",
+        num_parameters=int(sum(p.numel() for p in model.parameters())),
+        num_trials=len(trials),
+        trial_id=_trial_id(best),
+    )
 
 
 def trials_table(grid: Any, metric: str, mode: str, tuned_keys: list[str]) -> pd.DataFrame:

@@ -13,11 +13,14 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from facetune.tasks import MULTITASK, TASKS
+
+if TYPE_CHECKING:
+    from facetune.schema import SummaryEntry
 
 FINAL_FIT_FAMILY = "final_fit"
 #: What a final-fit entry's `trained_on` says (the sweep's own entries were trained on train only).
@@ -25,7 +28,7 @@ TRAINED_ON = "train+val"
 
 
 def final_fit(results: str | os.PathLike[str], tasks: Sequence[str] = tuple(TASKS),
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              log: Callable[[str], None] = print) -> list[SummaryEntry]:
     """Retrain the validation-chosen entry of each task in `tasks` on train+val; returns the new summary entries."""
     import torch
 
@@ -34,17 +37,19 @@ def final_fit(results: str | os.PathLike[str], tasks: Sequence[str] = tuple(TASK
     from facetune.models.multitask import TaskView
     from facetune.predict.predictor import choose_best, read_summary
     from facetune.training.loop import TrainConfig, evaluate, fit, seed_everything
+    from facetune.schema import MODEL_WEIGHTS_FILE, SUMMARY_FILE, SWEEP_FILE, SummaryEntry, SweepRecord, summary_to_json
     from facetune.tuning.ensemble import ENSEMBLE_FAMILY
     from facetune.models.pca import load_pca
-    from facetune.tuning.trainable import MULTITASK_FAMILY, SweepData, model_context, pixels_to_device, trial_labels
+    from facetune.models.registry import is_multitask_family
+    from facetune.tuning.trainable import SweepData, model_context, pixels_to_device, trial_labels
 
     root = Path(results)
     summary = read_summary(root)
-    sweep = json.loads((root / "sweep.json").read_text())
+    sweep = SweepRecord.from_dict(json.loads((root / SWEEP_FILE).read_text()), str(root / SWEEP_FILE))
     sweep_entries = [e for e in summary if e.get("family") not in (ENSEMBLE_FAMILY, FINAL_FIT_FAMILY)]
     chosen = {task: entry for task, entry in choose_best(sweep_entries).items() if task in tasks}
 
-    prepared = Path(sweep["data"])
+    prepared = Path(sweep.data)
     train, val, test = (load_split(prepared, name) for name in ("train", "val", "test"))
     pooled_labels = {name: np.concatenate([train.labels(name), val.labels(name)]) for name in TASKS}
     pooled_x = pixels_to_device(np.concatenate([train.pixels, val.pixels]), "cpu")
@@ -57,10 +62,10 @@ def final_fit(results: str | os.PathLike[str], tasks: Sequence[str] = tuple(TASK
     entries = []
     for task_name, entry in chosen.items():
         family, config = entry["family"], entry["best_config"]
-        model_task = MULTITASK if family == MULTITASK_FAMILY else task_name
+        model_task = MULTITASK if is_multitask_family(family) else task_name
         if entry["trial_id"] not in trained:
             cfg = TrainConfig.from_dict({**config["train"], "epochs": int(entry["best_epoch"])})
-            if family == "pca_dnn" or (family == MULTITASK_FAMILY and config.get("arch", {}).get("trunk") == "pca_dnn"):
+            if "pca_dnn" in (family, config["arch"].get("trunk")):
                 data.pca = load_pca(root / "pca" / "pca.npz")  # the sweep's PCA, fitted on train
             seed_everything(cfg.seed)
             model = build_model(family, config["arch"], model_task, model_context(model_task, family, data, cfg.loss))
@@ -75,16 +80,16 @@ def final_fit(results: str | os.PathLike[str], tasks: Sequence[str] = tuple(TASK
         started = time.perf_counter()
         test_metrics, _ = evaluate(module, task, test_x, torch.tensor(test.labels(task_name), dtype=torch.int64),
                                    tta_flip=bool(config["train"].get("tta_flip", False)))
-        final = {
-            "family": FINAL_FIT_FAMILY, "base_family": family, "task": task_name, "trained_on": TRAINED_ON,
-            "best_config": config, "val": entry["val"], "test": {k: float(v) for k, v in test_metrics.items()},
-            "epochs": int(entry["best_epoch"]), "best_epoch": int(entry["best_epoch"]), "train_seconds": seconds,
-            "test_seconds": time.perf_counter() - started, "checkpoint": f"{out.name}/model.pt",
-            "num_parameters": int(sum(p.numel() for p in model.parameters())), "trial_id": entry["trial_id"],
-        }
-        log(f"[facetune] final fit {task_name}: test {task.metric} {final['test'][task.metric]:.4f} "
+        final = SummaryEntry(
+            family=FINAL_FIT_FAMILY, base_family=family, task=task_name, trained_on=TRAINED_ON,
+            best_config=config, val=entry["val"], test={k: float(v) for k, v in test_metrics.items()},
+            epochs=int(entry["best_epoch"]), best_epoch=int(entry["best_epoch"]), train_seconds=seconds,
+            test_seconds=time.perf_counter() - started, checkpoint=f"{out.name}/{MODEL_WEIGHTS_FILE}",
+            num_parameters=int(sum(p.numel() for p in model.parameters())), trial_id=entry["trial_id"],
+        )
+        log(f"[facetune] final fit {task_name}: test {task.metric} {final.test[task.metric]:.4f} "
             f"(the sweep's model, trained on train only: {entry['test'][task.metric]:.4f})")
         entries.append(final)
-    kept = [e for e in summary if not (e.get("family") == FINAL_FIT_FAMILY and e.get("task") in chosen)]
-    (root / "summary.json").write_text(json.dumps(kept + entries, indent=2) + "\n")
+    kept = [SummaryEntry.from_dict(e) for e in summary if not (e["family"] == FINAL_FIT_FAMILY and e["task"] in chosen)]
+    (root / SUMMARY_FILE).write_text(json.dumps(summary_to_json(kept + entries), indent=2) + "\n")
     return entries

@@ -5,7 +5,9 @@ from pathlib import Path
 from typing import Any
 
 from facetune.config import load_yaml
-from facetune.tuning.space import FAMILIES, TASK_NAMES
+from facetune.models.registry import is_multitask_family
+from facetune.schema import MULTITASK, TASK_NAMES
+from facetune.tuning.space import SEARCH_DIR, sweepable_families
 
 REQUIRED_KEYS = ("num_samples", "max_epochs", "scheduler", "trial_resources")
 
@@ -23,20 +25,46 @@ def load_profile(name_or_path: str) -> dict[str, Any]:
 
 def combinations(profile: dict[str, Any], only: list[str] | None = None) -> list[tuple[str, str]]:
     """The (family, task) pairs a sweep runs: the profile's `combinations` ("all" or a list of
-    "family/task"), narrowed by `only` (the same notation) when given."""
+    "family/task"), narrowed by `only` (the same notation) when given.
+
+    "all" means every task of the families the profile sizes (the keys of its per-family
+    num_samples mapping), or of every sweepable family when num_samples is one number. A
+    multitask family has one combination, FAMILY/all: one search for the three tasks.
+    """
     wanted = profile.get("combinations", "all")
-    pairs = [(f, t) for f in FAMILIES for t in TASK_NAMES] if wanted == "all" else [_parse(c) for c in wanted]
+    sweepable = sweepable_families(profile.get("search_dir", SEARCH_DIR))
+    if wanted == "all":
+        pairs = [pair for family in sized_families(profile, sweepable) for pair in family_combinations(family)]
+    else:
+        pairs = [_parse(c, sweepable) for c in wanted]
     if only:
-        chosen = {_parse(c) for c in only}
+        chosen = {_parse(c, sweepable) for c in only}
         pairs = [pair for pair in pairs if pair in chosen]
     return pairs
 
 
-def _parse(combination: str) -> tuple[str, str]:
+def sized_families(profile: dict[str, Any], sweepable: tuple[str, ...]) -> list[str]:
+    """The families a profile sizes, in its order; each must be sweepable."""
+    sizes = profile["num_samples"]
+    if not isinstance(sizes, dict):
+        return list(sweepable)
+    unknown = [family for family in sizes if family not in sweepable]
+    if unknown:
+        raise ValueError(f"profile {profile.get('name')!r} sizes {unknown[0]!r}, which is not a sweepable family "
+                         f"(registered, with a search space): {', '.join(sweepable)}")
+    return list(sizes)
+
+
+def family_combinations(family: str) -> list[tuple[str, str]]:
+    """(family, task) for each task, or the one (family, MULTITASK) of a multitask family."""
+    return [(family, MULTITASK)] if is_multitask_family(family) else [(family, task) for task in TASK_NAMES]
+
+
+def _parse(combination: str, sweepable: tuple[str, ...]) -> tuple[str, str]:
     family, _, task = combination.partition("/")
-    if family not in FAMILIES or task not in TASK_NAMES:
+    if family not in sweepable or (family, task) not in family_combinations(family):
         raise ValueError(f"unknown combination {combination!r}: expected FAMILY/TASK with FAMILY in "
-                         f"{FAMILIES} and TASK in {TASK_NAMES}")
+                         f"{sweepable} and TASK in {TASK_NAMES} ({MULTITASK} for a multitask family)")
     return family, task
 
 

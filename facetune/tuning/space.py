@@ -13,10 +13,17 @@ from typing import Any
 
 from ray import tune
 
-from facetune.config import deep_merge, load_yaml, set_dotted
+from facetune.config import deep_merge, load_yaml, raycfg_dir, set_dotted
 
-FAMILIES: tuple[str, ...] = ("cnn", "dnn", "pca_dnn")
-TASK_NAMES: tuple[str, ...] = ("age", "gender", "ethnicity")
+SEARCH_DIR = "search"
+
+
+def sweepable_families(search_dir: str = SEARCH_DIR) -> tuple[str, ...]:
+    """The registered model families that have a search space (raycfg/<search_dir>/<family>.yaml)."""
+    import facetune.models  # noqa: F401  (registers the built-in families)
+    from facetune.models.registry import families
+
+    return tuple(f for f in families() if (raycfg_dir() / search_dir / f"{f}.yaml").is_file())
 
 _DISTRIBUTIONS = {
     "choice": lambda args: tune.choice(args),
@@ -54,7 +61,7 @@ def combination_config(family: str, task: str, profile: dict[str, Any]) -> tuple
         base = {"arch": dict(entry["arch"]), "train": dict(entry["train"])}
         space: dict[str, Any] = {}
     else:
-        search = load_yaml(f"{profile.get('search_dir', 'search')}/{family}.yaml")
+        search = load_yaml(f"{profile.get('search_dir', SEARCH_DIR)}/{family}.yaml")
         task_section = search.get("tasks", {}).get(task, {})
         base = deep_merge(search.get("defaults", {}), {k: v for k, v in task_section.items() if k != "space"})
         space = dict(search.get("space", {}))

@@ -15,16 +15,34 @@ from typing import Any
 
 import numpy as np
 
+from facetune.schema import (
+    MULTITASK,
+    PCA_DIR,
+    PCA_INFO_FILE,
+    PCA_PARAMS_FILE,
+    SUMMARY_FILE,
+    SWEEP_FILE,
+    TASK_NAMES,
+    TUNE_DIR,
+    SummaryEntry,
+    SweepRecord,
+    combination_name,
+    is_any_prepared_dir,
+    is_prepared_dir,
+    require_prepared_dir,
+    summary_from_json,
+    summary_to_json,
+)
 from facetune.settings import require_data_path
 from facetune.storage import ResultsStore
-from facetune.tuning.export import combination_name, export_best
+from facetune.tuning.export import MULTITASK_METRIC, MULTITASK_MODE, export_best, validation_metric
 from facetune.tuning.profiles import combinations as profile_combinations
 from facetune.tuning.profiles import load_profile, per_family
 from facetune.tuning.space import combination_config, param_space
 from facetune.tuning.trainable import SweepData, run_trial
 
-SUMMARY_FILE = "summary.json"
-SWEEP_FILE = "sweep.json"
+#: The folder the sweep prepares a raw source into, inside RESULTS.
+PREPARED_DIR = "data"
 
 
 class SweepExistsError(RuntimeError):
@@ -40,7 +58,7 @@ def run_sweep(
     storage: str | None = None,
     only: list[str] | None = None,
     use_gpu: str = "auto",
-) -> list[dict[str, Any]]:
+) -> list[SummaryEntry]:
     """Run (or with `resume`, continue) a sweep; returns the summary entries (one per combination).
 
     `data` is a prepared Parquet folder, or a raw source (Kaggle CSV / UTKFace folder) that is
@@ -52,7 +70,7 @@ def run_sweep(
 
     profile = load_profile(profile) if isinstance(profile, str) else profile
     store = ResultsStore(results)
-    summary: list[dict[str, Any]] = store.read_json(SUMMARY_FILE, default=[]) or []
+    summary = summary_from_json(store.read_json(SUMMARY_FILE, default=[]) or [])
     if summary and not resume:
         raise SweepExistsError(f"{results} already holds a sweep ({len(summary)} combinations done); "
                                "pass --resume to continue it or choose another --results")
@@ -68,47 +86,54 @@ def run_sweep(
     try:
         prepared = ensure_prepared(data, store)
         pairs = profile_combinations(profile, only)
-        record = {
-            "profile": profile.get("name"), "data": str(prepared), "storage": storage,
-            "combinations": [combination_name(f, t) for f, t in pairs],
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "resumed": resume,
-        }
-        store.write_json(SWEEP_FILE, record)
+        record = SweepRecord(
+            profile=profile.get("name"), data=str(prepared), storage=storage,
+            combinations=[combination_name(f, t) for f, task in pairs for t in result_tasks(task)],
+            started=time.strftime("%Y-%m-%dT%H:%M:%S"), resumed=resume,
+        )
+        store.write_json(SWEEP_FILE, record.to_dict())
         sweep_data = load_sweep_data(prepared, profile, store, need_pca=any(f == "pca_dnn" for f, _ in pairs))
         data_ref = ray.put(sweep_data)
         from facetune.data.loading import load_split
 
         test_split = load_split(prepared, "test")
-        done = {(entry["family"], entry["task"]) for entry in summary}
         gpu_fraction = _gpu_fraction(profile, use_gpu)
         for family, task in pairs:
-            if (family, task) in done:
+            done = {(entry.family, entry.task) for entry in summary}
+            if all((family, t) in done for t in result_tasks(task)):
                 print(f"[facetune] {combination_name(family, task)}: already finished, skipped", flush=True)
                 continue
-            entry = _run_combination(family, task, profile, data_ref, sweep_data, test_split, store, storage,
-                                     resume, gpu_fraction)
-            if entry is None:
+            entries = _run_combination(family, task, profile, data_ref, sweep_data, test_split, store, storage,
+                                       resume, gpu_fraction)
+            if not entries:
                 print(f"[facetune] {combination_name(family, task)}: no trial finished an epoch; "
                       "left out of the summary", file=sys.stderr, flush=True)
                 continue
-            summary = [e for e in summary if (e["family"], e["task"]) != (family, task)] + [entry]
-            store.write_json(SUMMARY_FILE, summary)
-            _print_entry(entry)
-        store.write_json(SWEEP_FILE, {**record, "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                      "combinations_finished": len(summary)})
+            finished = {(e.family, e.task) for e in entries}
+            summary = [e for e in summary if (e.family, e.task) not in finished] + entries
+            store.write_json(SUMMARY_FILE, summary_to_json(summary))
+            for entry in entries:
+                _print_entry(entry)
+        record.ended, record.combinations_finished = time.strftime("%Y-%m-%dT%H:%M:%S"), len(summary)
+        store.write_json(SWEEP_FILE, record.to_dict())
         return summary
     finally:
         if started_ray:
             ray.shutdown()
 
 
+def result_tasks(task: str) -> tuple[str, ...]:
+    """The tasks a combination's search yields summary entries for: all three for MULTITASK."""
+    return TASK_NAMES if task == MULTITASK else (task,)
+
+
 def ensure_prepared(data: str | os.PathLike[str] | None, store: ResultsStore) -> Path:
     """A prepared Parquet folder: `data` itself, or `data` prepared into RESULTS/data (once)."""
     source = require_data_path(data)
-    if (source / "manifest.json").is_file():
-        return source
-    target = store.local_dir("data")
-    if (target / "manifest.json").is_file():
+    if is_any_prepared_dir(source):
+        return require_prepared_dir(source)  # an old layout: one line saying to prepare it again
+    target = store.local_dir(PREPARED_DIR)
+    if is_prepared_dir(target):
         return target
     from facetune.data.prepare import prepare
 
@@ -122,7 +147,7 @@ def load_sweep_data(prepared: Path, profile: dict[str, Any], store: ResultsStore
     from facetune.data.loading import load_split
 
     train, val = load_split(prepared, "train"), load_split(prepared, "val")
-    labels = ("age", "gender", "ethnicity")
+    labels = TASK_NAMES
     data = SweepData(
         train_pixels=train.pixels, train_labels={k: train.labels(k) for k in labels},
         val_pixels=val.pixels, val_labels={k: val.labels(k) for k in labels},
@@ -137,8 +162,8 @@ def fitted_pca(train_pixels: np.ndarray, n_components: int, store: ResultsStore)
     """The sweep's PCA: loaded from RESULTS/pca when a resumed sweep already fitted it, else fitted now."""
     from facetune.models.pca import fit_pca, load_pca, save_pca, summary
 
-    folder = store.local_dir("pca")
-    npz = folder / "pca.npz"
+    folder = store.local_dir(PCA_DIR)
+    npz = folder / PCA_PARAMS_FILE
     if npz.is_file():
         params = load_pca(npz)
         if params.components.shape[0] == n_components:
@@ -148,8 +173,8 @@ def fitted_pca(train_pixels: np.ndarray, n_components: int, store: ResultsStore)
     save_pca(params, npz)
     # The same record the report reads (facetune.models.pca.summary), plus how it was fitted.
     record = {**summary(params), "fit_seconds": time.perf_counter() - started, "fitted_on": "train split"}
-    (folder / "pca.json").write_text(json.dumps(record, indent=2))
-    store.publish("pca")
+    (folder / PCA_INFO_FILE).write_text(json.dumps(record, indent=2))
+    store.publish(PCA_DIR)
     print(f"[facetune] PCA: {record['n_components']} components explain {record['explained_variance_total']:.1%} "
           "of the variance", flush=True)
     return params
@@ -157,14 +182,16 @@ def fitted_pca(train_pixels: np.ndarray, n_components: int, store: ResultsStore)
 
 def _run_combination(family: str, task: str, profile: dict[str, Any], data_ref: Any, sweep_data: SweepData,
                      test_split: Any, store: ResultsStore, storage: str, resume: bool,
-                     gpu_fraction: float) -> dict[str, Any] | None:
+                     gpu_fraction: float) -> list[SummaryEntry]:
+    """One Tune experiment; its best trial per task exported (three for a MULTITASK search)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     from facetune.tasks import TASKS
 
     name = combination_name(family, task)
-    metric, mode = "val_" + TASKS[task].metric, TASKS[task].mode
+    metric, mode = (MULTITASK_METRIC, MULTITASK_MODE) if task == MULTITASK else \
+        (validation_metric(family, task), TASKS[task].mode)
     base, space = combination_config(family, task, profile)
     max_epochs = int(per_family(profile, "max_epochs", family))
     base.update(max_epochs=max_epochs, torch_threads=int(profile.get("torch_threads", 1)))
@@ -198,15 +225,21 @@ def _run_combination(family: str, task: str, profile: dict[str, Any], data_ref: 
         )
     print(f"[facetune] {name}: searching {len(space)} hyperparameters, metric {metric} ({mode})", flush=True)
     grid = tuner.fit()
-    out_dir = store.local_dir(name)
-    entry = export_best(grid, family, task, sorted(space), sweep_data, test_split, out_dir)
-    if entry is not None:
-        store.publish(name)
-    return entry
+    entries: list[SummaryEntry] = []
+    checkpoint_of_trial: dict[str | None, str] = {}
+    for task_name in result_tasks(task):
+        out_name = combination_name(family, task_name)
+        entry = export_best(grid, family, task_name, sorted(space), sweep_data, test_split, store.local_dir(out_name))
+        if entry is not None:
+            # A multitask trial best at several tasks: one checkpoint for all, so predict runs it once.
+            entry.checkpoint = checkpoint_of_trial.setdefault(entry.trial_id, entry.checkpoint)
+            store.publish(out_name)
+            entries.append(entry)
+    return entries
 
 
 def _default_storage(store: ResultsStore) -> str:
-    return store.child("tune") if store.remote else str(store.local_dir("tune"))
+    return store.child(TUNE_DIR) if store.remote else str(store.local_dir(TUNE_DIR))
 
 
 def _gpu_fraction(profile: dict[str, Any], use_gpu: str) -> float:
@@ -221,7 +254,7 @@ def _gpu_fraction(profile: dict[str, Any], use_gpu: str) -> float:
     return wanted if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def _print_entry(entry: dict[str, Any]) -> None:
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in entry["test"].items())
-    print(f"[facetune] {entry['family']}/{entry['task']}: test {shown} "
-          f"({entry['epochs']} epochs, {entry['num_trials']} trials)", flush=True)
+def _print_entry(entry: SummaryEntry) -> None:
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in entry.test.items())
+    print(f"[facetune] {entry.family}/{entry.task}: test {shown} "
+          f"({entry.epochs} epochs, {entry.num_trials} trials)", flush=True)

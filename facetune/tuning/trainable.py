@@ -24,7 +24,7 @@ STATE_FILE = "training_state.pt"
 class SweepData:
     """What every trial of a sweep needs, put in the object store once."""
 
-    train_pixels: np.ndarray  # (N, 2304) uint8
+    train_pixels: np.ndarray  # (N, NUM_PIXELS) uint8
     train_labels: dict[str, np.ndarray]
     val_pixels: np.ndarray
     val_labels: dict[str, np.ndarray]
@@ -38,20 +38,16 @@ def model_context(task_name: str, family: str, data: SweepData, loss: str | None
     `task_name` may be MULTITASK; `loss` is the trial's train.loss (a distribution loss gives
     age a head with one logit per year).
     """
-    from facetune.models.registry import age_distribution_context
+    from facetune.models.registry import age_distribution_context, is_multitask_family
     from facetune.tasks import MULTITASK
 
     context: dict[str, Any] = {}
     if task_name in ("age", MULTITASK):
         context.update(data.age_stats)
         context.update(age_distribution_context(loss))
-    if family == "pca_dnn" or (family == MULTITASK_FAMILY and data.pca is not None):
+    if family == "pca_dnn" or (is_multitask_family(family) and data.pca is not None):
         context["pca"] = data.pca
     return context
-
-
-#: The family whose one model answers every task (its trials are for task MULTITASK).
-MULTITASK_FAMILY = "multitask"
 
 
 def trial_labels(labels: dict[str, np.ndarray], task_name: str, device: Any) -> Any:
@@ -67,7 +63,7 @@ def trial_labels(labels: dict[str, np.ndarray], task_name: str, device: Any) -> 
 
 
 def pixels_to_device(pixels: np.ndarray, device: Any) -> torch.Tensor:
-    """(N, 2304) uint8 -> (N, 1, 48, 48) float32 in [0, 1] on `device`, converted once."""
+    """(N, NUM_PIXELS) uint8 -> (N, 1, IMAGE_SIZE, IMAGE_SIZE) float32 in [0, 1] on `device`, converted once."""
     import torch
 
     from facetune.data.loading import pixels_to_images
