@@ -4,7 +4,7 @@
 
 Both sides decode the same JPEG/PNG files with facetune.data.images.load_gray48 and run every
 task's model on batches of --batch-size faces. The plain loop does it in this process; facetune
-runs Predictor.predict_images(use_ray=True): decode tasks plus an actor pool. Ray is started once
+runs facetune.predict.predict_images(use_ray=True): decode tasks plus an actor pool. Ray is started once
 before timing (its start-up is printed separately); the actor pool starts inside each timed run,
 as it does for a user. For every size in --sizes (one run prints them all) it times the plain
 loop, facetune's local path (use_ray=False) and its Ray Data path, and reports which path the
@@ -34,7 +34,8 @@ import torch  # noqa: E402
 
 from facetune.data.images import load_gray48  # noqa: E402
 from facetune.predict.batch import ray_connection  # noqa: E402
-from facetune.predict.predictor import RAY_MIN_IMAGES, Predictor, pixels_to_tensor  # noqa: E402
+from facetune.predict.predictor import Predictor, pixels_to_tensor  # noqa: E402
+from facetune.predict.run import RAY_MIN_IMAGES, predict_images  # noqa: E402
 
 DEFAULT_IMAGES = REPO_ROOT.parent / "shared" / "data" / "UTKFace"
 
@@ -111,8 +112,8 @@ def time_paths(predictor: Predictor, modules: list, files: list[Path], args: arg
         seconds, count = timed(lambda: plain_torch_loop(modules, files, args.batch_size))
         runs["plain"].append(count / seconds)
         for path, use_ray in (("local", False), ("ray", True)):
-            seconds, count = timed(lambda: len(predictor.predict_images(
-                files, use_ray=use_ray, num_workers=args.workers, batch_size=args.batch_size).predictions))
+            seconds, count = timed(lambda: len(predict_images(
+                predictor, files, use_ray=use_ray, num_workers=args.workers, batch_size=args.batch_size).predictions))
             if count != len(files):
                 raise RuntimeError(f"facetune predicted {count} of {len(files)} images")
             runs[path].append(count / seconds)

@@ -11,7 +11,7 @@ from PIL import Image
 from facetune.cli import run_command
 from facetune.commands import predict as predict_command
 from facetune.data.images import load_gray48
-from facetune.predict import Predictor, evaluate, gather_inputs, prediction_columns
+from facetune.predict import Predictor, evaluate, gather_inputs, predict_images, predict_inputs, prediction_columns
 from predict_fixture import build_results_dir
 from synthetic import make_faces
 
@@ -73,7 +73,7 @@ def test_from_results_names_what_exists_for_an_unknown_family(results_dir):
 
 
 def test_images_give_one_row_per_readable_file_and_report_the_rest(predictor, image_folder):
-    result = predictor.predict_images(sorted(image_folder.glob("*.*")), use_ray=False)
+    result = predict_images(predictor, sorted(image_folder.glob("*.*")), use_ray=False)
     frame = result.predictions
     assert list(frame.columns) == EXPECTED_COLUMNS
     assert [name.rsplit("/", 1)[-1] for name in frame["source"]] == [
@@ -89,7 +89,7 @@ def test_images_give_one_row_per_readable_file_and_report_the_rest(predictor, im
 
 def test_images_are_preprocessed_as_in_training(predictor, image_folder):
     files = sorted(image_folder.glob("*.png"))
-    from_files = predictor.predict_images(files, use_ray=False).predictions
+    from_files = predict_images(predictor, files, use_ray=False).predictions
     decoded = np.stack([load_gray48(f) for f in files])
     from_array = predictor.predict_array(decoded, sources=[str(f) for f in files])
     pd.testing.assert_frame_equal(from_files, from_array)
@@ -98,7 +98,7 @@ def test_images_are_preprocessed_as_in_training(predictor, image_folder):
 def test_progress_is_reported_until_every_input_is_done(predictor, image_folder):
     calls = []
     files = sorted(image_folder.glob("*.*"))
-    predictor.predict_images(files, use_ray=False, batch_size=2, progress=lambda done, total: calls.append((done, total)))
+    predict_images(predictor, files, use_ray=False, batch_size=2, progress=lambda done, total: calls.append((done, total)))
     assert calls == [(2, 6), (4, 6), (6, 6)]
 
 
@@ -132,7 +132,7 @@ def test_cli_writes_the_numbers_of_the_python_api(predictor, results_dir, image_
     assert run_cli([str(image_folder), "--models", str(results_dir), "--out", str(out), "--quiet", "--no-ray",
                     "--faces", "whole"]) == 0
     written = pd.read_csv(out)
-    api = predictor.predict_images(sorted(image_folder.glob("*.*")), use_ray=False).predictions
+    api = predict_images(predictor, sorted(image_folder.glob("*.*")), use_ray=False).predictions
     pd.testing.assert_frame_equal(written, api.reset_index(drop=True), atol=1e-6)
     rejects = pd.read_csv(tmp_path / "preds.rejects.csv")
     assert sorted(rejects["source"].str.rsplit("/", n=1).str[-1]) == ["e_corrupt.jpg", "notes.txt"]
@@ -140,8 +140,8 @@ def test_cli_writes_the_numbers_of_the_python_api(predictor, results_dir, image_
 
 def test_ray_data_path_gives_the_plain_loop_numbers(predictor, image_folder, ray_session):
     files = sorted(image_folder.glob("*.*"))
-    plain = predictor.predict_images(files, use_ray=False)
-    batched = predictor.predict_images(files, use_ray=True, num_workers=1, batch_size=2)
+    plain = predict_images(predictor, files, use_ray=False)
+    batched = predict_images(predictor, files, use_ray=True, num_workers=1, batch_size=2)
     pd.testing.assert_frame_equal(batched.predictions, plain.predictions, atol=1e-5)
     assert sorted(batched.rejects, key=str) == sorted(plain.rejects, key=str)
 
@@ -151,7 +151,7 @@ def test_ray_data_path_on_decoded_faces_keeps_input_order(predictor, test_faces,
 
     pixels = test_faces["pixels"]
     inputs = Inputs(sources=[f"face{i}" for i in range(len(pixels))], pixels=pixels)
-    batched = predictor.predict_inputs(inputs, use_ray=True, num_workers=1, batch_size=5).predictions
+    batched = predict_inputs(predictor, inputs, use_ray=True, num_workers=1, batch_size=5).predictions
     plain = predictor.predict_array(pixels, sources=inputs.sources)
     pd.testing.assert_frame_equal(batched, plain, atol=1e-5)
 
@@ -184,7 +184,7 @@ def test_evaluate_on_prepared_test_split_reproduces_the_sweep_test_figures(prepa
     results = build_results_dir(tmp_path / "results", test.pixels, labels)
     predictor = Predictor.from_results(results, device="cpu")
     inputs = gather_inputs([prepared_data], split="test", with_labels=True)
-    table = evaluate(predictor, predictor.predict_inputs(inputs, use_ray=False), inputs.labels)
+    table = evaluate(predictor, predict_inputs(predictor, inputs, use_ray=False), inputs.labels)
     assert set(table["n"]) == {len(test)}
     np.testing.assert_allclose(table["value"], table["sweep_test"], rtol=1e-6, equal_nan=True)
 

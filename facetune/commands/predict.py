@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from facetune.errors import NoDataError, OutputError, UsageError, one_line, path_text
-from facetune.predict.predictor import DEFAULT_BATCH_SIZE, RAY_MIN_IMAGES
+from facetune.predict.predictor import DEFAULT_BATCH_SIZE
+from facetune.predict.run import RAY_MIN_IMAGES, chooses_ray
 
 #: Rejects listed on the terminal; all of them go to the rejects CSV.
 SHOWN_REJECTS = 20
@@ -106,7 +107,8 @@ def check_out(out: Path, inputs: list[str]) -> None:
 
 def load_predictor(args: argparse.Namespace):
     """The shipped models, or the sweep's best; a missing or damaged results directory is a user error."""
-    from facetune.predict.predictor import Predictor, read_summary
+    from facetune.predict.choice import read_summary
+    from facetune.predict.predictor import Predictor
 
     if args.models is None:
         try:
@@ -136,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     from facetune.predict.evaluate import evaluate, format_evaluation
     from facetune.predict.inputs import gather_inputs
     from facetune.predict.photos import needs_detection, predict_photos
+    from facetune.predict.run import predict_inputs
 
     if args.about:
         from facetune.release import PRETRAINED_DIR
@@ -157,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = gather_inputs(args.inputs, split=args.split, with_labels=args.evaluate)
     predictor = load_predictor(args)
     print(f"models:\n{predictor.describe()}", file=sys.stderr)
-    mode = "Ray Data" if (args.ray if args.ray is not None else len(inputs) > RAY_MIN_IMAGES) else "plain loop"
+    mode = "Ray Data" if (args.ray if args.ray is not None else chooses_ray(len(inputs))) else "plain loop"
     print(f"inputs: {len(inputs)} ({mode})", file=sys.stderr)
 
     progress = None if args.quiet else ProgressLine()
@@ -166,8 +169,8 @@ def run(args: argparse.Namespace) -> int:
         result = predict_photos(predictor, inputs.paths, args.faces, args.batch_size, progress, args.annotate)
         result.rejects[:0] = inputs.rejects
     else:
-        result = predictor.predict_inputs(
-            inputs, use_ray=args.ray, num_workers=args.workers, batch_size=args.batch_size, progress=progress,
+        result = predict_inputs(
+            predictor, inputs, use_ray=args.ray, num_workers=args.workers, batch_size=args.batch_size, progress=progress,
         )
     if args.out is not None:
         write_outputs(result, args.out)

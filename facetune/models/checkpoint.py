@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from facetune.models.ensemble import ENSEMBLE_FILE, assemble_ensemble, read_ensemble_config
 from facetune.models.registry import build_model
 from facetune.tasks import MULTITASK, Task, get_task
 
@@ -54,10 +55,10 @@ def load_model(out_dir: str | Path, map_location: str | torch.device = "cpu") ->
     A folder written as an ensemble (ensemble.json) loads as one Ensemble module.
     """
     out = Path(out_dir)
-    from facetune.models.ensemble import ENSEMBLE_FILE, load_ensemble
-
     if (out / ENSEMBLE_FILE).is_file():
-        return load_ensemble(out, map_location)
+        config = read_ensemble_config(out)
+        members = [load_model(out / member["dir"], map_location) for member in config["members"]]
+        return assemble_ensemble(config, members).to(map_location).eval(), config
     config_path, weights_path = out / CONFIG_FILE, out / WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.is_file():

@@ -14,7 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from facetune.tasks import Task, age_expectation, get_task
+from facetune.models.multitask import TaskView
+from facetune.tasks import MULTITASK, Task, age_expectation, get_task
 
 ENSEMBLE_FILE = "ensemble.json"
 MEMBERS_DIR = "members"
@@ -52,16 +53,16 @@ def write_ensemble_config(out_dir: Path, task: str, members: Sequence[dict], ext
     (Path(out_dir) / ENSEMBLE_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
 
-def load_ensemble(out_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    from facetune.models.checkpoint import load_model
-    from facetune.models.multitask import TaskView
-    from facetune.tasks import MULTITASK
+def read_ensemble_config(out_dir: str | Path) -> dict:
+    """ensemble.json of a saved ensemble: the task and its members' folders and weights."""
+    return json.loads((Path(out_dir) / ENSEMBLE_FILE).read_text())
 
-    out = Path(out_dir)
-    config = json.loads((out / ENSEMBLE_FILE).read_text())
-    modules = []
-    for member in config["members"]:
-        module, member_config = load_model(out / member["dir"], map_location)
-        modules.append(TaskView(module, config["task"]) if member_config["task"] == MULTITASK else module)
-    ensemble = Ensemble(modules, [m["weight"] for m in config["members"]], config["task"])
-    return ensemble.to(map_location).eval(), config
+
+def assemble_ensemble(config: dict, members: Sequence[tuple[nn.Module, dict]]) -> Ensemble:
+    """The Ensemble of `config` from its loaded members ((module, model_config) in config order).
+
+    Loading the members is facetune.models.checkpoint's job, so the two modules import one way.
+    """
+    modules = [TaskView(module, config["task"]) if member_config["task"] == MULTITASK else module
+               for module, member_config in members]
+    return Ensemble(modules, [m["weight"] for m in config["members"]], config["task"])

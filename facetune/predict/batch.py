@@ -17,14 +17,8 @@ import torch
 from ray.data.extensions import ArrowTensorArray
 
 from facetune.data.images import NUM_PIXELS
-from facetune.predict.inputs import Inputs, decode_images
-from facetune.predict.predictor import (
-    DEFAULT_BATCH_SIZE,
-    Predictor,
-    ProgressCallback,
-    Reject,
-    pixels_to_tensor,
-)
+from facetune.predict.inputs import Inputs, Reject, decode_images
+from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback, pixels_to_tensor
 
 #: Most rows per Ray Data block (fewer when needed to give every actor several blocks).
 ROWS_PER_BLOCK = 512
