@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -10,13 +11,29 @@ from facetune.predict.local import local_raw_outputs
 from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback
 from facetune.predict.table import PredictionResult, prediction_frame
 
-#: Inputs with more images than this run as Ray Data batch inference unless told otherwise.
+#: Below this many inputs the Ray path's start (an actor pool loading the models) outweighs a
+#: cluster's extra workers.
 RAY_MIN_IMAGES = 1000
 
 
-def chooses_ray(num_inputs: int) -> bool:
-    """The automatic choice between the two paths."""
-    return num_inputs > RAY_MIN_IMAGES
+def chooses_ray(num_inputs: int, cluster_cpus: float | None = None) -> bool:
+    """The automatic choice: Ray Data only for more than RAY_MIN_IMAGES inputs on an attached Ray
+    cluster with more CPUs than this machine (`cluster_cpus`, None when no cluster is attached).
+
+    On a single node the local path is the faster one at every size measured (bench/predict.py:
+    its threaded decode overlaps inference, while the Ray path pays for an actor pool, block
+    transfers and per-actor decoding on the same cores).
+    """
+    return num_inputs > RAY_MIN_IMAGES and cluster_cpus is not None and cluster_cpus > (os.cpu_count() or 1)
+
+
+def attached_cluster_cpus() -> float | None:
+    """CPUs of the Ray cluster this process is connected to or pointed at ($RAY_ADDRESS, CPUs
+    unknown until connected, so counted as more than this machine's), None otherwise."""
+    ray = sys.modules.get("ray")  # never imported here just to find out: Ray's import is slow
+    if ray is not None and ray.is_initialized():
+        return float(ray.cluster_resources().get("CPU", 0))
+    return float("inf") if os.environ.get("RAY_ADDRESS") else None
 
 
 def predict_inputs(
@@ -28,9 +45,9 @@ def predict_inputs(
     progress: ProgressCallback | None = None,
 ) -> PredictionResult:
     """Predict on gathered inputs (image files or decoded faces), locally or with Ray Data
-    (`use_ray` None: chooses_ray decides). Rows keep input order; unreadable files are rejects."""
+    (`use_ray` None: chooses_ray decides for the attached cluster, if any). Rows keep input order; unreadable files are rejects."""
     if use_ray is None:
-        use_ray = chooses_ray(len(inputs))
+        use_ray = chooses_ray(len(inputs), attached_cluster_cpus())
     if use_ray and len(inputs):
         from facetune.predict.batch import ray_raw_outputs  # imports Ray, only when it is used
 
