@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
+from facetune.json_files import write_json
 from facetune.release_card import CARD_FILE, write_model_card
 
 #: Where the shipped models live inside the installed package.
@@ -84,8 +85,7 @@ def train_release(
     import torch
 
     from facetune.data.loading import load_split
-    from facetune.models import build_model, save_model
-    from facetune.models.registry import age_distribution_context
+    from facetune.models import build_model, make_context, save_model
     from facetune.storage import ResultsStore
     from facetune.tasks import MULTITASK, TASKS
     from facetune.training.loop import TrainConfig, fit, predict_outputs, seed_everything
@@ -102,9 +102,7 @@ def train_release(
     torch.set_num_threads(int(recipe.get("torch_threads", 2)))
     seed_everything(train_cfg.seed)
 
-    train_ages = splits["train"].age
-    context = {"target_mean": float(np.mean(train_ages)), "target_std": float(np.std(train_ages) or 1.0)}
-    context |= age_distribution_context(train_cfg.loss)
+    context = make_context(MULTITASK, splits["train"].age, loss=train_cfg.loss)
     model = build_model(recipe["family"], recipe["arch"], MULTITASK, context)
     labels = {split: {name: torch.as_tensor(np.array(arrays.labels(name))) for name in TASKS} for split, arrays in splits.items()}
 
@@ -154,7 +152,7 @@ def train_release(
         "val_at_best_epoch": {k: v for k, v in result.best_metrics.items() if k.startswith("val_")},
         "test": evaluation,
     }
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_json(out / METRICS_FILE, metrics, sort_keys=True)
     write_model_card(out, metrics)
     log(f"[release] wrote {out} in {wall / 60:.1f} min")
     return metrics

@@ -27,6 +27,7 @@ from facetune.data.ingest import LABEL_RANGES, IngestResult, Rejected, ingest
 from facetune.data.outdir import check_output_dir, replaced_atomically
 from facetune.data.split import HASH_NAME, SPLITS, assign_splits, content_hashes, duplicate_stats
 from facetune.errors import NoDataError, UsageError
+from facetune.json_files import write_json
 from facetune.settings import require_data_path
 
 MANIFEST = "manifest.json"
@@ -138,7 +139,7 @@ def prepare(
         }
         # The invariant the manifest promises; a failure here is a bug in ingest, not bad data.
         assert manifest["rows_read"] == manifest["rows_written"] + manifest["rows_rejected"], manifest
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_json(work / MANIFEST, manifest)
     return manifest
 
 

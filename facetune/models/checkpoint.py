@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from facetune.json_files import write_json
 from facetune.models.ensemble import ENSEMBLE_FILE, assemble_ensemble, read_ensemble_config
 from facetune.models.registry import build_model
 from facetune.tasks import MULTITASK, Task, get_task
@@ -46,7 +47,7 @@ def save_model(
         "context_meta": meta,
         "num_parameters": num_parameters(model),
     }
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_json(out / CONFIG_FILE, config, sort_keys=True)
 
 
 def load_model(out_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from facetune.json_files import write_json
 from facetune.models.multitask import TaskView
 from facetune.tasks import MULTITASK, Task, age_expectation, get_task
 
@@ -50,7 +51,7 @@ class Ensemble(nn.Module):
 def write_ensemble_config(out_dir: Path, task: str, members: Sequence[dict], extra: dict | None = None) -> None:
     """ensemble.json: the task and, per member, its folder (relative) and weight, plus `extra` facts."""
     config = {"family": "ensemble", "task": task, "members": list(members), **(extra or {})}
-    (Path(out_dir) / ENSEMBLE_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    write_json(Path(out_dir) / ENSEMBLE_FILE, config)
 
 
 def read_ensemble_config(out_dir: str | Path) -> dict:

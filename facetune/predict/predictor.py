@@ -18,11 +18,11 @@ import torch
 from facetune.data.images import NUM_PIXELS, SIZE
 from facetune.data.loading import pixels_to_images
 from facetune.models import load_model
+from facetune.models.inference import predict_outputs
 from facetune.models.multitask import TaskView
 from facetune.predict.choice import choose_best, read_summary
 from facetune.predict.table import prediction_frame
 from facetune.tasks import MULTITASK, TASKS
-from facetune.training.loop import forward_views
 
 #: Faces per forward pass; 48x48 inputs are small, so this is bounded by speed, not memory.
 DEFAULT_BATCH_SIZE = 256
@@ -137,29 +137,23 @@ class Predictor:
             f"{task}: {m.family} ({m.model_dir})" for task, m in self.models.items()
         )
 
-    @torch.no_grad()
     def raw_outputs(
         self,
         images: torch.Tensor,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> dict[str, np.ndarray]:
         """task -> (N, num_outputs) float32 model outputs for (N, 1, 48, 48) images in [0, 1]."""
-        chunks: dict[str, list[np.ndarray]] = {task: [] for task in self.models}
-        total = len(images)
-        for start in range(0, total, batch_size):
-            batch = images[start : start + batch_size].to(self.device)
-            shared: dict[int, torch.Tensor] = {}  # one forward pass per distinct network
-            for task, task_model in self.models.items():
-                module = task_model.module
-                network = module.model if isinstance(module, TaskView) else module
-                if id(network) not in shared:
-                    shared[id(network)] = forward_views(network, batch, self.tta_flip)
-                out = shared[id(network)]
-                chunks[task].append((out[:, module.columns] if isinstance(module, TaskView) else out).cpu().numpy())
-        return {
-            task: np.concatenate(parts) if parts else np.zeros((0, TASKS[task].num_outputs), np.float32)
-            for task, parts in chunks.items()
-        }
+        if not len(images):
+            return {task: np.zeros((0, TASKS[task].num_outputs), np.float32) for task in self.models}
+        shared: dict[int, np.ndarray] = {}  # one pass per distinct network (a multitask model answers all)
+        outputs = {}
+        for task, task_model in self.models.items():
+            module = task_model.module
+            network = module.model if isinstance(module, TaskView) else module
+            if id(network) not in shared:
+                shared[id(network)] = predict_outputs(network, images, batch_size, self.tta_flip)
+            outputs[task] = shared[id(network)][:, module.columns] if isinstance(module, TaskView) else shared[id(network)]
+        return outputs
 
     def predict_array(
         self,

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from facetune.config import flatten
+from facetune.json_files import write_json
 from facetune.tuning.trainable import MULTITASK_FAMILY, SweepData, load_training_state, model_context, pixels_to_device
 
 VAL_PREFIX = "val_"
@@ -81,8 +82,8 @@ def export_best(
     test_metrics, outputs = evaluate(task_model, task, test_x, test_y, tta_flip=bool(train_config.get("tta_flip", False)))
     test_seconds = time.perf_counter() - started
     _write_predictions(out_dir / "test_predictions.csv", task, test_split, outputs)
-    _write_json(out_dir / "test_metrics.json", test_metrics)
-    _write_json(out_dir / "best_config.json", best.config)
+    write_json(out_dir / "test_metrics.json", test_metrics)
+    write_json(out_dir / "best_config.json", best.config)
     trials = trials_table(grid, metric, task.mode, tuned_keys)
     trials.to_csv(out_dir / "trials.csv", index=False)
 
@@ -163,5 +164,3 @@ def _write_predictions(path: Path, task: Any, split: Any, outputs: np.ndarray) -
     frame.to_csv(path, index=False)
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
