@@ -26,6 +26,7 @@ are written as JPEGs into a temp dir.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -55,6 +56,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=Path, help="a sweep's results dir (default: the shipped models)")
     parser.add_argument("--family", help="with --models: this family's checkpoints")
+    parser.add_argument("--study-family", help="instead: untrained models of this family's study architectures "
+                        "(raycfg/models/paper.yaml, e.g. cnn); throughput does not depend on the weights")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of face images")
     parser.add_argument("--sizes", default="300,1000,3000,20000", help="image counts to time (first N by name)")
     parser.add_argument("--detect-images", type=int, default=100, help="files for the detection timing (0: skip)")
@@ -76,6 +79,24 @@ def image_files(folder: Path, limit: int, scratch: Path) -> list[Path]:
     print(f"{folder} not found or empty: using {limit} synthetic JPEGs", file=sys.stderr)
     write_utkface_folder(scratch / "faces", make_faces(limit, seed=0))
     return sorted((scratch / "faces").iterdir())
+
+
+def study_models(family: str, out: Path) -> dict[str, Path]:
+    """Untrained models of the study's architectures, saved as a sweep would save them."""
+    from facetune.models import build_model, make_context, save_model
+    from facetune.models.presets import load_preset
+    from facetune.tasks import TASKS
+
+    preset = load_preset("paper")[family]
+    model_dirs = {}
+    for task_name in TASKS:
+        context = make_context(task_name, [13.0, 53.0])  # any age scale: timing only
+        if family == "pca_dnn":
+            context["n_components"] = 500  # the study's PCA size; zero buffers are fine for timing
+        model = build_model(family, preset[task_name]["arch"], task_name, context)
+        model_dirs[task_name] = out / f"{family}_{task_name}"
+        save_model(model, model_dirs[task_name], family=family, task=task_name, arch=preset[task_name]["arch"])
+    return model_dirs
 
 
 def baseline_loop(predictor: Predictor, files: list[Path], batch_size: int) -> int:
@@ -103,12 +124,14 @@ def rate(run: Callable[[], int], expected: int) -> float:
     return count / seconds
 
 
-def time_paths(predictor: Predictor, files: list[Path], repeats: int, args: argparse.Namespace) -> dict[str, float]:
-    """Median images/s of the baseline loop and of facetune's local and Ray paths on `files`."""
-    runs: dict[str, list[float]] = {"baseline": [], "local": [], "ray": []}
+def time_paths(predictor: Predictor, files: list[Path], repeats: int, args: argparse.Namespace,
+               with_ray: bool) -> dict[str, float]:
+    """Median images/s of the baseline loop and of facetune's local and (`with_ray`) Ray paths on `files`."""
+    paths = (("local", False), ("ray", True))[: 2 if with_ray else 1]
+    runs: dict[str, list[float]] = {"baseline": [], **{name: [] for name, _ in paths}}
     for _ in range(repeats):
         runs["baseline"].append(rate(lambda: baseline_loop(predictor, files, args.batch_size), len(files)))
-        for path, use_ray in (("local", False), ("ray", True)):
+        for path, use_ray in paths:
             runs[path].append(rate(lambda: len(predict_images(
                 predictor, files, use_ray=use_ray, num_workers=args.workers, batch_size=args.batch_size
             ).predictions), len(files)))
@@ -153,6 +176,9 @@ def main() -> int:
         if args.models:
             predictor = Predictor.from_results(args.models, family=args.family, device="cpu")
             which = f"the sweep's best in {args.models}"
+        elif args.study_family:
+            predictor = Predictor.from_model_dirs(study_models(args.study_family, Path(scratch) / "models"), device="cpu")
+            which = f"untrained study {args.study_family} models"
         else:
             predictor = Predictor.pretrained(device="cpu")
             which = "the shipped models (Predictor.pretrained)"
@@ -162,21 +188,28 @@ def main() -> int:
               f"flip averaging {'on' if predictor.tta_flip else 'off'}, torch threads: {torch.get_num_threads()}, "
               f"images: {args.images if all_files[0].parent == args.images else 'synthetic'}")
 
-        started = time.perf_counter()
-        with ray_connection(num_cpus=args.cpus):
-            cluster_cpus = attached_cluster_cpus()
-            print(f"ray start-up: {time.perf_counter() - started:.1f} s (not counted); cluster CPUs: {cluster_cpus:g}; "
-                  f"auto takes Ray above {RAY_MIN_IMAGES} images only on a cluster with more CPUs than this machine")
+        with contextlib.ExitStack() as ray_session:
+            started = time.perf_counter()
+            try:
+                ray_session.enter_context(ray_connection(num_cpus=args.cpus))
+                cluster_cpus = attached_cluster_cpus()
+                print(f"ray start-up: {time.perf_counter() - started:.1f} s (not counted); cluster CPUs: {cluster_cpus:g}")
+            except Exception as err:  # noqa: BLE001 - an overloaded machine: still time the other paths
+                cluster_cpus = None
+                print(f"ray did not start ({str(err).splitlines()[0]}): the Ray path is not timed")
+            print(f"auto takes Ray above {RAY_MIN_IMAGES} images only on a cluster with more CPUs than this machine")
             print(f"{'images':>7} {'baseline':>9} {'local':>7} {'ray':>7}  {'local/base':>10} {'ray/base':>9}  "
                   f"auto   auto/faster  auto/base   (images/s; median of {args.repeats} up to {REPEATED_UP_TO}, else 1 run)")
             for size in sizes:
                 files = [all_files[i % len(all_files)] for i in range(size)]
-                rates = time_paths(predictor, files, args.repeats if size <= REPEATED_UP_TO else 1, args)
+                rates = time_paths(predictor, files, args.repeats if size <= REPEATED_UP_TO else 1,
+                                   args, with_ray=cluster_cpus is not None)
                 auto = "ray" if chooses_ray(size, cluster_cpus) else "local"
-                base = rates["baseline"]
-                print(f"{size:>7} {base:>9.0f} {rates['local']:>7.0f} {rates['ray']:>7.0f}  "
-                      f"{rates['local'] / base:>10.2f} {rates['ray'] / base:>9.2f}  {auto:<5}  "
-                      f"{rates[auto] / max(rates['local'], rates['ray']):>10.2f}  {rates[auto] / base:>9.2f}", flush=True)
+                base, faster = rates["baseline"], max(rates["local"], rates.get("ray", 0.0))
+                ray_cells = (f"{rates['ray']:>7.0f}", f"{rates['ray'] / base:>9.2f}") if "ray" in rates else (f"{'-':>7}", f"{'-':>9}")
+                print(f"{size:>7} {base:>9.0f} {rates['local']:>7.0f} {ray_cells[0]}  "
+                      f"{rates['local'] / base:>10.2f} {ray_cells[1]}  {auto:<5}  "
+                      f"{rates[auto] / faster:>10.2f}  {rates[auto] / base:>9.2f}", flush=True)
         if args.detect_images:
             detection_throughput(predictor, all_files[: args.detect_images], args)
     return 0
