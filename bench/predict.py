@@ -65,6 +65,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, help="Ray Data predictor actors (default: predict's own)")
     parser.add_argument("--cpus", type=int, help="CPUs for the local Ray instance (default: all)")
+    parser.add_argument("--no-ray", action="store_true", help="time the baseline and the local path only (no Ray start)")
     return parser.parse_args()
 
 
@@ -191,6 +192,8 @@ def main() -> int:
         with contextlib.ExitStack() as ray_session:
             started = time.perf_counter()
             try:
+                if args.no_ray:
+                    raise RuntimeError("--no-ray")
                 ray_session.enter_context(ray_connection(num_cpus=args.cpus))
                 cluster_cpus = attached_cluster_cpus()
                 print(f"ray start-up: {time.perf_counter() - started:.1f} s (not counted); cluster CPUs: {cluster_cpus:g}")

@@ -194,9 +194,9 @@ def _no_faces(path: Path, reason: str) -> Inputs:
 
 
 def decode_threads() -> int:
-    """Threads that decode image files: PIL and file reads release the GIL, so threads overlap
-    them; a few more than the cores keep the cores busy while others wait on the disk."""
-    return min(DECODE_MAX_THREADS, 2 * (os.cpu_count() or 1))
+    """Threads that decode image files: one per core (PIL and file reads release the GIL); more
+    would take cores from the forward passes that run beside them."""
+    return min(DECODE_MAX_THREADS, os.cpu_count() or 1)
 
 
 def decode_images(

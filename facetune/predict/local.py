@@ -27,19 +27,16 @@ def local_raw_outputs(
     rejects: list[Reject] = []
 
     def readable_batches() -> Iterator[tuple[int, np.ndarray]]:
-        if inputs.pixels is not None:
-            decoded: Iterable = ((start, inputs.pixels[start : start + batch_size], None, None)
+        if inputs.pixels is not None:  # decoded faces: every row is readable
+            decoded: Iterable = ((start, inputs.pixels[start : start + batch_size],
+                                  np.ones(min(batch_size, total - start), bool), None)
                                  for start in range(0, total, batch_size))
         else:
             decoded = iter_decoded(inputs.paths, batch_size, threads)
         for start, pixels, ok, reasons in decoded:
-            if ok is None:
-                kept.append(np.arange(start, start + len(pixels)))
-                yield start + len(pixels), pixels
-                continue
             rejects.extend(Reject(inputs.sources[start + i], reasons[i]) for i in np.flatnonzero(~ok))
             kept.append(start + np.flatnonzero(ok))
-            yield start + len(ok), pixels[ok]
+            yield start + len(ok), pixels if ok.all() else pixels[ok]
 
     outputs = predict_batches(predictor, readable_batches(), total, progress)
     return (np.concatenate(kept) if kept else np.zeros(0, np.int64)), outputs, rejects
