@@ -84,7 +84,7 @@ def make_context(task: "Task | str", train_targets: Any = None, pca: Any = None,
     context: dict = {}
     if task == MULTITASK or get_task(task).kind == "regression":
         if train_targets is None:
-            raise ValueError(f"task {getattr(task, 'name', task)}: the builder needs the training ages for their mean/std")
+            raise ValueError(f"task {getattr(task, 'name', task)}: the builder needs the training targets for their mean/std")
         values = np.asarray(train_targets.cpu() if isinstance(train_targets, torch.Tensor) else train_targets, float)
         context["target_mean"] = float(values.mean())
         context["target_std"] = float(values.std()) or 1.0
