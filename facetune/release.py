@@ -10,7 +10,6 @@ rerun reuses finished members.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -21,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
+from facetune.json_files import write_json
 from facetune.release_card import CARD_FILE, write_model_card
 from facetune.schema import ENSEMBLE_CONFIG_FILE, MAX_AGE, MODEL_CONFIG_FILE, SPLITS, PreparedManifest
 
@@ -167,7 +167,7 @@ def train_release(
         "val": evaluate(ensemble, "val", True)["overall"],
         "test": evaluation,
     }
-    (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_json(staging / METRICS_FILE, metrics, sort_keys=True)
     write_model_card(staging, metrics)
     _swap_in(staging, out)
     log(f"[release] wrote {out} ({len(members)} members) in {wall / 60:.1f} min")
@@ -181,17 +181,14 @@ def _train_member(
     """Train (or resume, or reuse when finished) one seed's model; returns it with its fit figures."""
     import torch
 
-    from facetune.models import build_model
-    from facetune.models.registry import age_distribution_context
+    from facetune.models import build_model, make_context
     from facetune.tasks import MULTITASK, TASKS
     from facetune.training.loop import TrainConfig, fit, seed_everything
 
     train_cfg = TrainConfig.from_dict({**member["train"], **({"epochs": epochs} if epochs else {})})
     seed = train_cfg.seed
     seed_everything(seed)
-    train_ages = splits["train"].age
-    context = {"target_mean": float(np.mean(train_ages)), "target_std": float(np.std(train_ages) or 1.0)}
-    context |= age_distribution_context(train_cfg.loss)
+    context = make_context(MULTITASK, splits["train"].age, loss=train_cfg.loss)
     model = build_model(member["family"], member["arch"], MULTITASK, context)
     labels = {split: {name: torch.as_tensor(np.array(arrays.labels(name))) for name in TASKS} for split, arrays in splits.items()}
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from facetune.json_files import json_text, write_json
+
 
 def is_uri(location: str | Path) -> bool:
     return "://" in str(location)
@@ -46,18 +48,13 @@ class ResultsStore:
             pafs.copy_files(str(self._staging / relative), target, destination_filesystem=self._fs)
 
     def write_json(self, relative: str, payload: Any) -> None:
-        text = json.dumps(payload, indent=2, default=_json_default)
         if self.remote:
             target = f"{self._base}/{relative}"
             self._fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-            with self._fs.open_output_stream(target) as stream:
-                stream.write(text.encode())
+            with self._fs.open_output_stream(target) as stream:  # object stores publish whole objects
+                stream.write(json_text(payload).encode())
         else:
-            target = self._staging / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(target.suffix + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(target)  # atomic: a killed driver never leaves half a summary
+            write_json(self._staging / relative, payload)  # atomic: a killed driver never leaves half a summary
 
     def read_json(self, relative: str, default: Any = None) -> Any:
         path = f"{self._base}/{relative}"
@@ -69,12 +66,3 @@ class ResultsStore:
     def child(self, relative: str) -> str:
         """The location (path or URI) of `relative` under the root."""
         return f"{self.root}/{relative}"
-
-
-def _json_default(value: Any) -> Any:
-    # numpy scalars and arrays sneak into configs and metrics.
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -7,7 +7,8 @@ import pytest
 
 from facetune.cli import main
 from facetune.data.loading import load_split
-from facetune.predict.predictor import Predictor, choose_best, read_summary
+from facetune.predict.choice import choose_best, read_summary
+from facetune.predict.predictor import Predictor
 from facetune.schema import SummaryEntry, SweepRecord
 from facetune.tuning.final_fit import FINAL_FIT_FAMILY, TRAINED_ON, final_fit
 

@@ -54,6 +54,16 @@ def test_age_needs_the_training_targets():
         make_context("age")
 
 
+def test_one_context_builder_serves_single_task_multitask_and_distribution_losses():
+    from facetune.models.registry import AGE_BINS
+    from facetune.tasks import MULTITASK
+
+    assert make_context("gender", [10, 30, 50]) == {}
+    assert make_context(MULTITASK, [10, 30, 50]) == {"target_mean": 30.0, "target_std": pytest.approx(np.std([10, 30, 50]))}
+    assert make_context(MULTITASK, [10, 30, 50], loss="dldl")["age_bins"] == AGE_BINS
+    assert "age_bins" not in make_context("age", [10, 30, 50], loss="mse")
+
+
 def test_cnn_blocks_follow_the_arch():
     model = build_model(
         "cnn",

@@ -11,7 +11,8 @@ from PIL import Image
 from facetune.cli import run_command
 from facetune.commands import predict as predict_command
 from facetune.data.images import load_gray48
-from facetune.predict import Predictor, evaluate, gather_inputs, prediction_columns
+from facetune.predict import Predictor, evaluate, gather_inputs, predict_images, predict_inputs, prediction_columns
+from facetune.predict.run import RAY_MIN_IMAGES, chooses_ray
 from predict_fixture import build_results_dir
 from synthetic import make_faces
 
@@ -73,7 +74,7 @@ def test_from_results_names_what_exists_for_an_unknown_family(results_dir):
 
 
 def test_images_give_one_row_per_readable_file_and_report_the_rest(predictor, image_folder):
-    result = predictor.predict_images(sorted(image_folder.glob("*.*")), use_ray=False)
+    result = predict_images(predictor, sorted(image_folder.glob("*.*")), use_ray=False)
     frame = result.predictions
     assert list(frame.columns) == EXPECTED_COLUMNS
     assert [name.rsplit("/", 1)[-1] for name in frame["source"]] == [
@@ -89,7 +90,7 @@ def test_images_give_one_row_per_readable_file_and_report_the_rest(predictor, im
 
 def test_images_are_preprocessed_as_in_training(predictor, image_folder):
     files = sorted(image_folder.glob("*.png"))
-    from_files = predictor.predict_images(files, use_ray=False).predictions
+    from_files = predict_images(predictor, files, use_ray=False).predictions
     decoded = np.stack([load_gray48(f) for f in files])
     from_array = predictor.predict_array(decoded, sources=[str(f) for f in files])
     pd.testing.assert_frame_equal(from_files, from_array)
@@ -98,8 +99,45 @@ def test_images_are_preprocessed_as_in_training(predictor, image_folder):
 def test_progress_is_reported_until_every_input_is_done(predictor, image_folder):
     calls = []
     files = sorted(image_folder.glob("*.*"))
-    predictor.predict_images(files, use_ray=False, batch_size=2, progress=lambda done, total: calls.append((done, total)))
+    predict_images(predictor, files, use_ray=False, batch_size=2, progress=lambda done, total: calls.append((done, total)))
     assert calls == [(2, 6), (4, 6), (6, 6)]
+
+
+def test_threaded_decoding_gives_the_serial_result_in_input_order(image_folder):
+    from facetune.predict.inputs import decode_images, iter_decoded
+
+    files = sorted(image_folder.glob("*.*")) * 3
+    pixels, ok, reasons = decode_images(files)
+    threaded = decode_images(files, threads=4)
+    chunks = list(iter_decoded(files, chunk=4, threads=3))
+    assert [start for start, *_ in chunks] == list(range(0, len(files), 4))
+    chunked = (np.concatenate([c[1] for c in chunks]), np.concatenate([c[2] for c in chunks]),
+               [reason for c in chunks for reason in c[3]])
+    for got in (threaded, chunked):
+        np.testing.assert_array_equal(got[0], pixels)
+        np.testing.assert_array_equal(got[1], ok)
+        assert got[2] == reasons
+    assert ok.sum() == 12 and reasons.count("truncated image") == 3
+
+
+def test_local_path_keeps_input_order_across_batches_and_rejects(predictor, image_folder):
+    files = sorted(image_folder.glob("*.*"))
+    result = predict_images(predictor, files, use_ray=False, batch_size=2)
+    readable = [i for i, f in enumerate(files) if f.name not in ("e_corrupt.jpg", "notes.txt")]
+    assert list(result.predictions.index) == readable
+    expected = predictor.predict_array(np.stack([load_gray48(files[i]) for i in readable]),
+                                       sources=[str(files[i]) for i in readable])
+    pd.testing.assert_frame_equal(result.predictions.reset_index(drop=True), expected)
+
+
+@pytest.mark.parametrize("inputs, cluster_cpus, expected", [
+    (RAY_MIN_IMAGES + 1, None, False),        # no Ray cluster attached
+    (RAY_MIN_IMAGES + 1, 1, False),           # a cluster no larger than this machine
+    (RAY_MIN_IMAGES, 10_000, False),          # too few inputs to pay for the actor pool
+    (RAY_MIN_IMAGES + 1, 10_000, True),
+])
+def test_auto_choice_takes_ray_only_for_many_inputs_on_a_larger_cluster(inputs, cluster_cpus, expected):
+    assert chooses_ray(inputs, cluster_cpus) is expected
 
 
 def test_predict_array_accepts_both_layouts_and_unit_floats(predictor, test_faces):
@@ -132,7 +170,7 @@ def test_cli_writes_the_numbers_of_the_python_api(predictor, results_dir, image_
     assert run_cli([str(image_folder), "--models", str(results_dir), "--out", str(out), "--quiet", "--no-ray",
                     "--faces", "whole"]) == 0
     written = pd.read_csv(out)
-    api = predictor.predict_images(sorted(image_folder.glob("*.*")), use_ray=False).predictions
+    api = predict_images(predictor, sorted(image_folder.glob("*.*")), use_ray=False).predictions
     pd.testing.assert_frame_equal(written, api.reset_index(drop=True), atol=1e-6)
     rejects = pd.read_csv(tmp_path / "preds.rejects.csv")
     assert sorted(rejects["source"].str.rsplit("/", n=1).str[-1]) == ["e_corrupt.jpg", "notes.txt"]
@@ -140,8 +178,8 @@ def test_cli_writes_the_numbers_of_the_python_api(predictor, results_dir, image_
 
 def test_ray_data_path_gives_the_plain_loop_numbers(predictor, image_folder, ray_session):
     files = sorted(image_folder.glob("*.*"))
-    plain = predictor.predict_images(files, use_ray=False)
-    batched = predictor.predict_images(files, use_ray=True, num_workers=1, batch_size=2)
+    plain = predict_images(predictor, files, use_ray=False)
+    batched = predict_images(predictor, files, use_ray=True, num_workers=1, batch_size=2)
     pd.testing.assert_frame_equal(batched.predictions, plain.predictions, atol=1e-5)
     assert sorted(batched.rejects, key=str) == sorted(plain.rejects, key=str)
 
@@ -151,9 +189,28 @@ def test_ray_data_path_on_decoded_faces_keeps_input_order(predictor, test_faces,
 
     pixels = test_faces["pixels"]
     inputs = Inputs(sources=[f"face{i}" for i in range(len(pixels))], pixels=pixels)
-    batched = predictor.predict_inputs(inputs, use_ray=True, num_workers=1, batch_size=5).predictions
+    batched = predict_inputs(predictor, inputs, use_ray=True, num_workers=1, batch_size=5).predictions
     plain = predictor.predict_array(pixels, sources=inputs.sources)
     pd.testing.assert_frame_equal(batched, plain, atol=1e-5)
+
+
+def test_ray_actor_blocks_merged_out_of_order_give_the_local_numbers_in_input_order(predictor, image_folder):
+    """The Ray path's own work (an actor decoding and predicting blocks, the driver merging them),
+    without a Ray cluster: blocks are handed over in reverse, as finished actors may return them."""
+    from facetune.predict.batch import PredictBatch, merged_blocks
+
+    files = sorted(image_folder.glob("*.*"))
+    actor = PredictBatch({t: str(d) for t, d in predictor.model_dirs.items()}, batch_size=2)
+    blocks = [{"position": np.arange(start, min(start + 4, len(files))),
+               "path": np.asarray([str(f) for f in files[start : start + 4]], dtype=object)}
+              for start in range(0, len(files), 4)]
+    positions, outputs, rejects = merged_blocks([actor(block) for block in reversed(blocks)],
+                                                [str(f) for f in files], predictor.tasks)
+    local = predict_images(predictor, files, use_ray=False)
+    np.testing.assert_array_equal(positions, local.predictions.index.to_numpy())
+    for task in predictor.tasks:
+        np.testing.assert_allclose(outputs[task], local.outputs[task], atol=1e-5)
+    assert rejects == local.rejects
 
 
 def test_utkface_names_give_labels(utkface_folder, faces):
@@ -184,7 +241,7 @@ def test_evaluate_on_prepared_test_split_reproduces_the_sweep_test_figures(prepa
     results = build_results_dir(tmp_path / "results", test.pixels, labels)
     predictor = Predictor.from_results(results, device="cpu")
     inputs = gather_inputs([prepared_data], split="test", with_labels=True)
-    table = evaluate(predictor, predictor.predict_inputs(inputs, use_ray=False), inputs.labels)
+    table = evaluate(predictor, predict_inputs(predictor, inputs, use_ray=False), inputs.labels)
     assert set(table["n"]) == {len(test)}
     np.testing.assert_allclose(table["value"], table["sweep_test"], rtol=1e-6, equal_nan=True)
 

@@ -17,6 +17,7 @@ from scipy import linalg
 from torch import nn
 
 from facetune.cgan.models import to_unit
+from facetune.models.inference import predict_outputs
 
 
 def last_linear(model: nn.Module) -> nn.Linear:
@@ -27,7 +28,6 @@ def last_linear(model: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
-@torch.no_grad()
 def predict_with_features(
     regressor: nn.Module, images: torch.Tensor, batch_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -35,12 +35,11 @@ def predict_with_features(
     captured: list[torch.Tensor] = []
     hook = last_linear(regressor).register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0].detach()))
     try:
-        regressor.eval()
-        ages = [regressor(images[i : i + batch_size]).reshape(-1) for i in range(0, len(images), batch_size)]
+        ages = predict_outputs(regressor, images, batch_size).reshape(-1)
     finally:
         hook.remove()
     features = torch.cat([c.flatten(1) for c in captured]).double().cpu().numpy()
-    return torch.cat(ages).double().cpu().numpy(), features
+    return ages.astype(np.float64), features
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from facetune.cluster.local_head import free_ports
 from facetune.cluster.trial_log import read_trial_reports
+from facetune.json_files import write_json
 
 DRILL_REPORT = "drill.json"
 # Notice a dead node within ~2 s instead of Ray's default ~30 s, so its trials are rescheduled
@@ -129,7 +130,7 @@ def run_drill(profile: str | dict[str, Any], data: str | os.PathLike[str], resul
         }
         if remover is not None and remover.error is not None:
             raise RuntimeError(f"the node remover failed: {remover.error!r}") from remover.error
-        (results / DRILL_REPORT).write_text(json.dumps(report, indent=2))
+        write_json(results / DRILL_REPORT, report)
         return report
     finally:
         if remover is not None:

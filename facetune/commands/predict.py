@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from facetune.errors import NoDataError, OutputError, UsageError, one_line, path_text
-from facetune.predict.predictor import DEFAULT_BATCH_SIZE, RAY_MIN_IMAGES
+from facetune.predict.predictor import DEFAULT_BATCH_SIZE
+from facetune.predict.run import RAY_MIN_IMAGES, attached_cluster_cpus, chooses_ray
 from facetune.schema import SPLITS
 
 #: Rejects listed on the terminal; all of them go to the rejects CSV.
@@ -46,11 +47,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--split", choices=SPLITS, help="prepared Parquet input: this split only")
     parser.add_argument(
         "--ray", action=argparse.BooleanOptionalAction, default=None,
-        help=f"force (or forbid) Ray Data batch inference; default: Ray above {RAY_MIN_IMAGES} inputs",
+        help=f"force (or forbid) Ray Data batch inference; default: Ray above {RAY_MIN_IMAGES} inputs on a Ray "
+             "cluster with more CPUs than this machine ($RAY_ADDRESS), else the local path",
     )
     parser.add_argument("--workers", type=int, help="Ray Data predictor actors (default: one per GPU, else one per CPU, at most 8)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="faces per forward pass")
-    parser.add_argument("--device", help="torch device for the plain loop (default: cuda when present)")
+    parser.add_argument("--device", help="torch device for the local path (default: cuda when present)")
     parser.add_argument(
         "--faces", choices=("auto", "detect", "whole"), default="auto",
         help="detect: find and align the faces in every image; whole: each image is one face crop "
@@ -107,7 +109,8 @@ def check_out(out: Path, inputs: list[str]) -> None:
 
 def load_predictor(args: argparse.Namespace):
     """The shipped models, or the sweep's best; a missing or damaged results directory is a user error."""
-    from facetune.predict.predictor import Predictor, read_summary
+    from facetune.predict.choice import read_summary
+    from facetune.predict.predictor import Predictor
 
     if args.models is None:
         try:
@@ -137,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     from facetune.predict.evaluate import evaluate, format_evaluation
     from facetune.predict.inputs import gather_inputs
     from facetune.predict.photos import needs_detection, predict_photos
+    from facetune.predict.run import predict_inputs
 
     if args.about:
         from facetune.release import PRETRAINED_DIR
@@ -158,8 +162,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = gather_inputs(args.inputs, split=args.split, with_labels=args.evaluate)
     predictor = load_predictor(args)
     print(f"models:\n{predictor.describe()}", file=sys.stderr)
-    mode = "Ray Data" if (args.ray if args.ray is not None else len(inputs) > RAY_MIN_IMAGES) else "plain loop"
-    print(f"inputs: {len(inputs)} ({mode})", file=sys.stderr)
+    use_ray = args.ray if args.ray is not None else chooses_ray(len(inputs), attached_cluster_cpus())
+    print(f"inputs: {len(inputs)} ({'Ray Data' if use_ray else 'local path'})", file=sys.stderr)
 
     progress = None if args.quiet else ProgressLine()
     if inputs.paths is not None and (args.annotate or needs_detection(inputs.paths, args.faces)):
@@ -167,8 +171,8 @@ def run(args: argparse.Namespace) -> int:
         result = predict_photos(predictor, inputs.paths, args.faces, args.batch_size, progress, args.annotate)
         result.rejects[:0] = inputs.rejects
     else:
-        result = predictor.predict_inputs(
-            inputs, use_ray=args.ray, num_workers=args.workers, batch_size=args.batch_size, progress=progress,
+        result = predict_inputs(
+            predictor, inputs, use_ray=use_ray, num_workers=args.workers, batch_size=args.batch_size, progress=progress,
         )
     if args.out is not None:
         write_outputs(result, args.out)

@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetune.predict.predictor import read_summary
+    from facetune.predict.choice import read_summary
     from facetune.serve.app import APP_NAME, ServeSettings, build_app
 
     # Refuse a bad --models here, in one line, rather than as a replica crash loop later.

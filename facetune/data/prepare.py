@@ -12,7 +12,6 @@ readers skip: `pandas.read_parquet(DIR)`, `pyarrow.dataset.dataset(DIR)` and
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from facetune.data.ingest import IngestResult, Rejected, ingest
 from facetune.data.outdir import check_output_dir, replaced_atomically
 from facetune.data.split import HASH_NAME, assign_splits, content_hashes, duplicate_stats
 from facetune.errors import NoDataError, UsageError
+from facetune.json_files import write_json
 from facetune.schema import (
     LABEL_RANGES,
     NUM_PIXELS,
@@ -135,7 +135,7 @@ def prepare(
         ).to_dict()
         # The invariant the manifest promises; a failure here is a bug in ingest, not bad data.
         assert manifest["rows_read"] == manifest["rows_written"] + manifest["rows_rejected"], manifest
-        (work / PREPARED_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_json(work / PREPARED_MANIFEST, manifest)
     return manifest
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from facetune.json_files import write_json
+from facetune.models.ensemble import assemble_ensemble, read_ensemble_config
 from facetune.models.registry import build_model
 from facetune.schema import ENSEMBLE_CONFIG_FILE, MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE
 from facetune.tasks import MULTITASK, Task, get_task
@@ -43,7 +45,7 @@ def save_model(
         "context_meta": meta,
         "num_parameters": num_parameters(model),
     }
-    (out / MODEL_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_json(out / MODEL_CONFIG_FILE, config, sort_keys=True)
 
 
 def load_model(out_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -52,10 +54,10 @@ def load_model(out_dir: str | Path, map_location: str | torch.device = "cpu") ->
     A folder written as an ensemble (ensemble.json) loads as one Ensemble module.
     """
     out = Path(out_dir)
-    from facetune.models.ensemble import load_ensemble
-
     if (out / ENSEMBLE_CONFIG_FILE).is_file():
-        return load_ensemble(out, map_location)
+        config = read_ensemble_config(out)
+        members = [load_model(out / member["dir"], map_location) for member in config["members"]]
+        return assemble_ensemble(config, members).to(map_location).eval(), config
     config_path, weights_path = out / MODEL_CONFIG_FILE, out / MODEL_WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.is_file():

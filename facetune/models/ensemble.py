@@ -19,8 +19,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from facetune.json_files import write_json
+from facetune.models.multitask import TaskView
 from facetune.schema import ENSEMBLE_CONFIG_FILE
-from facetune.tasks import Task, age_expectation, get_task
+from facetune.tasks import MULTITASK, Task, age_expectation, get_task
 MEMBERS_DIR = "members"
 
 
@@ -84,23 +86,22 @@ class MultiTaskEnsemble(nn.Module):
 def write_ensemble_config(out_dir: Path, task: str, members: Sequence[dict], extra: dict | None = None) -> None:
     """ensemble.json: the task and, per member, its folder (relative) and weight, plus `extra` facts."""
     config = {"family": "ensemble", "task": task, "members": list(members), **(extra or {})}
-    (Path(out_dir) / ENSEMBLE_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    write_json(Path(out_dir) / ENSEMBLE_CONFIG_FILE, config)
 
 
-def load_ensemble(out_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    from facetune.models.checkpoint import load_model
-    from facetune.models.multitask import TaskView
-    from facetune.tasks import MULTITASK
+def read_ensemble_config(out_dir: str | Path) -> dict:
+    """ensemble.json of a saved ensemble: the task and its members' folders and weights."""
+    return json.loads((Path(out_dir) / ENSEMBLE_CONFIG_FILE).read_text())
 
-    out = Path(out_dir)
-    config = json.loads((out / ENSEMBLE_CONFIG_FILE).read_text())
+
+def assemble_ensemble(config: dict, members: Sequence[tuple[nn.Module, dict]]) -> nn.Module:
+    """The Ensemble of `config` from its loaded members ((module, model_config) in config order).
+
+    Loading the members is facetune.models.checkpoint's job, so the two modules import one way.
+    """
     weights = [m["weight"] for m in config["members"]]
     if config["task"] == MULTITASK:
-        members = [load_model(out / member["dir"], map_location)[0] for member in config["members"]]
-        return MultiTaskEnsemble(members, weights).to(map_location).eval(), config
-    modules = []
-    for member in config["members"]:
-        module, member_config = load_model(out / member["dir"], map_location)
-        modules.append(TaskView(module, config["task"]) if member_config["task"] == MULTITASK else module)
-    ensemble = Ensemble(modules, weights, config["task"])
-    return ensemble.to(map_location).eval(), config
+        return MultiTaskEnsemble([module for module, _ in members], weights)
+    modules = [TaskView(module, config["task"]) if member_config["task"] == MULTITASK else module
+               for module, member_config in members]
+    return Ensemble(modules, weights, config["task"])

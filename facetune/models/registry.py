@@ -80,16 +80,22 @@ def age_distribution_context(loss_name: str | None) -> dict:
     return {"age_bins": AGE_BINS} if loss_name in DISTRIBUTION_LOSSES else {}
 
 
-def make_context(task: "Task | str", train_targets: Any = None, pca: Any = None) -> dict:
-    """The `context` a builder needs, from the training labels (age mean/std) and a fitted PCA."""
-    task = get_task(task)
+def make_context(task: "Task | str", train_targets: Any = None, pca: Any = None, loss: str | None = None) -> dict:
+    """The `context` a builder needs: the age scaling (mean/std of the training ages) when `task`
+    is age or MULTITASK, age bins when `loss` is a distribution loss, and a fitted PCA if given.
+
+    The one place a model's context is made: sweeps, the release, the GAN's regressor and tests.
+    """
+    from facetune.tasks import MULTITASK
+
     context: dict = {}
-    if task.kind == "regression":
+    if task == MULTITASK or get_task(task).kind == "regression":
         if train_targets is None:
-            raise ValueError(f"task {task.name}: the builder needs the training targets for their mean/std")
+            raise ValueError(f"task {getattr(task, 'name', task)}: the builder needs the training targets for their mean/std")
         values = np.asarray(train_targets.cpu() if isinstance(train_targets, torch.Tensor) else train_targets, float)
         context["target_mean"] = float(values.mean())
         context["target_std"] = float(values.std()) or 1.0
+        context.update(age_distribution_context(loss))
     if pca is not None:
         context["pca"] = pca
     return context

@@ -1,23 +1,21 @@
-"""Predicting with a sweep's models: the Predictor API and Ray Data batch inference.
+"""Predicting with a sweep's models (or the shipped ones): the Predictor API and batch inference.
 
-    from facetune.predict import Predictor
+    from facetune.predict import Predictor, predict_images
     predictor = Predictor.from_results("runs/results")          # best model per task (by val)
-    result = predictor.predict_images(["face.jpg", "other.png"])
+    result = predict_images(predictor, ["face.jpg", "other.png"])
     result.predictions   # DataFrame: source, age, gender, gender_prob_female, ethnicity, prob_*
     result.rejects       # [Reject(source, reason)] for unreadable files
     predictor.predict_array(pixels)  # (N, 48, 48) / (N, 2304) uint8 or float in [0, 1]
+
+Modules import one way: inputs -> table -> predictor (loading, choice.py picks the models)
+-> local (this process) and batch (Ray Data) -> run (chooses the path) -> facetune.commands.predict.
 """
+from facetune.predict.choice import choose_best, read_summary
 from facetune.predict.evaluate import evaluate, format_evaluation
-from facetune.predict.inputs import Inputs, gather_inputs
-from facetune.predict.predictor import (
-    RAY_MIN_IMAGES,
-    Predictor,
-    PredictionResult,
-    Reject,
-    choose_best,
-    prediction_columns,
-    read_summary,
-)
+from facetune.predict.inputs import Inputs, Reject, gather_inputs
+from facetune.predict.predictor import Predictor
+from facetune.predict.run import RAY_MIN_IMAGES, predict_images, predict_inputs
+from facetune.predict.table import PredictionResult, prediction_columns
 
 __all__ = [
     "RAY_MIN_IMAGES",
@@ -29,6 +27,8 @@ __all__ = [
     "evaluate",
     "format_evaluation",
     "gather_inputs",
+    "predict_images",
+    "predict_inputs",
     "prediction_columns",
     "read_summary",
 ]

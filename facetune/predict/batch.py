@@ -1,7 +1,10 @@
-"""Ray Data batch inference: decode in tasks, predict in an actor pool (one GPU each when present).
+"""The Ray Data path: one actor pool that decodes and predicts (one GPU per actor when present).
 
 Actors load the models once from the same model directories as the driver's Predictor and call
-the same `Predictor.raw_outputs`, so the Ray path gives the numbers of the plain loop.
+the same `Predictor.raw_outputs`, so the Ray path gives the numbers of the local path. Each actor
+decodes its own blocks of file paths (a few threads, as the local path does): one stage instead
+of decode tasks feeding actors, so decoded pixels never travel through the object store, and
+blocks are large so that per-block scheduling stays small next to the work.
 """
 from __future__ import annotations
 
@@ -16,40 +19,38 @@ import pyarrow as pa
 import torch
 from ray.data.extensions import ArrowTensorArray
 
-from facetune.predict.inputs import Inputs, decode_images
-from facetune.predict.predictor import (
-    DEFAULT_BATCH_SIZE,
-    Predictor,
-    ProgressCallback,
-    Reject,
-    pixels_to_tensor,
-)
+from facetune.predict.inputs import Inputs, Reject, decode_images, decode_threads
+from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback, pixels_to_tensor
 from facetune.schema import NUM_PIXELS
 
-#: Most rows per Ray Data block (fewer when needed to give every actor several blocks).
-ROWS_PER_BLOCK = 512
+#: Most rows per Ray Data block (fewer when needed to give every actor a few blocks).
+ROWS_PER_BLOCK = 2048
+#: Blocks per actor at least, so that the pool shares the work evenly and progress moves.
+BLOCKS_PER_ACTOR = 2
+#: Decoding threads in a CPU actor: it holds one core; a second thread covers disk waits.
+CPU_ACTOR_DECODE_THREADS = 2
 
 
-def _decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Ray Data task: image paths -> 48x48 gray pixels, with a reason for each unreadable file."""
-    pixels, _, reasons = decode_images(list(batch["path"]))
-    return {"position": batch["position"], "pixels": pixels, "error": np.asarray(reasons, dtype=object)}
-
-
-class _PredictBatch:
-    """Ray Data actor: holds the models and turns pixels into raw outputs per task."""
+class PredictBatch:
+    """Ray Data actor: holds the models; decodes a block's files (when given paths) and returns
+    each task's raw outputs, with NaN rows and a reason for the files that could not be read."""
 
     def __init__(self, model_dirs: dict[str, str], batch_size: int, tta_flip: bool = False) -> None:
-        # Actors share the node's cores; one torch thread each avoids oversubscription.
-        if not torch.cuda.is_available():
+        on_gpu = torch.cuda.is_available()
+        # CPU actors share the node's cores; one torch thread each avoids oversubscription.
+        if not on_gpu:
             torch.set_num_threads(1)
+        self.decode_threads = decode_threads() if on_gpu else CPU_ACTOR_DECODE_THREADS
         self.predictor = Predictor.from_model_dirs(model_dirs, tta_flip=tta_flip)
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        readable = np.asarray([not e for e in batch["error"]], dtype=bool)
-        result = {"position": batch["position"], "error": batch["error"]}
-        outputs = self.predictor.raw_outputs(pixels_to_tensor(batch["pixels"][readable]), self.batch_size)
+        if "path" in batch:
+            pixels, readable, reasons = decode_images(list(batch["path"]), self.decode_threads)
+        else:
+            pixels, readable, reasons = batch["pixels"], np.ones(len(batch["position"]), bool), [""] * len(batch["position"])
+        result = {"position": batch["position"], "error": np.asarray(reasons, dtype=object)}
+        outputs = self.predictor.raw_outputs(pixels_to_tensor(pixels[readable]), self.batch_size)
         for task, values in outputs.items():
             # Unreadable rows keep NaN outputs; the driver drops them by `error`.
             column = np.full((len(readable), values.shape[1]), np.nan, dtype=np.float32)
@@ -126,8 +127,7 @@ def _blocks(inputs: Inputs, rows_per_block: int) -> list[pa.Table]:
         else:
             # Ray's tensor column, so batches arrive as one (N, 2304) array.
             pixels = ArrowTensorArray.from_numpy(np.ascontiguousarray(inputs.pixels[start:stop]).reshape(-1, NUM_PIXELS))
-            empty = pa.array([""] * (stop - start), pa.string())
-            tables.append(pa.table({"position": position, "pixels": pixels, "error": empty}))
+            tables.append(pa.table({"position": position, "pixels": pixels}))
     return tables
 
 
@@ -152,20 +152,15 @@ def ray_raw_outputs(
         gpus = _gpus_available()
         if num_workers is None:
             num_workers = default_num_workers(gpus, ray.available_resources().get("CPU", 1))
-        # Several blocks per actor so that the pool shares the work and progress moves.
-        rows_per_block = max(1, min(ROWS_PER_BLOCK, math.ceil(total / (4 * num_workers))))
-        dataset = ray.data.from_arrow(_blocks(inputs, rows_per_block))
-        if inputs.paths is not None:
-            # Decoding is stateless: plain Ray tasks (fused into the actors when they run on CPU).
-            dataset = dataset.map_batches(_decode_batch, batch_size=batch_size, batch_format="numpy")
-        dataset = dataset.map_batches(
-            _PredictBatch,
+        rows_per_block = max(1, min(ROWS_PER_BLOCK, math.ceil(total / (BLOCKS_PER_ACTOR * num_workers))))
+        dataset = ray.data.from_arrow(_blocks(inputs, rows_per_block)).map_batches(
+            PredictBatch,
             fn_constructor_kwargs={
                 "model_dirs": {t: str(d) for t, d in predictor.model_dirs.items()},
                 "batch_size": batch_size,
                 "tta_flip": predictor.tta_flip,
             },
-            batch_size=batch_size,
+            batch_size=rows_per_block,  # a whole block per call; raw_outputs batches the forward passes
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=num_workers),
             num_gpus=1 if gpus >= 1 else 0,
@@ -174,14 +169,21 @@ def ray_raw_outputs(
             parts.append(batch)
             if progress is not None:
                 progress(sum(len(p["position"]) for p in parts), total)
+    return merged_blocks(parts, inputs.sources, predictor.tasks)
+
+
+def merged_blocks(
+    parts: list[dict[str, np.ndarray]], sources: list[str], tasks: tuple[str, ...]
+) -> tuple[np.ndarray, dict[str, np.ndarray], list[Reject]]:
+    """The actors' output blocks (in any order) -> (positions, task -> outputs, rejects) in input order."""
     merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     order = np.argsort(merged["position"], kind="stable")
     merged = {key: values[order] for key, values in merged.items()}
     readable = np.asarray([not e for e in merged["error"]], dtype=bool)
     rejects = [
-        Reject(inputs.sources[int(pos)], str(err))
+        Reject(sources[int(pos)], str(err))
         for pos, err in zip(merged["position"][~readable], merged["error"][~readable])
     ]
-    outputs = {task: merged[f"out_{task}"][readable] for task in predictor.tasks}
+    outputs = {task: merged[f"out_{task}"][readable] for task in tasks}
     return merged["position"][readable], outputs, rejects
 

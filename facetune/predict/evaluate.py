@@ -5,7 +5,8 @@ import math
 
 import pandas as pd
 
-from facetune.predict.predictor import Predictor, PredictionResult
+from facetune.predict.predictor import Predictor
+from facetune.predict.table import PredictionResult
 from facetune.tasks import TASKS
 
 #: The figures `facetune predict --evaluate` prints per task (all of task.metrics are computed).

@@ -7,9 +7,11 @@ them (UTKFace file names, CSV columns, Parquet columns) so that `--evaluate` can
 from __future__ import annotations
 
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,12 +20,21 @@ from facetune.data.images import ImageDecodeError, load_gray48
 from facetune.data.ingest import SourceFormatError, parse_utkface_name, read_faces_csv
 from facetune.data.walk import walk_files
 from facetune.errors import InputNotFoundError, InvalidInputError
-from facetune.predict.predictor import Reject
 from facetune.schema import NUM_PIXELS, SPLITS, TASK_NAMES, is_any_prepared_dir
+
+@dataclass(frozen=True)
+class Reject:
+    """An input that produced no prediction, and why."""
+
+    source: str
+    reason: str
+
 
 #: Files taken from folders; other files there are reported as skipped (named files are always tried).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LABEL_COLUMNS = TASK_NAMES
+#: Most decoding threads (see decode_threads).
+DECODE_MAX_THREADS = 8
 
 
 @dataclass
@@ -179,15 +190,59 @@ def _no_faces(path: Path, reason: str) -> Inputs:
     )
 
 
-def decode_images(paths: Sequence[str | os.PathLike[str]]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Decode files exactly as training did: ((N, 2304) uint8, (N,) bool ok, (N,) reason or "")."""
-    pixels = np.zeros((len(paths), NUM_PIXELS), dtype=np.uint8)
-    ok = np.zeros(len(paths), dtype=bool)
-    reasons = [""] * len(paths)
-    for i, path in enumerate(paths):
-        try:
-            pixels[i] = load_gray48(path).reshape(-1)
-            ok[i] = True
-        except ImageDecodeError as err:
-            reasons[i] = err.reason
-    return pixels, ok, reasons
+def decode_threads() -> int:
+    """Threads that decode image files: one per core (PIL and file reads release the GIL); more
+    would take cores from the forward passes that run beside them."""
+    return min(DECODE_MAX_THREADS, os.cpu_count() or 1)
+
+
+def decode_images(
+    paths: Sequence[str | os.PathLike[str]], threads: int = 1
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decode files exactly as training did: ((N, 2304) uint8, (N,) bool ok, (N,) reason or "").
+
+    With `threads` > 1 a thread pool decodes them (same result, same order).
+    """
+    if threads > 1 and len(paths) > 1:
+        with ThreadPoolExecutor(min(threads, len(paths))) as pool:
+            return _stacked(list(pool.map(_decode_one, paths)))
+    return _stacked([_decode_one(path) for path in paths])
+
+
+def iter_decoded(
+    paths: Sequence[str | os.PathLike[str]], chunk: int, threads: int | None = None
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, list[str]]]:
+    """(start, pixels, ok, reasons) as decode_images gives them, for consecutive chunks of `paths`.
+
+    A thread pool decodes the files of the next chunk while the consumer works on the current
+    one (inference), so the two overlap and at most two chunks are held in memory.
+    """
+    starts = iter(range(0, len(paths), chunk))
+    with ThreadPoolExecutor(threads or decode_threads()) as pool:
+        pending: deque[tuple[int, list[Future]]] = deque()
+
+        def submit_next() -> None:
+            start = next(starts, None)
+            if start is not None:
+                pending.append((start, [pool.submit(_decode_one, path) for path in paths[start : start + chunk]]))
+
+        submit_next()
+        while pending:
+            submit_next()
+            start, futures = pending.popleft()
+            yield (start, *_stacked([future.result() for future in futures]))
+
+
+def _decode_one(path: str | os.PathLike[str]) -> tuple[np.ndarray | None, str]:
+    try:
+        return load_gray48(path), ""
+    except ImageDecodeError as err:
+        return None, err.reason
+
+
+def _stacked(decoded: Sequence[tuple[np.ndarray | None, str]]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    pixels = np.zeros((len(decoded), NUM_PIXELS), dtype=np.uint8)
+    for i, (face, _) in enumerate(decoded):
+        if face is not None:
+            pixels[i] = face.reshape(-1)
+    return pixels, np.asarray([face is not None for face, _ in decoded], dtype=bool), [r for _, r in decoded]

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facetune.models.inference import forward_views
 from facetune.schema import IMAGE_SIZE
 from facetune.predict import faces as faces_module
 from facetune.predict.predictor import Predictor
 from facetune.tasks import TASKS
-from facetune.training.loop import forward_views
 
 OPSET = 17
 CONTRACT_KEY = "facetune.contract"

@@ -2,7 +2,7 @@
 Predictor, and return one row per face with its box; optionally draw the results.
 
 Whole-image inputs (UTKFace-style crops, `--faces whole`) keep the batch path of
-Predictor.predict_inputs; this module is the per-face path.
+facetune.predict.run; this module is the per-face path.
 """
 from __future__ import annotations
 
@@ -16,14 +16,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from facetune.data.images import ImageDecodeError, load_gray48, upright_rgb
 from facetune.predict.faces import AUTO_WHOLE_MAX_SIDE, Face, FacesMode, find_faces
-from facetune.predict.predictor import (
-    DEFAULT_BATCH_SIZE,
-    PredictionResult,
-    Predictor,
-    ProgressCallback,
-    Reject,
-    pixels_to_tensor,
-)
+from facetune.predict.inputs import Reject
+from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback, pixels_to_tensor
+from facetune.predict.table import PredictionResult, prediction_frame
 from facetune.schema import IMAGE_SIZE
 
 #: Columns put in front of the predictions for per-face output.
@@ -74,7 +69,7 @@ def predict_photos(
     `annotate_dir`, a copy of every image with its boxes and labels is written there.
     """
     rows: list[dict] = []
-    positions: list[int] = []  # input index per face, so labels line up as in predict_inputs
+    positions: list[int] = []  # input index per face, so labels line up as in run.predict_inputs
     crops: list[np.ndarray] = []
     rejects: list[Reject] = []
     found: list[tuple[str, np.ndarray, list[Face]]] = []
@@ -101,7 +96,7 @@ def predict_photos(
     faces_frame = pd.DataFrame(rows, columns=FACE_COLUMNS)
     pixels = np.stack(crops) if crops else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     outputs = predictor.raw_outputs(pixels_to_tensor(pixels), batch_size)
-    predictions = predictor.frame(faces_frame["source"].tolist(), outputs)
+    predictions = prediction_frame(predictor.tasks, faces_frame["source"].tolist(), outputs)
     frame = pd.concat([faces_frame, predictions.drop(columns="source").reset_index(drop=True)], axis=1)
     frame.index = pd.Index(positions)
     if annotate_dir is not None:

@@ -6,11 +6,10 @@ the ones the sweep used, so predictions on the sweep's own test split reproduce 
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,29 +17,18 @@ import torch
 
 from facetune.data.loading import pixels_to_images
 from facetune.models import load_model
+from facetune.models.inference import predict_outputs
 from facetune.models.multitask import TaskView
-from facetune.schema import IMAGE_SIZE, MODEL_CONFIG_FILE, NUM_PIXELS, SUMMARY_FILE, summary_from_json, summary_to_json
+from facetune.predict.choice import choose_best, read_summary
+from facetune.predict.table import prediction_frame
+from facetune.schema import IMAGE_SIZE, NUM_PIXELS
 from facetune.tasks import MULTITASK, TASKS
-from facetune.training.loop import forward_views
 
-if TYPE_CHECKING:  # inputs.py imports this module; the import is for annotations only
-    from facetune.predict.inputs import Inputs
-
-#: Inputs with more images than this run as Ray Data batch inference unless told otherwise.
-RAY_MIN_IMAGES = 1000
 #: Faces per forward pass; 48x48 inputs are small, so this is bounded by speed, not memory.
 DEFAULT_BATCH_SIZE = 256
 
 #: (done, total) -> None; called as batches finish.
 ProgressCallback = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Reject:
-    """An input that produced no prediction, and why."""
-
-    source: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -52,84 +40,6 @@ class TaskModel:
     model_dir: Path
     module: torch.nn.Module
     summary: Mapping  # the summary.json entry ({} when built without one)
-
-
-@dataclass
-class PredictionResult:
-    """Predictions (one row per readable input) plus the inputs that could not be read.
-
-    `predictions` is indexed by input position, so labels known for the inputs line up with
-    `labels.loc[result.predictions.index]`. `outputs` holds each task's raw model outputs for
-    the same rows, which is what facetune.tasks' metrics take.
-    """
-
-    predictions: pd.DataFrame
-    rejects: list[Reject] = field(default_factory=list)
-    outputs: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def rejects_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([(r.source, r.reason) for r in self.rejects], columns=["source", "reason"])
-
-
-def prediction_columns(tasks: Sequence[str], age_std: bool = False) -> list[str]:
-    """The output columns, in CSV order, for the given tasks (`age_std` when the age model gives a spread)."""
-    columns = ["source"]
-    if "age" in tasks:
-        columns.append("age")
-        if age_std:
-            columns.append("age_std")
-    if "gender" in tasks:
-        columns += ["gender", f"gender_prob_{_column_name(TASKS['gender'].class_names[1])}"]
-    if "ethnicity" in tasks:
-        columns.append("ethnicity")
-        columns += [f"prob_{_column_name(name)}" for name in TASKS["ethnicity"].class_names]
-    return columns
-
-
-def _column_name(class_name: str) -> str:
-    return class_name.strip().lower().replace(" ", "_")
-
-
-def read_summary(results_dir: str | os.PathLike[str]) -> list[dict]:
-    """The list in RESULTS/summary.json, with a clear error when it is missing or malformed."""
-    path = Path(results_dir) / SUMMARY_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: --models must be a results directory written by a sweep (jobs/tune_all.py)"
-        )
-    # Checked against the writer's record, then handed on as the plain dicts the rest of predict reads.
-    return summary_to_json(summary_from_json(json.loads(path.read_text()), str(path)))
-
-
-def choose_best(entries: Sequence[Mapping], family: str | None = None) -> dict[str, Mapping]:
-    """task -> the summary entry with the best *validation* selection metric.
-
-    Validation, not test: choosing by test figures would leak the test split into the choice
-    and make the reported test numbers optimistic. Models that were trained on val (a final
-    fit's, which carry `trained_on`) cannot be judged on it, so only an explicit `family` picks them.
-    """
-    chosen: dict[str, Mapping] = {}
-    for task_name, task in TASKS.items():
-        candidates = [
-            e for e in entries if e.get("task") == task_name
-            and (e.get("family") == family if family is not None else "trained_on" not in e)
-        ]
-        scored = []
-        for entry in candidates:
-            value = (entry.get("val") or {}).get(task.metric)
-            if value is None or not math.isfinite(float(value)):
-                raise ValueError(
-                    f"summary entry {entry.get('family')}_{task_name} has no finite val {task.metric}"
-                )
-            scored.append((float(value), entry))
-        if scored:
-            pick = min if task.mode == "min" else max
-            chosen[task_name] = pick(scored, key=lambda pair: pair[0])[1]
-    if not chosen:
-        which = f"family {family!r}" if family else "any family"
-        present = sorted({f"{e.get('family')}_{e.get('task')}" for e in entries})
-        raise ValueError(f"no finished combination for {which} in summary.json (it has: {present or 'none'})")
-    return chosen
 
 
 def default_device() -> torch.device:
@@ -227,29 +137,23 @@ class Predictor:
             f"{task}: {m.family} ({m.model_dir})" for task, m in self.models.items()
         )
 
-    @torch.no_grad()
     def raw_outputs(
         self,
         images: torch.Tensor,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> dict[str, np.ndarray]:
         """task -> (N, num_outputs) float32 model outputs for (N, 1, 48, 48) images in [0, 1]."""
-        chunks: dict[str, list[np.ndarray]] = {task: [] for task in self.models}
-        total = len(images)
-        for start in range(0, total, batch_size):
-            batch = images[start : start + batch_size].to(self.device)
-            shared: dict[int, torch.Tensor] = {}  # one forward pass per distinct network
-            for task, task_model in self.models.items():
-                module = task_model.module
-                network = module.model if isinstance(module, TaskView) else module
-                if id(network) not in shared:
-                    shared[id(network)] = forward_views(network, batch, self.tta_flip)
-                out = shared[id(network)]
-                chunks[task].append((out[:, module.columns] if isinstance(module, TaskView) else out).cpu().numpy())
-        return {
-            task: np.concatenate(parts) if parts else np.zeros((0, TASKS[task].num_outputs), np.float32)
-            for task, parts in chunks.items()
-        }
+        if not len(images):
+            return {task: np.zeros((0, TASKS[task].num_outputs), np.float32) for task in self.models}
+        shared: dict[int, np.ndarray] = {}  # one pass per distinct network (a multitask model answers all)
+        outputs = {}
+        for task, task_model in self.models.items():
+            module = task_model.module
+            network = module.model if isinstance(module, TaskView) else module
+            if id(network) not in shared:
+                shared[id(network)] = predict_outputs(network, images, batch_size, self.tta_flip)
+            outputs[task] = shared[id(network)][:, module.columns] if isinstance(module, TaskView) else shared[id(network)]
+        return outputs
 
     def predict_array(
         self,
@@ -264,108 +168,7 @@ class Predictor:
         if len(sources) != len(images):
             raise ValueError(f"{len(sources)} sources for {len(images)} images")
         outputs = self.raw_outputs(images, batch_size=batch_size)
-        return self.frame(sources, outputs)
-
-    def predict_images(
-        self,
-        paths: Sequence[str | os.PathLike[str]],
-        use_ray: bool | None = None,
-        num_workers: int | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        progress: ProgressCallback | None = None,
-    ) -> PredictionResult:
-        """Predict on image files (any size, colour or gray); unreadable files become rejects.
-
-        More than RAY_MIN_IMAGES files (or use_ray=True) run as Ray Data batch inference.
-        """
-        from facetune.predict.inputs import Inputs
-
-        inputs = Inputs(sources=[str(p) for p in paths], paths=[Path(p) for p in paths])
-        return self.predict_inputs(inputs, use_ray=use_ray, num_workers=num_workers,
-                                   batch_size=batch_size, progress=progress)
-
-    def predict_inputs(
-        self,
-        inputs: Inputs,
-        use_ray: bool | None = None,
-        num_workers: int | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        progress: ProgressCallback | None = None,
-    ) -> PredictionResult:
-        """Predict on gathered inputs (image files or decoded faces), locally or with Ray Data."""
-        if use_ray is None:
-            use_ray = len(inputs) > RAY_MIN_IMAGES
-        if use_ray and len(inputs):
-            from facetune.predict.batch import ray_raw_outputs
-
-            positions, outputs, decode_rejects = ray_raw_outputs(
-                self, inputs, num_workers=num_workers, batch_size=batch_size, progress=progress
-            )
-        else:
-            positions, outputs, decode_rejects = self._local_raw_outputs(inputs, batch_size, progress)
-        sources = [inputs.sources[i] for i in positions]
-        frame = self.frame(sources, outputs, index=positions)
-        return PredictionResult(frame, list(inputs.rejects) + decode_rejects, outputs)
-
-    def _local_raw_outputs(
-        self, inputs: Inputs, batch_size: int, progress: ProgressCallback | None
-    ) -> tuple[np.ndarray, dict[str, np.ndarray], list[Reject]]:
-        """The plain loop: decode (for image files) and predict one batch at a time."""
-        from facetune.predict.inputs import decode_images
-
-        positions: list[np.ndarray] = []
-        chunks: dict[str, list[np.ndarray]] = {task: [] for task in self.models}
-        rejects: list[Reject] = []
-        total = len(inputs)
-        for start in range(0, total, batch_size):
-            stop = min(start + batch_size, total)
-            if inputs.pixels is not None:
-                pixels, ok = inputs.pixels[start:stop], np.ones(stop - start, dtype=bool)
-            else:
-                pixels, ok, reasons = decode_images(inputs.paths[start:stop])
-                rejects += [Reject(inputs.sources[start + i], reasons[i]) for i in np.flatnonzero(~ok)]
-            positions.append(start + np.flatnonzero(ok))
-            for task, values in self.raw_outputs(pixels_to_tensor(pixels[ok]), batch_size).items():
-                chunks[task].append(values)
-            if progress is not None:
-                progress(stop, total)
-        outputs = {
-            task: np.concatenate(parts) if parts else np.zeros((0, TASKS[task].num_outputs), np.float32)
-            for task, parts in chunks.items()
-        }
-        return (np.concatenate(positions) if positions else np.zeros(0, np.int64)), outputs, rejects
-
-    def frame(
-        self,
-        sources: Sequence[str],
-        outputs: Mapping[str, np.ndarray],
-        index: Sequence[int] | None = None,
-    ) -> pd.DataFrame:
-        """Raw outputs -> the prediction table (labels as class names, one probability column per class)."""
-        if not len(sources):  # nothing readable: the table's columns, no rows (the tasks cannot reshape 0 rows)
-            return pd.DataFrame({name: pd.Series(dtype=object) for name in prediction_columns(self.tasks)},
-                                index=pd.Index(index if index is not None else [], dtype=np.int64))
-        columns: dict[str, object] = {"source": list(sources)}
-        for task_name in self.models:
-            task = TASKS[task_name]
-            predicted = task.predict(torch.as_tensor(outputs[task_name]))
-            pred = _numpy(predicted["pred"])
-            if task.kind == "regression":
-                columns[task_name] = pred.astype(np.float64)
-                if "std" in predicted:
-                    columns[f"{task_name}_std"] = _numpy(predicted["std"]).astype(np.float64)
-                continue
-            probs = _numpy(predicted["probs"])
-            names = np.asarray(task.class_names, dtype=object)
-            columns[task_name] = names[pred.astype(np.int64)] if len(pred) else np.array([], dtype=object)
-            if task_name == "gender":
-                columns[f"gender_prob_{_column_name(task.class_names[1])}"] = probs[:, 1]
-            else:
-                for k, name in enumerate(task.class_names):
-                    columns[f"prob_{_column_name(name)}"] = probs[:, k]
-        frame = pd.DataFrame(columns, index=pd.Index(index if index is not None else range(len(sources))))
-        return frame[prediction_columns(self.tasks, age_std="age_std" in columns)]
-
+        return prediction_frame(self.tasks, sources, outputs)
 
 def _release_summaries(release_dir: Path, tta_flip: bool) -> dict[str, dict]:
     """task -> {"val", "test"} figures of the shipped models, as summary.json entries give them."""
@@ -381,12 +184,6 @@ def _release_summaries(release_dir: Path, tta_flip: bool) -> dict[str, dict]:
                **{split: {k: v for k, v in figures[task].items() if k != "n"} for split, figures in (("test", test), ("val", metrics["val"]))}}
         for task in TASKS
     }
-
-
-def _numpy(values: object) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        return values.detach().cpu().numpy()
-    return np.asarray(values)
 
 
 def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:

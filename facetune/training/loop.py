@@ -17,6 +17,7 @@ import torch
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
+from facetune.models.inference import predict_outputs
 from facetune.schema import TASK_NAMES
 from facetune.tasks import Task, get_task
 from facetune.training.augment import augment_batch, check_augment
@@ -208,45 +209,6 @@ def bf16_supported(device: torch.device) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # AVX512-BF16 / AMX CPUs
     except (AttributeError, RuntimeError):
         return False
-
-
-def model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def forward_views(model: nn.Module, batch: torch.Tensor, tta_flip: bool) -> torch.Tensor:
-    """model(batch) as float, or with `tta_flip` the mean of it and model(batch mirrored left-right)."""
-    out = model(batch).float()
-    if tta_flip:
-        out = 0.5 * (out + model(torch.flip(batch, dims=[3])).float())
-    return out
-
-
-def predict_outputs(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 512, tta_flip: bool = False) -> np.ndarray:
-    """Raw model outputs (N, num_outputs) as float32 NumPy, in eval mode without gradients.
-
-    `tta_flip` averages the outputs of each image and its mirror image (faces are near-symmetric,
-    so the two views' errors are partly independent).
-    """
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    device = model_device(model)
-    was_training = model.training
-    model.eval()
-
-    try:
-        with torch.no_grad():
-            outputs = [forward_views(model, x[i : i + batch_size].to(device), tta_flip).cpu()
-                       for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
-    if not outputs:
-        raise ValueError("predict_outputs: empty input")
-    return torch.cat(outputs).numpy()
 
 
 def evaluate(model: nn.Module, task: "Task | str", x: torch.Tensor | np.ndarray, y, batch_size: int = 512,

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from facetune.json_files import write_json
 from facetune.schema import (
     ENSEMBLE_CONFIG_FILE,
     PCA_DIR,
@@ -180,6 +181,6 @@ def build_ensembles(results: str | Path, max_members: int = 5, tasks: Sequence[s
             f"val {task.metric} {val_score:.4f}, test {task.metric} {test_metrics[task.metric]:.4f}")
         summary = [e for e in summary if (e.family, e.task) != (ENSEMBLE_FAMILY, task_name)] + [entry]
         entries.append(entry)
-    summary_path.write_text(json.dumps(summary_to_json(summary), indent=2) + "\n")
+    write_json(summary_path, summary_to_json(summary))
     return entries
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from facetune.config import flatten
+from facetune.json_files import write_json
 from facetune.schema import (
     BEST_CONFIG_FILE,
     HISTORY_FILE,
@@ -98,8 +99,8 @@ def export_best(
     test_metrics, outputs = evaluate(task_model, task, test_x, test_y, tta_flip=bool(train_config.get("tta_flip", False)))
     test_seconds = time.perf_counter() - started
     _write_predictions(out_dir / TEST_PREDICTIONS_FILE, task, test_split, outputs)
-    _write_json(out_dir / TEST_METRICS_FILE, test_metrics)
-    _write_json(out_dir / BEST_CONFIG_FILE, best.config)
+    write_json(out_dir / TEST_METRICS_FILE, test_metrics)
+    write_json(out_dir / BEST_CONFIG_FILE, best.config)
     trials = trials_table(grid, metric, task.mode, tuned_keys)
     trials.to_csv(out_dir / TRIALS_FILE, index=False)
 
@@ -180,5 +181,3 @@ def _write_predictions(path: Path, task: Any, split: Any, outputs: np.ndarray) -
     frame.to_csv(path, index=False)
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))

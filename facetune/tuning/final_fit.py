@@ -35,7 +35,7 @@ def final_fit(results: str | os.PathLike[str], tasks: Sequence[str] = tuple(TASK
     from facetune.data.loading import load_split
     from facetune.models import build_model, save_model
     from facetune.models.multitask import TaskView
-    from facetune.predict.predictor import choose_best, read_summary
+    from facetune.predict.choice import choose_best, read_summary
     from facetune.training.loop import TrainConfig, evaluate, fit, seed_everything
     from facetune.schema import MODEL_WEIGHTS_FILE, SUMMARY_FILE, SWEEP_FILE, SummaryEntry, SweepRecord, summary_to_json
     from facetune.tuning.ensemble import ENSEMBLE_FAMILY
@@ -54,8 +54,9 @@ def final_fit(results: str | os.PathLike[str], tasks: Sequence[str] = tuple(TASK
     pooled_labels = {name: np.concatenate([train.labels(name), val.labels(name)]) for name in TASKS}
     pooled_x = pixels_to_device(np.concatenate([train.pixels, val.pixels]), "cpu")
     ages = pooled_labels["age"]
-    data = SweepData(train_pixels=np.empty((0, 0), np.uint8), train_labels={}, val_pixels=np.empty((0, 0), np.uint8),
-                     val_labels={}, pca=None, age_stats={"target_mean": float(np.mean(ages)), "target_std": float(np.std(ages) or 1.0)})
+    # Only what model_context reads: the ages that set the age scaling (and the PCA, below).
+    data = SweepData(train_pixels=np.empty((0, 0), np.uint8), train_labels={"age": ages},
+                     val_pixels=np.empty((0, 0), np.uint8), val_labels={})
     test_x = pixels_to_device(test.pixels, "cpu")
 
     trained: dict[str, tuple[torch.nn.Module, float]] = {}  # one training per distinct trial (a multitask one serves 3 tasks)

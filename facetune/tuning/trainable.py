@@ -33,21 +33,13 @@ class SweepData:
 
 
 def model_context(task_name: str, family: str, data: SweepData, loss: str | None = None) -> dict[str, Any]:
-    """The build-time context a family needs beyond its arch: PCA, age scaling or age bins.
+    """The build-time context a family needs beyond its arch (facetune.models.make_context):
+    age scaling and age bins for age or MULTITASK (`loss` is the trial's train.loss), the PCA."""
+    from facetune.models import make_context
+    from facetune.models.registry import is_multitask_family
 
-    `task_name` may be MULTITASK; `loss` is the trial's train.loss (a distribution loss gives
-    age a head with one logit per year).
-    """
-    from facetune.models.registry import age_distribution_context, is_multitask_family
-    from facetune.tasks import MULTITASK
-
-    context: dict[str, Any] = {}
-    if task_name in ("age", MULTITASK):
-        context.update(data.age_stats)
-        context.update(age_distribution_context(loss))
-    if family == "pca_dnn" or (is_multitask_family(family) and data.pca is not None):
-        context["pca"] = data.pca
-    return context
+    uses_pca = family == "pca_dnn" or (is_multitask_family(family) and data.pca is not None)
+    return make_context(task_name, data.train_labels["age"], pca=data.pca if uses_pca else None, loss=loss)
 
 
 def trial_labels(labels: dict[str, np.ndarray], task_name: str, device: Any) -> Any:

@@ -1,0 +1,46 @@
+"""Batched inference without gradients: the one forward loop behind training's evaluation, the
+Predictor (so predict and serve), ensembles' member outputs and the GAN metrics."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def forward_views(model: nn.Module, batch: torch.Tensor, tta_flip: bool) -> torch.Tensor:
+    """model(batch) as float, or with `tta_flip` the mean of it and model(batch mirrored left-right)."""
+    out = model(batch).float()
+    if tta_flip:
+        out = 0.5 * (out + model(torch.flip(batch, dims=[3])).float())
+    return out
+
+
+def predict_outputs(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 512, tta_flip: bool = False) -> np.ndarray:
+    """Raw model outputs (N, num_outputs) as float32 NumPy, in eval mode without gradients.
+
+    Batches go to the model's device one at a time and come back to the CPU; the model's
+    train/eval mode is restored afterwards. `tta_flip` averages the outputs of each image and
+    its mirror image (faces are near-symmetric, so the two views' errors are partly independent).
+    """
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not len(x):
+        raise ValueError("predict_outputs: empty input")
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            outputs = [forward_views(model, x[i : i + batch_size].to(device), tta_flip).cpu()
+                       for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(outputs).numpy()
