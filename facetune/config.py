@@ -18,13 +18,19 @@ def raycfg_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "raycfg"
 
 
-def load_yaml(relative: str | Path) -> dict[str, Any]:
-    """Load raycfg/<relative> (or an absolute/explicit path) as a dict, with a clear error if absent."""
+def config_path(relative: str | Path) -> Path:
+    """An existing file: `relative` itself, else raycfg/<relative>; FileNotFoundError when neither."""
     path = Path(relative)
     if not path.is_file():
         path = raycfg_dir() / relative
     if not path.is_file():
         raise FileNotFoundError(f"config not found: {relative} (looked in {raycfg_dir()})")
+    return path
+
+
+def load_yaml(relative: str | Path) -> dict[str, Any]:
+    """Load raycfg/<relative> (or an absolute/explicit path) as a dict, with a clear error if absent."""
+    path = config_path(relative)
     with path.open() as handle:
         loaded = yaml.safe_load(handle) or {}
     if not isinstance(loaded, dict):

@@ -22,7 +22,6 @@ from facetune.release_card import CARD_FILE, write_model_card
 #: Where the shipped models live inside the installed package.
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 METRICS_FILE = "metrics.json"
-RELEASE_KEYS = {"description", "family", "arch", "train", "torch_threads"}
 STATE_FILE = "release_state.pt"
 AGE_BANDS: tuple[tuple[int, int], ...] = ((0, 12), (13, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, 116))
 
@@ -34,14 +33,15 @@ def default_recipe_path() -> Path:
 
 
 def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The release recipe; unknown keys and a bad TrainConfig fail here, before any training."""
+    """The release recipe; unknown keys (facetune.config_schema.RELEASE) and a bad TrainConfig
+    fail here, before any training."""
+    from facetune.config_schema import RELEASE, check, with_defaults
     from facetune.training.loop import TrainConfig
 
     recipe_path = Path(path) if path is not None else default_recipe_path()
     recipe = yaml.safe_load(recipe_path.read_text()) or {}
-    unknown = set(recipe) - RELEASE_KEYS
-    if unknown:
-        raise ValueError(f"{recipe_path}: unknown keys {sorted(unknown)}; known: {sorted(RELEASE_KEYS)}")
+    recipe = with_defaults(recipe, RELEASE, str(recipe_path))
+    check(recipe, RELEASE, str(recipe_path), context={"family": recipe["family"]})
     TrainConfig.from_dict(recipe["train"])
     return recipe
 
@@ -99,7 +99,7 @@ def train_release(
     splits = {name: load_split(prepared, name) for name in ("train", "val", "test")}
     if limit:
         splits["train"] = splits["train"].head(limit)
-    torch.set_num_threads(int(recipe.get("torch_threads", 2)))
+    torch.set_num_threads(int(recipe["torch_threads"]))
     seed_everything(train_cfg.seed)
 
     train_ages = splits["train"].age

@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facetune.config import deep_merge, load_yaml
+from facetune.config import config_path, deep_merge, load_yaml
+from facetune.config_schema import CGAN_FILE, CGAN_RUN, apply_assignments, check
+from facetune.errors import InvalidInputError
 
 CONFIG_FILE = "cgan.yaml"
 AGE_MODEL_DIR = "age_regressor"  # the fallback regressor's dir under RESULTS
@@ -22,15 +24,22 @@ def profile_names(path: str = CONFIG_FILE) -> list[str]:
     return sorted(load_yaml(path)["profiles"])
 
 
-def resolve_config(profile: str, overrides: dict[str, Any] | None = None, path: str = CONFIG_FILE) -> dict[str, Any]:
-    """raycfg/cgan.yaml defaults <- profile <- overrides, with the named preset split into model/optim."""
-    raw = load_yaml(path)
+def resolve_config(profile: str, overrides: dict[str, Any] | None = None, path: str = CONFIG_FILE,
+                   assignments: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """raycfg/cgan.yaml defaults <- profile <- overrides <- `--set` assignments, with the named
+    preset split into model/optim. Unknown keys anywhere fail here (facetune.config_schema)."""
+    source = config_path(path)
+    raw = load_yaml(source)
+    check(raw, CGAN_FILE, str(source))
     if profile not in raw["profiles"]:
-        raise ValueError(f"unknown cgan profile {profile!r}; known: {sorted(raw['profiles'])}")
+        raise InvalidInputError(f"unknown cgan profile {profile!r}; known: {sorted(raw['profiles'])}")
+    check(overrides or {}, CGAN_RUN, "cgan overrides")
     config = deep_merge(deep_merge(raw["defaults"], raw["profiles"][profile]), overrides or {})
+    config = apply_assignments(config, assignments, CGAN_RUN)
+    check(config, CGAN_RUN, f"{source} with --set {' '.join(assignments)}" if assignments else str(source))
     preset_name = config["preset"]
     if preset_name not in raw["presets"]:
-        raise ValueError(f"profile {profile!r}: unknown preset {preset_name!r}; known: {sorted(raw['presets'])}")
+        raise InvalidInputError(f"profile {profile!r}: unknown preset {preset_name!r}; known: {sorted(raw['presets'])}")
     preset = raw["presets"][preset_name]
     config["profile"] = profile
     config["model"] = {
@@ -88,7 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="age regressor for the metrics: a sweep results dir (uses cnn_age/) or a model dir; "
         "default: train a small one into RESULTS/age_regressor",
     )
-    parser.add_argument("--epochs", type=int, default=None, help="override the profile's epoch count")
+    parser.add_argument("--epochs", type=int, default=None, help="override the profile's epoch count (= --set epochs=N)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a run setting of raycfg/cgan.yaml, e.g. batch_size=32 or grid.rows=4 (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
     except (FileExistsError, FileNotFoundError) as err:
         print(f"train-cgan: {err}", file=sys.stderr)
         return 2
-    overrides = {"epochs": args.epochs} if args.epochs else {}
-    config = resolve_config(args.profile, overrides)
+    assignments = [*args.set, *([f"epochs={args.epochs}"] if args.epochs else [])]
+    config = resolve_config(args.profile, assignments=assignments)
     config.update(data_dir=str(data_dir), results_dir=str(results))
     if args.age_model:
         config["age_model_dir"] = str(find_age_model(args.age_model).resolve())

@@ -18,6 +18,7 @@ from facetune.tasks import AGE_BINS, MULTITASK, Task, get_task
 Builder = Callable[[dict, Task, dict], nn.Module]
 
 _FAMILIES: dict[str, Builder] = {}
+_ARCH_DEFAULTS: dict[str, dict] = {}
 
 IMAGE_SIZE = 48
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -31,13 +32,17 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def register_family(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: register `builder` as model family `name`."""
+def register_family(name: str, arch_defaults: dict | None = None) -> Callable[[Builder], Builder]:
+    """Decorator: register `builder` as model family `name` with its arch keys and their defaults.
+
+    The arch defaults are how configs are checked before anything is built (facetune.config_schema).
+    """
 
     def register(builder: Builder) -> Builder:
         if name in _FAMILIES and _FAMILIES[name] is not builder:
             raise ValueError(f"model family {name!r} is already registered")
         _FAMILIES[name] = builder
+        _ARCH_DEFAULTS[name] = dict(arch_defaults or {})
         return builder
 
     return register
@@ -46,6 +51,13 @@ def register_family(name: str) -> Callable[[Builder], Builder]:
 def families() -> list[str]:
     """Names of the registered model families."""
     return sorted(_FAMILIES)
+
+
+def arch_defaults(family: str) -> dict:
+    """The arch keys `family` accepts, with their defaults."""
+    if family not in _FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known: {families()}")
+    return dict(_ARCH_DEFAULTS[family])
 
 
 def build_model(family: str, arch: dict | None, task: "Task | str", context: dict | None = None) -> nn.Module:

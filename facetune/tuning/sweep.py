@@ -19,7 +19,7 @@ from facetune.settings import require_data_path
 from facetune.storage import ResultsStore
 from facetune.tuning.export import combination_name, export_best
 from facetune.tuning.profiles import combinations as profile_combinations
-from facetune.tuning.profiles import load_profile, per_family
+from facetune.tuning.profiles import check_combinations, load_profile, per_family, resolve_profile
 from facetune.tuning.space import combination_config, param_space
 from facetune.tuning.trainable import SweepData, run_trial
 
@@ -50,7 +50,9 @@ def run_sweep(
     """
     import ray
 
-    profile = load_profile(profile) if isinstance(profile, str) else profile
+    profile = load_profile(profile) if isinstance(profile, str) else resolve_profile(profile, "profile", "profile")
+    pairs = profile_combinations(profile, only)
+    check_combinations(profile, pairs)  # a config error fails here, before Ray starts
     store = ResultsStore(results)
     summary: list[dict[str, Any]] = store.read_json(SUMMARY_FILE, default=[]) or []
     if summary and not resume:
@@ -67,7 +69,6 @@ def run_sweep(
         started_ray = True
     try:
         prepared = ensure_prepared(data, store)
-        pairs = profile_combinations(profile, only)
         record = {
             "profile": profile.get("name"), "data": str(prepared), "storage": storage,
             "combinations": [combination_name(f, t) for f, t in pairs],
