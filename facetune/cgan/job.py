@@ -14,6 +14,7 @@ from typing import Any
 from facetune.config import config_path, deep_merge, load_yaml
 from facetune.config_schema import CGAN_FILE, CGAN_RUN, apply_assignments, check
 from facetune.errors import InvalidInputError
+from facetune.ray_session import add_address_argument, check_address, ray_session
 
 CONFIG_FILE = "cgan.yaml"
 AGE_MODEL_DIR = "age_regressor"  # the fallback regressor's dir under RESULTS
@@ -98,14 +99,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "default: train a small one into RESULTS/age_regressor",
     )
     parser.add_argument("--epochs", type=int, default=None, help="override the profile's epoch count (= --set epochs=N)")
+    add_address_argument(parser)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change a run setting of raycfg/cgan.yaml, e.g. batch_size=32 or grid.rows=4 (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, make sure an age regressor exists, run the training under Ray."""
-    import ray
-
     from facetune.cgan.train import check_run_state, run_training
     from facetune.settings import require_data_path
 
@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     assignments = [*args.set, *([f"epochs={args.epochs}"] if args.epochs else [])]
     config = resolve_config(args.profile, assignments=assignments)
     config.update(data_dir=str(data_dir), results_dir=str(results))
+    check_address(args.address)  # before the fallback regressor's minutes of training
     if args.age_model:
         config["age_model_dir"] = str(find_age_model(args.age_model).resolve())
     else:
@@ -128,17 +129,8 @@ def run(args: argparse.Namespace) -> int:
             train_fallback_age_model(data_dir, fallback, config["age_model"], config["seed"])
         config["age_model_dir"] = str(fallback)
 
-    # Connect to the cluster named by RAY_ADDRESS (set under `ray job submit`), else start a
-    # private local one ("local": never attach to someone else's `ray start` on this machine).
-    # Shut down only what this process started.
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
-    try:
+    with ray_session(args.address):
         final = run_training(config, resume=args.resume)
-    finally:
-        if started_here:
-            ray.shutdown()
     keys = ("epoch", "age_mae_generated", "age_mae_real_floor", "age_mae_shuffled_ceiling", "frechet_distance_cnn")
     print(json.dumps({key: final.get(key) for key in keys}, indent=2))
     print(f"generator: {results / 'generator.pt'}  samples: {results / 'samples'}")

@@ -8,6 +8,7 @@ from typing import Any
 
 from facetune.commands.checks import read_sweep_summary
 from facetune.errors import FacetuneError, NoDataError, OutputError, UsageError
+from facetune.ray_session import add_address_argument
 from facetune.settings import DEFAULT_RESULTS, default_data_source, require_data_path
 
 
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change a profile key, e.g. max_epochs=3, train.lr=0.001 (every family) or "
                              "overrides.cnn.arch.dense=[64] (repeatable; checked like the profile file)")
+    add_address_argument(parser)
     parser.add_argument("--gpu", choices=("auto", "yes", "no"), default="auto",
                         help="GPU trials: auto = when the cluster has GPUs now; yes = ask for them (autoscaling "
                              "clusters whose GPU nodes start at zero); no = CPU only")
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     require_data_path(args.data)
     try:
         summary = run_sweep(profile, args.data, args.results, resume=args.resume, storage=args.storage,
-                            only=args.only, use_gpu=args.gpu)
+                            only=args.only, use_gpu=args.gpu, address=args.address)
     except SweepExistsError as err:
         raise UsageError(str(err)) from None
     finished = {(entry["family"], entry["task"]) for entry in summary}

@@ -6,6 +6,7 @@ The train/val data is put in the object store once and shared by every trial.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from facetune.ray_session import ray_session
 from facetune.settings import require_data_path
 from facetune.storage import ResultsStore
 from facetune.tuning.export import combination_name, export_best
@@ -40,13 +42,14 @@ def run_sweep(
     storage: str | None = None,
     only: list[str] | None = None,
     use_gpu: str = "auto",
+    address: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or with `resume`, continue) a sweep; returns the summary entries (one per combination).
 
     `data` is a prepared Parquet folder, or a raw source (Kaggle CSV / UTKFace folder) that is
     prepared into RESULTS/data first. `storage` is Tune's experiment storage (default
-    RESULTS/tune). Uses the running Ray when already initialised (or RAY_ADDRESS), else starts
-    a local instance and shuts it down at the end.
+    RESULTS/tune). Ray comes from facetune.ray_session: the one already initialised, the cluster
+    at `address` or $RAY_ADDRESS, else a private local instance shut down at the end.
     """
     import ray
 
@@ -63,10 +66,8 @@ def run_sweep(
     # Save Tune's experiment state often, so a killed driver loses little (default: adaptive, >= 10 s).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 
-    started_ray = False
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
-        started_ray = True
+    ray_in_use = contextlib.ExitStack()  # closed in `finally` below, rather than a `with` around it all
+    ray_in_use.enter_context(ray_session(address))
     try:
         prepared = ensure_prepared(data, store)
         record = {
@@ -99,8 +100,7 @@ def run_sweep(
                                       "combinations_finished": len(summary)})
         return summary
     finally:
-        if started_ray:
-            ray.shutdown()
+        ray_in_use.close()
 
 
 def ensure_prepared(data: str | os.PathLike[str] | None, store: ResultsStore) -> Path:
