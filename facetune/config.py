@@ -13,9 +13,15 @@ RAYCFG_ENV = "FACETUNE_RAYCFG"
 
 
 def raycfg_dir() -> Path:
-    """The raycfg/ folder: $FACETUNE_RAYCFG, else the one beside the installed package."""
+    """The raycfg/ folder: $FACETUNE_RAYCFG; else the copy installed inside the package
+    (facetune/raycfg, from a wheel); else the repository's top-level raycfg/ (a checkout or an
+    editable install, where the package data maps to that folder)."""
     env = os.environ.get(RAYCFG_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "raycfg"
+    if env:
+        return Path(env)
+    package = Path(__file__).resolve().parent
+    installed = package / "raycfg"
+    return installed if installed.is_dir() else package.parent / "raycfg"
 
 
 def config_path(relative: str | Path) -> Path:
