@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
+from facetune.errors import InputNotFoundError
 from facetune.release_card import CARD_FILE, write_model_card
 
 #: Where the shipped models live inside the installed package.
@@ -39,6 +40,8 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     from facetune.training.loop import TrainConfig
 
     recipe_path = Path(path) if path is not None else default_recipe_path()
+    if not recipe_path.is_file():
+        raise InputNotFoundError(f"--recipe {recipe_path}: no such file")
     recipe = yaml.safe_load(recipe_path.read_text()) or {}
     recipe = with_defaults(recipe, RELEASE, str(recipe_path))
     check(recipe, RELEASE, str(recipe_path), context={"family": recipe["family"]})

@@ -7,13 +7,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from facetune.config import config_path, deep_merge, load_yaml
 from facetune.config_schema import CGAN_FILE, CGAN_RUN, apply_assignments, check
-from facetune.errors import InvalidInputError
+from facetune.errors import InputNotFoundError, InvalidInputError, UsageError
 from facetune.ray_session import add_address_argument, check_address, ray_session
 
 CONFIG_FILE = "cgan.yaml"
@@ -61,9 +60,9 @@ def find_age_model(path: str | os.PathLike[str]) -> Path:
         if config_file.is_file():
             task = json.loads(config_file.read_text()).get("task")
             if task != "age":
-                raise ValueError(f"--age-model {candidate}: a {task!r} model, not an age regressor")
+                raise InvalidInputError(f"--age-model {candidate}: a {task!r} model, not an age regressor")
             return candidate
-    raise FileNotFoundError(f"--age-model {path}: no model_config.json there nor in {path / SWEEP_AGE_MODEL}")
+    raise InputNotFoundError(f"--age-model {path}: no model_config.json there nor in {path / SWEEP_AGE_MODEL}")
 
 
 def train_fallback_age_model(data_dir: Path, out_dir: Path, spec: dict[str, Any], seed: int) -> Path:
@@ -114,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_run_state(results, args.resume)
     except (FileExistsError, FileNotFoundError) as err:
-        print(f"train-cgan: {err}", file=sys.stderr)
-        return 2
+        raise UsageError(str(err)) from None
     assignments = [*args.set, *([f"epochs={args.epochs}"] if args.epochs else [])]
     config = resolve_config(args.profile, assignments=assignments)
     config.update(data_dir=str(data_dir), results_dir=str(results))
