@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
@@ -59,13 +60,64 @@ def check_reachable(address: str, origin: str, timeout_s: float = CONNECT_TIMEOU
     if not host or not port:
         raise UsageError(f"{origin} {address}: not a Ray address (expected HOST:PORT or ray://HOST:PORT)")
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
+        answered = _speaks_grpc(host, port, timeout_s)
+        reason = "not a gRPC server"
     except OSError as err:
+        answered = False
         reason = "no answer" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+    if answered and parts.scheme != "ray":  # a GCS, not a Ray Client server: ask it for the cluster
+        failure = _gcs_failure(f"{host}:{port}", timeout_s)
+        answered, reason = failure is None, failure or ""
+    if not answered:
         hint = "; unset RAY_ADDRESS to start a local Ray" if origin == "RAY_ADDRESS" else ""
         raise UsageError(f"{origin} {address}: no Ray cluster answers at {host}:{port} "
-                         f"({reason} within {timeout_s:g} s){hint}") from None
+                         f"({reason} within {timeout_s:g} s){hint}")
+
+
+#: An HTTP/2 client's opening: the connection preface and an empty SETTINGS frame.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_SETTINGS_FRAME = 4
+
+
+def _speaks_grpc(host: str, port: int, timeout_s: float) -> bool:
+    """Whether an HTTP/2 server (Ray's GCS and client server speak gRPC) answers at host:port.
+
+    An open port is not enough: a proxy or firewall may accept every connection, and Ray would
+    then wait on GCS time-outs for minutes. A TLS-only GCS ($RAY_USE_TLS) is taken on its port.
+    """
+    deadline = time.monotonic() + timeout_s
+    with socket.create_connection((host, port), timeout=timeout_s) as connection:
+        if os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true"):
+            return True
+        connection.settimeout(max(0.1, deadline - time.monotonic()))
+        connection.sendall(_HTTP2_HELLO)
+        reply = connection.recv(9)  # the server's first frame header: length(3) type(1) ...
+    return len(reply) >= 4 and reply[3] == _SETTINGS_FRAME
+
+
+def _gcs_failure(address: str, timeout_s: float) -> str | None:
+    """None when a Ray GCS at `address` gives its cluster id within the time, else the reason.
+
+    Any HTTP/2 server passes `_speaks_grpc` (the proxy of a sandbox does); Ray's own GCS client
+    tells a GCS apart. It runs in a daemon thread, because on some failures it retries for ~40 s.
+    """
+    import threading
+
+    from ray._raylet import GcsClient
+
+    outcome: list[str | None] = []
+
+    def ask() -> None:
+        try:
+            GcsClient(address=address)
+            outcome.append(None)
+        except Exception as err:  # noqa: BLE001 - any failure means "not a usable GCS"; its text is the reason
+            outcome.append(str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+    worker = threading.Thread(target=ask, name="facetune-gcs-probe", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    return outcome[0] if outcome else "no answer from its GCS"
 
 
 def check_address(address: str | None = None) -> None:
