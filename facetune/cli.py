@@ -13,7 +13,8 @@ from typing import NoReturn, Sequence
 from facetune.errors import EXIT_INTERRUPTED, EXIT_USAGE, FacetuneError, one_line
 
 #: Subcommand modules under facetune.commands, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("prepare", "tune", "ensemble", "final_fit", "report", "train_cgan", "generate", "predict", "serve", "export")
+COMMAND_MODULES: tuple[str, ...] = ("prepare", "tune", "ensemble", "final_fit", "report", "train_cgan", "generate", "predict",
+                                    "serve", "export", "train_release")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -47,6 +48,18 @@ def run_command(prog: str, func, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def run_job(prog: str, module: str, argv: Sequence[str] | None = None) -> int:
+    """A `jobs/PROG` script: the options, entry point and error handling of the command in
+    facetune.commands.<module>, under the script's own name."""
+    parser = OneLineParser(prog=prog)
+    subparsers = parser.add_subparsers(parser_class=OneLineParser)
+    importlib.import_module(f"facetune.commands.{module}").add_parser(subparsers)
+    (command_parser,) = subparsers.choices.values()
+    command_parser.prog = prog
+    args = command_parser.parse_args(argv)
+    return run_command(prog, args.func, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,18 +13,30 @@ RAYCFG_ENV = "FACETUNE_RAYCFG"
 
 
 def raycfg_dir() -> Path:
-    """The raycfg/ folder: $FACETUNE_RAYCFG, else the one beside the installed package."""
+    """The raycfg/ folder: $FACETUNE_RAYCFG; else the copy installed inside the package
+    (facetune/raycfg, from a wheel); else the repository's top-level raycfg/ (a checkout or an
+    editable install, where the package data maps to that folder)."""
     env = os.environ.get(RAYCFG_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "raycfg"
+    if env:
+        return Path(env)
+    package = Path(__file__).resolve().parent
+    installed = package / "raycfg"
+    return installed if installed.is_dir() else package.parent / "raycfg"
 
 
-def load_yaml(relative: str | Path) -> dict[str, Any]:
-    """Load raycfg/<relative> (or an absolute/explicit path) as a dict, with a clear error if absent."""
+def config_path(relative: str | Path) -> Path:
+    """An existing file: `relative` itself, else raycfg/<relative>; FileNotFoundError when neither."""
     path = Path(relative)
     if not path.is_file():
         path = raycfg_dir() / relative
     if not path.is_file():
         raise FileNotFoundError(f"config not found: {relative} (looked in {raycfg_dir()})")
+    return path
+
+
+def load_yaml(relative: str | Path) -> dict[str, Any]:
+    """Load raycfg/<relative> (or an absolute/explicit path) as a dict, with a clear error if absent."""
+    path = config_path(relative)
     with path.open() as handle:
         loaded = yaml.safe_load(handle) or {}
     if not isinstance(loaded, dict):

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
+from facetune.errors import InputNotFoundError
 from facetune.json_files import write_json
 from facetune.release_card import CARD_FILE, write_model_card
 from facetune.schema import ENSEMBLE_CONFIG_FILE, MAX_AGE, MODEL_CONFIG_FILE, SPLITS, PreparedManifest
@@ -27,7 +28,6 @@ from facetune.schema import ENSEMBLE_CONFIG_FILE, MAX_AGE, MODEL_CONFIG_FILE, SP
 #: Where the shipped models live inside the installed package.
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 METRICS_FILE = "metrics.json"
-RELEASE_KEYS = {"description", "family", "arch", "train", "seeds", "torch_threads"}
 #: The recipe keys a member's training depends on (a changed description does not retrain).
 MEMBER_KEYS = ("family", "arch", "train", "torch_threads")
 STATE_FILE = "release_state.pt"
@@ -42,26 +42,28 @@ def default_recipe_path() -> Path:
 
 
 def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The release recipe; unknown keys and a bad TrainConfig fail here, before any training."""
+    """The release recipe; unknown keys (facetune.config_schema.RELEASE) and a bad TrainConfig
+    fail here, before any training."""
+    from facetune.config_schema import RELEASE, check, with_defaults
     from facetune.training.loop import TrainConfig
 
     recipe_path = Path(path) if path is not None else default_recipe_path()
+    if not recipe_path.is_file():
+        raise InputNotFoundError(f"--recipe {recipe_path}: no such file")
     recipe = yaml.safe_load(recipe_path.read_text()) or {}
-    unknown = set(recipe) - RELEASE_KEYS
-    if unknown:
-        raise ValueError(f"{recipe_path}: unknown keys {sorted(unknown)}; known: {sorted(RELEASE_KEYS)}")
+    recipe = with_defaults(recipe, RELEASE, str(recipe_path))
+    check(recipe, RELEASE, str(recipe_path), context={"family": recipe["family"]})
     TrainConfig.from_dict(recipe["train"])
-    seeds = recipe.get("seeds", [recipe["train"].get("seed", 0)])
-    if not seeds or not all(isinstance(seed, int) and seed >= 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+    seeds = recipe["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(seed, int) and seed >= 0 for seed in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"{recipe_path}: seeds must be distinct non-negative integers, got {seeds!r}")
     return recipe
 
 
 def member_recipes(recipe: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """seed -> what that member is trained from: the recipe's training keys with train.seed set."""
-    seeds = recipe.get("seeds", [recipe["train"].get("seed", 0)])
     return {seed: {key: recipe[key] for key in MEMBER_KEYS if key in recipe} | {"train": {**recipe["train"], "seed": seed}}
-            for seed in seeds}
+            for seed in recipe["seeds"]}
 
 
 def shipped_models_present(release_dir: Path | None = None) -> bool:
@@ -124,7 +126,7 @@ def train_release(
     splits = {name: load_split(prepared, name) for name in SPLITS}
     if limit:
         splits["train"] = splits["train"].head(limit)
-    torch.set_num_threads(int(recipe.get("torch_threads", 2)))
+    torch.set_num_threads(int(recipe["torch_threads"]))
 
     started = time.time()
     members = {seed: _train_member(member, splits, work / f"seed-{seed}", epochs, limit, log)
@@ -181,6 +183,7 @@ def _train_member(
     """Train (or resume, or reuse when finished) one seed's model; returns it with its fit figures."""
     import torch
 
+    from facetune.config_schema import RELEASE, with_defaults
     from facetune.models import build_model, make_context
     from facetune.tasks import MULTITASK, TASKS
     from facetune.training.loop import TrainConfig, fit, seed_everything
@@ -196,7 +199,10 @@ def _train_member(
     resume = None
     if state_path.is_file():
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        same_recipe = {k: (saved.get("recipe") or {}).get(k) for k in MEMBER_KEYS} == {k: member.get(k) for k in MEMBER_KEYS}
+        # Compared with every default filled in, so a state saved before a key was declared still matches.
+        saved_member = with_defaults({k: v for k, v in (saved.get("recipe") or {}).items() if k in MEMBER_KEYS},
+                                     {k: RELEASE[k] for k in MEMBER_KEYS}, str(state_path))
+        same_recipe = all(saved_member.get(k) == member.get(k) for k in MEMBER_KEYS if k != "train")
         if saved.get("train_config") == train_cfg.to_dict() and same_recipe and saved.get("limit") == limit:
             resume = saved
             log(f"[release] seed {seed}: resuming after epoch {saved['epoch']} of {train_cfg.epochs} from {state_path}")

@@ -71,3 +71,39 @@ def test_tune_all_job_follows_the_same_contract(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.startswith("tune_all.py: --profile nope: no such profile") and done.stderr.count("\n") == 1
+
+
+JOBS = sorted(path.name for path in (REPO / "jobs").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", JOBS)
+def test_every_job_script_is_a_facetune_command_under_its_own_name(script, capsys, monkeypatch):
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", [script, "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / "jobs" / script), run_name="__main__")
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: {script} ")
+
+
+def test_train_release_job_reports_missing_data_in_one_line(tmp_path, capsys):
+    from facetune.cli import run_job
+
+    code = run_job("train_release.py", "train_release", ["--data", str(tmp_path / "none"), "--work", str(tmp_path / "w"),
+                                                         "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"train_release.py: data not found: {tmp_path / 'none'} does not exist") and err.count("\n") == 1
+
+
+def test_train_cgan_job_refuses_an_existing_run_in_one_line(tmp_path, prepared_data, capsys):
+    from facetune.cgan.train import run_dir
+    from facetune.cli import run_job
+
+    run_dir(tmp_path / "run").mkdir(parents=True)
+    code = run_job("train_cgan.py", "train_cgan", ["--profile", "smoke", "--data", str(prepared_data),
+                                                   "--results", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("train_cgan.py: ") and "already holds a run" in err and err.count("\n") == 1

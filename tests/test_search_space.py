@@ -71,9 +71,11 @@ def test_combinations_can_be_narrowed_and_reject_typos():
 SEARCH_FILES = sorted(p.stem for p in (raycfg_dir() / "search").glob("*.yaml"))
 
 
+@pytest.mark.parametrize("profile_name", SHIPPED_PROFILES)
 @pytest.mark.parametrize("family", SEARCH_FILES)
-@pytest.mark.parametrize("seed", range(3))
-def test_every_shipped_search_space_samples_into_a_model_and_a_train_config(family, seed):
+def test_every_shipped_search_space_samples_into_a_model_and_a_train_config(profile_name, family):
+    """Every search file x task, narrowed or widened by each profile's overrides and
+    space_overrides (a preset profile: its own entries), samples into a TrainConfig and a model."""
     import random
 
     from facetune.config import set_dotted
@@ -82,10 +84,14 @@ def test_every_shipped_search_space_samples_into_a_model_and_a_train_config(fami
     from facetune.tasks import MULTITASK
     from facetune.training import TrainConfig
 
-    random.seed(seed)
+    profile = load_profile(profile_name)
     tasks = [MULTITASK] if family == "multitask" else list(TASK_NAMES)
-    for task in tasks:
-        base, space = combination_config(family, task, {})
+    pairs = [(f, t) for f, t in combinations(profile) if f == family] if profile["preset"] else [(family, t) for t in tasks]
+    if not pairs:
+        pytest.skip(f"preset profile {profile_name} has no {family} entries")
+    random.seed(0)
+    for family, task in pairs:
+        base, space = combination_config(family, task, profile)
         for dotted, spec in space.items():
             domain = to_distribution(spec)
             set_dotted(base, dotted, domain.sample() if hasattr(domain, "sample") else domain)

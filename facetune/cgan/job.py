@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from facetune.config import deep_merge, load_yaml
+from facetune.config import config_path, deep_merge, load_yaml
+from facetune.config_schema import CGAN_FILE, CGAN_RUN, apply_assignments, check
+from facetune.errors import InputNotFoundError, InvalidInputError, UsageError
+from facetune.ray_session import add_address_argument, check_address, ray_session
 from facetune.schema import MODEL_CONFIG_FILE
 
 CONFIG_FILE = "cgan.yaml"
@@ -23,15 +25,22 @@ def profile_names(path: str = CONFIG_FILE) -> list[str]:
     return sorted(load_yaml(path)["profiles"])
 
 
-def resolve_config(profile: str, overrides: dict[str, Any] | None = None, path: str = CONFIG_FILE) -> dict[str, Any]:
-    """raycfg/cgan.yaml defaults <- profile <- overrides, with the named preset split into model/optim."""
-    raw = load_yaml(path)
+def resolve_config(profile: str, overrides: dict[str, Any] | None = None, path: str = CONFIG_FILE,
+                   assignments: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """raycfg/cgan.yaml defaults <- profile <- overrides <- `--set` assignments, with the named
+    preset split into model/optim. Unknown keys anywhere fail here (facetune.config_schema)."""
+    source = config_path(path)
+    raw = load_yaml(source)
+    check(raw, CGAN_FILE, str(source))
     if profile not in raw["profiles"]:
-        raise ValueError(f"unknown cgan profile {profile!r}; known: {sorted(raw['profiles'])}")
+        raise InvalidInputError(f"unknown cgan profile {profile!r}; known: {sorted(raw['profiles'])}")
+    check(overrides or {}, CGAN_RUN, "cgan overrides")
     config = deep_merge(deep_merge(raw["defaults"], raw["profiles"][profile]), overrides or {})
+    config = apply_assignments(config, assignments, CGAN_RUN)
+    check(config, CGAN_RUN, f"{source} with --set {' '.join(assignments)}" if assignments else str(source))
     preset_name = config["preset"]
     if preset_name not in raw["presets"]:
-        raise ValueError(f"profile {profile!r}: unknown preset {preset_name!r}; known: {sorted(raw['presets'])}")
+        raise InvalidInputError(f"profile {profile!r}: unknown preset {preset_name!r}; known: {sorted(raw['presets'])}")
     preset = raw["presets"][preset_name]
     config["profile"] = profile
     config["model"] = {
@@ -52,9 +61,9 @@ def find_age_model(path: str | os.PathLike[str]) -> Path:
         if config_file.is_file():
             task = json.loads(config_file.read_text()).get("task")
             if task != "age":
-                raise ValueError(f"--age-model {candidate}: a {task!r} model, not an age regressor")
+                raise InvalidInputError(f"--age-model {candidate}: a {task!r} model, not an age regressor")
             return candidate
-    raise FileNotFoundError(f"--age-model {path}: no model_config.json there nor in {path / SWEEP_AGE_MODEL}")
+    raise InputNotFoundError(f"--age-model {path}: no model_config.json there nor in {path / SWEEP_AGE_MODEL}")
 
 
 def train_fallback_age_model(data_dir: Path, out_dir: Path, spec: dict[str, Any], seed: int) -> Path:
@@ -89,13 +98,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="age regressor for the metrics: a sweep results dir (uses cnn_age/) or a model dir; "
         "default: train a small one into RESULTS/age_regressor",
     )
-    parser.add_argument("--epochs", type=int, default=None, help="override the profile's epoch count")
+    parser.add_argument("--epochs", type=int, default=None, help="override the profile's epoch count (= --set epochs=N)")
+    add_address_argument(parser)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a run setting of raycfg/cgan.yaml, e.g. batch_size=32 or grid.rows=4 (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, make sure an age regressor exists, run the training under Ray."""
-    import ray
-
     from facetune.cgan.train import check_run_state, run_training
     from facetune.settings import require_data_path
 
@@ -104,11 +114,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_run_state(results, args.resume)
     except (FileExistsError, FileNotFoundError) as err:
-        print(f"train-cgan: {err}", file=sys.stderr)
-        return 2
-    overrides = {"epochs": args.epochs} if args.epochs else {}
-    config = resolve_config(args.profile, overrides)
+        raise UsageError(str(err)) from None
+    assignments = [*args.set, *([f"epochs={args.epochs}"] if args.epochs else [])]
+    config = resolve_config(args.profile, assignments=assignments)
     config.update(data_dir=str(data_dir), results_dir=str(results))
+    check_address(args.address)  # before the fallback regressor's minutes of training
     if args.age_model:
         config["age_model_dir"] = str(find_age_model(args.age_model).resolve())
     else:
@@ -118,17 +128,8 @@ def run(args: argparse.Namespace) -> int:
             train_fallback_age_model(data_dir, fallback, config["age_model"], config["seed"])
         config["age_model_dir"] = str(fallback)
 
-    # Connect to the cluster named by RAY_ADDRESS (set under `ray job submit`), else start a
-    # private local one ("local": never attach to someone else's `ray start` on this machine).
-    # Shut down only what this process started.
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
-    try:
+    with ray_session(args.address):
         final = run_training(config, resume=args.resume)
-    finally:
-        if started_here:
-            ray.shutdown()
     keys = ("epoch", "age_mae_generated", "age_mae_real_floor", "age_mae_shuffled_ceiling", "frechet_distance_cnn")
     print(json.dumps({key: final.get(key) for key in keys}, indent=2))
     print(f"generator: {results / 'generator.pt'}  samples: {results / 'samples'}")

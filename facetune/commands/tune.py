@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from facetune.commands.checks import read_sweep_summary
-from facetune.errors import NoDataError, OutputError, UsageError
+from facetune.errors import FacetuneError, NoDataError, OutputError, UsageError
+from facetune.ray_session import add_address_argument
 from facetune.settings import DEFAULT_RESULTS, default_data_source, require_data_path
 
 
@@ -26,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue an interrupted sweep; finished combinations and trials are not redone")
     parser.add_argument("--only", nargs="+", metavar="FAMILY/TASK",
                         help="run only these combinations, e.g. cnn/gender dnn/age")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a profile key, e.g. max_epochs=3, train.lr=0.001 (every family) or "
+                             "overrides.cnn.arch.dense=[64] (repeatable; checked like the profile file)")
+    add_address_argument(parser)
     parser.add_argument("--gpu", choices=("auto", "yes", "no"), default="auto",
                         help="GPU trials: auto = when the cluster has GPUs now; yes = ask for them (autoscaling "
                              "clusters whose GPU nodes start at zero); no = CPU only")
@@ -52,10 +57,12 @@ def check_sweep_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], lis
     """
     import yaml
 
-    from facetune.tuning.profiles import combinations, load_profile
+    from facetune.tuning.profiles import check_combinations, combinations, load_profile
 
     try:
-        profile = load_profile(args.profile)
+        profile = load_profile(args.profile, args.set)
+    except FacetuneError:
+        raise
     except FileNotFoundError:
         raise UsageError(f"--profile {args.profile}: no such profile; available: {', '.join(available_profiles())} "
                          "(or a path to a .yaml file)") from None
@@ -72,6 +79,7 @@ def check_sweep_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], lis
     if not pairs:
         raise UsageError(f"--only {' '.join(args.only or [])}: selects none of profile {args.profile}'s "
                          f"combinations ({' '.join(f'{f}/{t}' for f, t in offered)})")
+    check_combinations(profile, pairs)
     local = Path(args.results) if "://" not in str(args.results) else None
     if local is not None and local.exists() and not local.is_dir():
         raise OutputError(f"--results {args.results}: is a file, not a results folder")
@@ -89,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     require_data_path(args.data)
     try:
         summary = run_sweep(profile, args.data, args.results, resume=args.resume, storage=args.storage,
-                            only=args.only, use_gpu=args.gpu)
+                            only=args.only, use_gpu=args.gpu, address=args.address)
     except SweepExistsError as err:
         raise UsageError(str(err)) from None
     finished = {(entry.family, entry.task) for entry in summary}

@@ -28,7 +28,7 @@ DEFAULTS: dict = {
 }
 
 
-@register_family("cnn")
+@register_family("cnn", DEFAULTS)
 def build_cnn(arch: dict, task: Task, context: dict) -> nn.Module:
     check_arch_keys("cnn", arch, set(DEFAULTS))
     a = {**DEFAULTS, **arch}

@@ -52,13 +52,13 @@ def _dense_model(family: str, arch: dict, task: Task, context: dict, features: n
     return FaceModel(features, head, task, context, context_meta=meta)
 
 
-@register_family("dnn")
+@register_family("dnn", DNN_DEFAULTS)
 def build_dnn(arch: dict, task: Task, context: dict) -> nn.Module:
     check_arch_keys("dnn", arch, set(DNN_DEFAULTS))
     return _dense_model("dnn", {**DNN_DEFAULTS, **arch}, task, context, nn.Flatten(), NUM_PIXELS, {})
 
 
-@register_family("pca_dnn")
+@register_family("pca_dnn", PCA_DNN_DEFAULTS)
 def build_pca_dnn(arch: dict, task: Task, context: dict) -> nn.Module:
     check_arch_keys("pca_dnn", arch, set(PCA_DNN_DEFAULTS))
     a = {**PCA_DNN_DEFAULTS, **arch}

@@ -74,7 +74,7 @@ class TaskView(nn.Module):
         return self.model(x)[:, self.columns]
 
 
-@register_family("multitask", multitask=True)
+@register_family("multitask", DEFAULTS, multitask=True)
 def build_multitask(arch: dict, task: "Task | str", context: dict) -> nn.Module:
     if task != MULTITASK:
         raise ValueError(f"multitask answers every task at once: build it for task {MULTITASK!r}, not {getattr(task, 'name', task)!r}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from facetune.config import load_yaml
+from facetune.config import config_path, load_yaml
+from facetune.config_schema import PRESET, check
 
 
 def load_preset(name: str = "paper") -> dict[str, Any]:
@@ -12,7 +13,9 @@ def load_preset(name: str = "paper") -> dict[str, Any]:
 
     raycfg/ is the one beside the package, or $FACETUNE_RAYCFG.
     """
-    preset = load_yaml(f"models/{name}.yaml")
+    path = config_path(f"models/{name}.yaml")
+    preset = load_yaml(path)
+    check(preset, PRESET, str(path))
     for family, tasks in preset.items():
         for task, entry in (tasks or {}).items():
             if not isinstance(entry, dict) or "arch" not in entry or "train" not in entry:

@@ -20,6 +20,7 @@ Builder = Callable[[dict, Task, dict], nn.Module]
 _FAMILIES: dict[str, Builder] = {}
 #: Families whose one model answers every task (built for task MULTITASK).
 _MULTITASK_FAMILIES: set[str] = set()
+_ARCH_DEFAULTS: dict[str, dict] = {}
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -30,9 +31,13 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def register_family(name: str, *, multitask: bool = False) -> Callable[[Builder], Builder]:
-    """Decorator: register `builder` as model family `name`; `multitask` when its one model
-    answers every task (it is built for task MULTITASK and swept as FAMILY/all)."""
+def register_family(name: str, arch_defaults: dict | None = None, *, multitask: bool = False) -> Callable[[Builder], Builder]:
+    """Decorator: register `builder` as model family `name` with its arch keys and their defaults;
+    `multitask` when its one model answers every task (it is built for task MULTITASK and swept
+    as FAMILY/all).
+
+    The arch defaults are how configs are checked before anything is built (facetune.config_schema).
+    """
 
     def register(builder: Builder) -> Builder:
         if name in _FAMILIES and _FAMILIES[name] is not builder:
@@ -40,6 +45,7 @@ def register_family(name: str, *, multitask: bool = False) -> Callable[[Builder]
         _FAMILIES[name] = builder
         if multitask:
             _MULTITASK_FAMILIES.add(name)
+        _ARCH_DEFAULTS[name] = dict(arch_defaults or {})
         return builder
 
     return register
@@ -53,6 +59,13 @@ def families() -> list[str]:
 def is_multitask_family(family: str) -> bool:
     """True when `family`'s one model answers every task (see register_family)."""
     return family in _MULTITASK_FAMILIES
+
+
+def arch_defaults(family: str) -> dict:
+    """The arch keys `family` accepts, with their defaults."""
+    if family not in _FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known: {families()}")
+    return dict(_ARCH_DEFAULTS[family])
 
 
 def build_model(family: str, arch: dict | None, task: "Task | str", context: dict | None = None) -> nn.Module:

@@ -85,7 +85,7 @@ def resnet_trunk(arch: dict) -> tuple[nn.Sequential, int]:
     return nn.Sequential(*layers), in_channels
 
 
-@register_family("resnet")
+@register_family("resnet", DEFAULTS)
 def build_resnet(arch: dict, task: Task, context: dict) -> nn.Module:
     features, width = resnet_trunk(arch)
     dropout = float({**DEFAULTS, **arch}["dropout"])

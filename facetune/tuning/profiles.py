@@ -2,25 +2,53 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from facetune.config import load_yaml
+from facetune.config import config_path, load_yaml
+from facetune.config_schema import PROFILE, apply_assignments, check, with_defaults
+from facetune.errors import InvalidInputError
 from facetune.models.registry import is_multitask_family
 from facetune.schema import MULTITASK, TASK_NAMES
-from facetune.tuning.space import SEARCH_DIR, sweepable_families
+from facetune.tuning.space import SEARCH_DIR, combination_config, sweepable_families
 
-REQUIRED_KEYS = ("num_samples", "max_epochs", "scheduler", "trial_resources")
+#: The sections of a trial config that `--set` may name directly.
+TRIAL_SECTIONS = ("train.", "arch.")
 
 
-def load_profile(name_or_path: str) -> dict[str, Any]:
-    """A profile by name (raycfg/profiles/NAME.yaml) or by path to a YAML file."""
+def load_profile(name_or_path: str, assignments: Iterable[str] = ()) -> dict[str, Any]:
+    """A profile by name (raycfg/profiles/NAME.yaml) or by path to a YAML file, with `--set`
+    assignments (`max_epochs=3`, `train.lr=0.01`, `overrides.cnn.arch.dense=[64]`) applied, checked and completed
+    with the declared defaults (facetune.config_schema.PROFILE)."""
+    # A trial key alone (`train.lr=0.01`) is short for the profile's `overrides.all.train.lr=0.01`.
+    assignments = [f"overrides.all.{a}" if a.startswith(TRIAL_SECTIONS) else a for a in assignments]
     path = Path(name_or_path)
-    profile = load_yaml(path) if path.suffix in (".yaml", ".yml") else load_yaml(f"profiles/{name_or_path}.yaml")
-    missing = [key for key in REQUIRED_KEYS if key not in profile]
-    if missing:
-        raise ValueError(f"profile {name_or_path!r} lacks {', '.join(missing)}")
-    profile.setdefault("name", path.stem)
+    path = config_path(path if path.suffix in (".yaml", ".yml") else f"profiles/{name_or_path}.yaml")
+    raw = apply_assignments(load_yaml(path), assignments, PROFILE)
+    source = f"{path} with --set {' '.join(assignments)}" if assignments else str(path)
+    return resolve_profile(raw, source, default_name=path.stem)
+
+
+def resolve_profile(raw: dict[str, Any], source: str, default_name: str | None = None) -> dict[str, Any]:
+    """A profile dict checked against the schema (an unknown key raises InvalidInputError naming
+    `source`, the key and the nearest known key) and completed with the declared defaults."""
+    families = sorted({family for family, _ in combinations(raw)})
+    check(raw, PROFILE, source, context={"families": families})
+    profile = with_defaults(raw, PROFILE, source)
+    profile["name"] = profile["name"] or default_name
     return profile
+
+
+def check_combinations(profile: dict[str, Any], pairs: Iterable[tuple[str, str]]) -> None:
+    """Resolve every combination's search space and fixed training settings, so a bad key or
+    value in a search file, a preset or the profile fails here, before Ray starts."""
+    from facetune.training.loop import TrainConfig
+
+    for family, task in pairs:
+        base, _ = combination_config(family, task, profile)
+        try:
+            TrainConfig.from_dict(base["train"])
+        except (TypeError, ValueError) as err:
+            raise InvalidInputError(f"profile {profile.get('name')}: {family}/{task}: {err}") from None
 
 
 def combinations(profile: dict[str, Any], only: list[str] | None = None) -> list[tuple[str, str]]:
@@ -45,7 +73,7 @@ def combinations(profile: dict[str, Any], only: list[str] | None = None) -> list
 
 def sized_families(profile: dict[str, Any], sweepable: tuple[str, ...]) -> list[str]:
     """The families a profile sizes, in its order; each must be sweepable."""
-    sizes = profile["num_samples"]
+    sizes = profile.get("num_samples")
     if not isinstance(sizes, dict):
         return list(sweepable)
     unknown = [family for family in sizes if family not in sweepable]

@@ -13,7 +13,9 @@ from typing import Any
 
 from ray import tune
 
-from facetune.config import deep_merge, load_yaml, raycfg_dir, set_dotted
+from facetune.config import config_path, deep_merge, load_yaml, raycfg_dir, set_dotted
+from facetune.config_schema import SEARCH, check
+from facetune.errors import InvalidInputError
 
 SEARCH_DIR = "search"
 
@@ -61,7 +63,9 @@ def combination_config(family: str, task: str, profile: dict[str, Any]) -> tuple
         base = {"arch": dict(entry["arch"]), "train": dict(entry["train"])}
         space: dict[str, Any] = {}
     else:
-        search = load_yaml(f"{profile.get('search_dir', SEARCH_DIR)}/{family}.yaml")
+        path = config_path(f"{profile.get('search_dir', SEARCH_DIR)}/{family}.yaml")
+        search = load_yaml(path)
+        check(search, SEARCH, str(path), context={"family": family})
         task_section = search.get("tasks", {}).get(task, {})
         base = deep_merge(search.get("defaults", {}), {k: v for k, v in task_section.items() if k != "space"})
         space = dict(search.get("space", {}))
@@ -80,6 +84,11 @@ def combination_config(family: str, task: str, profile: dict[str, Any]) -> tuple
     # A fixed override wins over a tuned key of the same name.
     for dotted in fixed:
         space.pop(dotted, None)
+    for dotted, spec in space.items():
+        try:
+            to_distribution(spec)
+        except (TypeError, ValueError) as err:
+            raise InvalidInputError(f"{family}/{task}: search key {dotted!r}: {err}") from None
     return base, space
 
 

@@ -6,6 +6,7 @@ The train/val data is put in the object store once and shared by every trial.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from facetune.ray_session import ray_session
 from facetune.schema import (
     MULTITASK,
     PCA_DIR,
@@ -37,7 +39,7 @@ from facetune.settings import require_data_path
 from facetune.storage import ResultsStore
 from facetune.tuning.export import MULTITASK_METRIC, MULTITASK_MODE, export_best, validation_metric
 from facetune.tuning.profiles import combinations as profile_combinations
-from facetune.tuning.profiles import load_profile, per_family
+from facetune.tuning.profiles import check_combinations, load_profile, per_family, resolve_profile
 from facetune.tuning.space import combination_config, param_space
 from facetune.tuning.trainable import SweepData, run_trial
 
@@ -58,17 +60,20 @@ def run_sweep(
     storage: str | None = None,
     only: list[str] | None = None,
     use_gpu: str = "auto",
+    address: str | None = None,
 ) -> list[SummaryEntry]:
     """Run (or with `resume`, continue) a sweep; returns the summary entries (one per combination).
 
     `data` is a prepared Parquet folder, or a raw source (Kaggle CSV / UTKFace folder) that is
     prepared into RESULTS/data first. `storage` is Tune's experiment storage (default
-    RESULTS/tune). Uses the running Ray when already initialised (or RAY_ADDRESS), else starts
-    a local instance and shuts it down at the end.
+    RESULTS/tune). Ray comes from facetune.ray_session: the one already initialised, the cluster
+    at `address` or $RAY_ADDRESS, else a private local instance shut down at the end.
     """
     import ray
 
-    profile = load_profile(profile) if isinstance(profile, str) else profile
+    profile = load_profile(profile) if isinstance(profile, str) else resolve_profile(profile, "profile", "profile")
+    pairs = profile_combinations(profile, only)
+    check_combinations(profile, pairs)  # a config error fails here, before Ray starts
     store = ResultsStore(results)
     summary = summary_from_json(store.read_json(SUMMARY_FILE, default=[]) or [])
     if summary and not resume:
@@ -79,13 +84,10 @@ def run_sweep(
     # Save Tune's experiment state often, so a killed driver loses little (default: adaptive, >= 10 s).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 
-    started_ray = False
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
-        started_ray = True
+    ray_in_use = contextlib.ExitStack()  # closed in `finally` below, rather than a `with` around it all
+    ray_in_use.enter_context(ray_session(address))
     try:
         prepared = ensure_prepared(data, store)
-        pairs = profile_combinations(profile, only)
         record = SweepRecord(
             profile=profile.get("name"), data=str(prepared), storage=storage,
             combinations=[combination_name(f, t) for f, task in pairs for t in result_tasks(task)],
@@ -118,8 +120,7 @@ def run_sweep(
         store.write_json(SWEEP_FILE, record.to_dict())
         return summary
     finally:
-        if started_ray:
-            ray.shutdown()
+        ray_in_use.close()
 
 
 def result_tasks(task: str) -> tuple[str, ...]:
