@@ -18,6 +18,8 @@ import pytest
 
 from facetune.cluster.local_head import LocalHead, ray_executable
 
+pytestmark = pytest.mark.slow  # a real Ray head and `ray job submit` runs
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # .gitignore keeps .venv, build outputs and results out of the upload; .git is not in it.
 RUNTIME_ENV_JSON = json.dumps({"excludes": [".git"]})

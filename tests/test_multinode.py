@@ -23,6 +23,8 @@ import yaml
 from facetune.cluster.trial_log import epochs_by_trial, read_trial_reports, read_trial_states
 from facetune.config import load_yaml
 
+pytestmark = pytest.mark.slow  # a head and two worker nodes running the smoke sweep (minutes)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DRILL_TIMEOUT_S = 420
 DRILL_EPOCHS = 12

@@ -9,6 +9,8 @@ import torch
 from facetune.models import load_model
 from facetune.tuning.sweep import SweepExistsError, run_sweep
 
+pytestmark = pytest.mark.slow  # the smoke sweep of all nine combinations on Ray Tune (minutes)
+
 COMBINATIONS = {(f, t) for f in ("cnn", "dnn", "pca_dnn") for t in ("age", "gender", "ethnicity")}
 METRIC_NAMES = {
     "age": {"mae", "mse", "rmse", "r2"},

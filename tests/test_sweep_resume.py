@@ -23,6 +23,8 @@ from facetune.cluster.local_head import session_members
 from facetune.cluster.trial_log import read_trial_reports, read_trial_states
 from facetune.config import load_yaml
 
+pytestmark = pytest.mark.slow  # a sweep killed and resumed on Ray Tune (minutes)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KILL_DEADLINE_S = 300
 TRIAL_EPOCHS = 12
