@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from trial_log import read_trial_reports, read_trial_states
+
 from facetune.cluster.local_head import session_members
-from facetune.cluster.trial_log import read_trial_reports, read_trial_states
 from facetune.config import load_yaml
 
 pytestmark = pytest.mark.slow  # a sweep killed and resumed on Ray Tune (minutes)
