@@ -20,6 +20,7 @@ import pandas as pd
 import ray.train
 import ray.train.torch
 import torch
+from ray.experimental import tqdm_ray
 from torch import nn
 
 from facetune.cgan import metrics as quality
@@ -95,6 +96,15 @@ def _write_progress(results: Path, config: dict[str, Any], history: list[dict[st
     (results / "metrics.json").write_text(json.dumps(summary, indent=2))
 
 
+def steps_per_epoch(config: dict[str, Any]) -> int:
+    """Steps each worker takes in an epoch: its share of the train split in full batches."""
+    from facetune.data.loading import split_rows
+
+    rows = split_rows(config["data_dir"], "train")
+    steps = rows // config["num_workers"] // config["batch_size"]
+    return min(steps, config["max_steps_per_epoch"]) if config.get("max_steps_per_epoch") else steps
+
+
 def train_loop(config: dict[str, Any]) -> None:
     """Ray Train worker function: train the cGAN for config["epochs"] epochs, resuming if a checkpoint exists."""
     torch.set_num_threads(int(config["torch_threads"]))
@@ -118,8 +128,13 @@ def train_loop(config: dict[str, Any]) -> None:
             batch_size=config["batch_size"], drop_last=True, device=gan.device,
             local_shuffle_buffer_size=config["shuffle_buffer"], local_shuffle_seed=config["seed"] + epoch,
         )
+        if rank == 0:  # one bar for the group, drawn by the driver (tqdm_ray)
+            batches = tqdm_ray.tqdm(batches, desc=f"cgan epoch {epoch}/{config['epochs']}",
+                                    total=steps_per_epoch(config), unit="step")
         metrics = gan.train_epoch(batches, max_steps=config.get("max_steps_per_epoch"),
                                   before_step=lambda step: _maybe_fail(config.get("fail_at"), rank, epoch, step))
+        if rank == 0:
+            batches.close()
         if metrics.steps == 0:
             raise ValueError(f"rank {rank}: shard has fewer rows than batch_size={config['batch_size']}")
         row: dict[str, Any] = {"epoch": epoch, **metrics.summary()}

@@ -40,13 +40,15 @@ def run_sweep(
     storage: str | None = None,
     only: list[str] | None = None,
     use_gpu: str = "auto",
+    verbose: bool = False,
 ) -> list[dict[str, Any]]:
     """Run (or with `resume`, continue) a sweep; returns the summary entries (one per combination).
 
     `data` is a prepared Parquet folder, or a raw source (Kaggle CSV / UTKFace folder) that is
     prepared into RESULTS/data first. `storage` is Tune's experiment storage (default
     RESULTS/tune). Uses the running Ray when already initialised (or RAY_ADDRESS), else starts
-    a local instance and shuts it down at the end.
+    a local instance and shuts it down at the end. The console gets a line per finished trial
+    (facetune.tuning.console); `verbose` adds Tune's own trial tables.
     """
     import ray
 
@@ -86,7 +88,7 @@ def run_sweep(
                 print(f"[facetune] {combination_name(family, task)}: already finished, skipped", flush=True)
                 continue
             entry = _run_combination(family, task, profile, data_ref, sweep_data, test_split, store, storage,
-                                     resume, gpu_fraction)
+                                     resume, gpu_fraction, verbose)
             if entry is None:
                 print(f"[facetune] {combination_name(family, task)}: no trial finished an epoch; "
                       "left out of the summary", file=sys.stderr, flush=True)
@@ -157,11 +159,12 @@ def fitted_pca(train_pixels: np.ndarray, n_components: int, store: ResultsStore)
 
 def _run_combination(family: str, task: str, profile: dict[str, Any], data_ref: Any, sweep_data: SweepData,
                      test_split: Any, store: ResultsStore, storage: str, resume: bool,
-                     gpu_fraction: float) -> dict[str, Any] | None:
+                     gpu_fraction: float, verbose: bool) -> dict[str, Any] | None:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     from facetune.tasks import TASKS
+    from facetune.tuning.console import TrialLines
 
     name = combination_name(family, task)
     metric, mode = "val_" + TASKS[task].metric, TASKS[task].mode
@@ -171,6 +174,7 @@ def _run_combination(family: str, task: str, profile: dict[str, Any], data_ref: 
     resources = {"cpu": float(profile["trial_resources"].get("cpu", 1)), "gpu": gpu_fraction}
     trainable = tune.with_resources(tune.with_parameters(run_trial, data_ref=[data_ref]), resources)
     experiment = f"{storage.rstrip('/')}/{name}"
+    num_trials = int(per_family(profile, "num_samples", family))
 
     if resume and tune.Tuner.can_restore(experiment):
         print(f"[facetune] {name}: resuming the interrupted search in {experiment}", flush=True)
@@ -184,7 +188,7 @@ def _run_combination(family: str, task: str, profile: dict[str, Any], data_ref: 
             param_space=param_space(base, space),
             tune_config=tune.TuneConfig(
                 metric=metric, mode=mode,
-                num_samples=int(per_family(profile, "num_samples", family)),
+                num_samples=num_trials,
                 max_concurrent_trials=profile.get("max_concurrent_trials"),
                 scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, **scheduler_cfg),
             ),
@@ -193,7 +197,10 @@ def _run_combination(family: str, task: str, profile: dict[str, Any], data_ref: 
                 storage_path=storage,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=int((profile.get("failure") or {}).get("max_failures", 2))),
-                verbose=int(profile.get("verbose", 1)),
+                # Tune's tables repeat every trial's full config every few seconds; TrialLines
+                # prints one line per finished trial instead (both under --verbose).
+                verbose=2 if verbose else 0,
+                callbacks=[TrialLines(name, metric, mode, num_trials, max_epochs, sorted(space))],
             ),
         )
     print(f"[facetune] {name}: searching {len(space)} hyperparameters, metric {metric} ({mode})", flush=True)
