@@ -56,8 +56,12 @@ class ResultsStore:
             target = self._staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_suffix(target.suffix + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(target)  # atomic: a killed driver never leaves half a summary
+            try:
+                tmp.write_text(text)
+                tmp.replace(target)  # atomic: a killed driver never leaves half a summary
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # e.g. a full disk: the previous content stays, alone
+                raise
 
     def read_json(self, relative: str, default: Any = None) -> Any:
         path = f"{self._base}/{relative}"
