@@ -32,6 +32,7 @@ from facetune.cgan.generate import (
     generator_payload,
     save_age_grid,
 )
+from facetune.cgan.job import steps_per_epoch
 from facetune.cgan.step import GanTrainer
 
 RUN_NAME = "cgan"
@@ -94,15 +95,6 @@ def _write_progress(results: Path, config: dict[str, Any], history: list[dict[st
     summary = {"profile": config["profile"], "preset": config["preset"], "epochs_done": history[-1]["epoch"],
                "epochs": config["epochs"], "final": history[-1], "history": history}
     (results / "metrics.json").write_text(json.dumps(summary, indent=2))
-
-
-def steps_per_epoch(config: dict[str, Any]) -> int:
-    """Steps each worker takes in an epoch: its share of the train split in full batches."""
-    from facetune.data.loading import split_rows
-
-    rows = split_rows(config["data_dir"], "train")
-    steps = rows // config["num_workers"] // config["batch_size"]
-    return min(steps, config["max_steps_per_epoch"]) if config.get("max_steps_per_epoch") else steps
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -178,6 +170,11 @@ def export_generator(checkpoint_dir: str | Path, out: str | Path) -> Path:
     return out
 
 
+def limited(dataset: Any, row_limit: int | None) -> Any:
+    """The first `row_limit` rows of a Ray Dataset (all of them for None)."""
+    return dataset.limit(int(row_limit)) if row_limit else dataset
+
+
 def run_training(config: dict[str, Any], *, resume: bool = False) -> dict[str, Any]:
     """Run the TorchTrainer for a fully resolved config (see facetune.cgan.job); Ray must be initialised.
 
@@ -206,7 +203,7 @@ def run_training(config: dict[str, Any], *, resume: bool = False) -> dict[str, A
             failure_config=ray.train.FailureConfig(max_failures=config["max_failures"]),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config["keep_checkpoints"]),
         ),
-        datasets={"train": read_split_dataset(config["data_dir"], "train")},
+        datasets={"train": limited(read_split_dataset(config["data_dir"], "train"), config["row_limit"])},
     )
     result = trainer.fit()
     if result.checkpoint is None:

@@ -120,10 +120,13 @@ def ensure_prepared(data: str | os.PathLike[str] | None, store: ResultsStore) ->
 
 
 def load_sweep_data(prepared: Path, profile: dict[str, Any], store: ResultsStore, need_pca: bool) -> SweepData:
-    """Train and val splits as arrays, the age scaling and (once per sweep) the fitted PCA."""
+    """Train and val splits as arrays (the first `row_limit` rows of each when the profile sets
+    one), the age scaling and (once per sweep) the fitted PCA."""
     from facetune.data.loading import load_split
 
     train, val = load_split(prepared, "train"), load_split(prepared, "val")
+    if profile.get("row_limit"):
+        train, val = train.head(int(profile["row_limit"])), val.head(int(profile["row_limit"]))
     labels = ("age", "gender", "ethnicity")
     data = SweepData(
         train_pixels=train.pixels, train_labels={k: train.labels(k) for k in labels},
