@@ -134,7 +134,7 @@ PROFILE: dict[str, Any] = {
     "max_concurrent_trials": None,
     "torch_threads": 1,
     "failure": {"max_failures": 2},
-    "verbose": 1,
+    "row_limit": None,            # train and val on their first N faces only (smoke runs); None: all
     # {all|family: {dotted trial key: value}}: fixed values, winning over a tuned key
     "overrides": Table(TrialKeys(), names=_scopes, default={}),
     # {family: {all|task: {dotted trial key: distribution, or null to stop tuning it}}}
@@ -182,6 +182,7 @@ CGAN_RUN: dict[str, Any] = {
     "eval_split": REQUIRED,
     "eval_samples": REQUIRED,
     "max_steps_per_epoch": REQUIRED,
+    "row_limit": REQUIRED,
     "epochs": REQUIRED,
     "batch_size": REQUIRED,
     "age_model": {"family": REQUIRED, "arch": Free(), "epochs": REQUIRED, "batch_size": REQUIRED, "lr": REQUIRED},

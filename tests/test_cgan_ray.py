@@ -18,6 +18,8 @@ from facetune.cgan.job import AGE_MODEL_DIR, resolve_config
 from facetune.cgan.train import run_dir, run_training
 from facetune.cli import main as cli_main
 
+pytestmark = pytest.mark.slow  # Ray Train runs of the CGAN (minutes on 2 cores)
+
 QUALITY_KEYS = ("age_mae_generated", "age_mae_real_floor", "age_mae_shuffled_ceiling", "frechet_distance_cnn")
 
 

@@ -21,6 +21,8 @@ from facetune.tuning.profiles import combinations as profile_combinations
 from facetune.tuning.profiles import load_profile
 from facetune.tuning.sweep import result_tasks
 
+pytestmark = pytest.mark.slow  # a real Ray head and `ray job submit` runs
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # .gitignore keeps .venv, build outputs and results out of the upload; .git is not in it.
 RUNTIME_ENV_JSON = json.dumps({"excludes": [".git"]})

@@ -46,12 +46,14 @@ def test_unknown_split_and_missing_data_are_clear_errors(prepared_data, tmp_path
         load_split(tmp_path, "train")
 
 
+@pytest.mark.slow  # starts Ray
 def test_ray_reads_the_whole_directory_as_one_dataset(ray_session, prepared_data):
     import ray.data
 
     assert ray.data.read_parquet(str(prepared_data)).count() == 400
 
 
+@pytest.mark.slow  # starts Ray
 def test_read_split_dataset_batches_are_float_images_and_labels(ray_session, prepared_data):
     expected = load_split(prepared_data, "test")
     dataset = read_split_dataset(prepared_data, "test")

@@ -20,10 +20,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facetune.cluster.trial_log import epochs_by_trial, read_trial_reports, read_trial_states
+from trial_log import epochs_by_trial, read_trial_reports, read_trial_states
+
 from facetune.config import load_yaml
 from facetune.results.collect import STUDY_FAMILIES
 from facetune.schema import TASK_NAMES, combination_name
+
+pytestmark = pytest.mark.slow  # a head and two worker nodes running the smoke sweep (minutes)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DRILL_TIMEOUT_S = 420
@@ -69,7 +72,7 @@ def drill(prepared_data, tmp_path_factory):
         env["RAY_TMPDIR"] = ray_tmp  # short (Unix socket paths) and private to this drill
         log = out / "drill.log"
         code = run_in_own_group(
-            [sys.executable, "-m", "facetune.cluster.drill", "--profile", str(drill_profile(out)),
+            [sys.executable, str(REPO_ROOT / "tests" / "drill.py"), "--profile", str(drill_profile(out)),
              "--data", str(prepared_data), "--results", str(results), "--workers", "2", "--cpus-per-worker", "1",
              "--remove-worker"],
             env, log, DRILL_TIMEOUT_S)

@@ -176,6 +176,7 @@ def test_cli_writes_the_numbers_of_the_python_api(predictor, results_dir, image_
     assert sorted(rejects["source"].str.rsplit("/", n=1).str[-1]) == ["e_corrupt.jpg", "notes.txt"]
 
 
+@pytest.mark.slow  # starts Ray
 def test_ray_data_path_gives_the_plain_loop_numbers(predictor, image_folder, ray_session):
     files = sorted(image_folder.glob("*.*"))
     plain = predict_images(predictor, files, use_ray=False)
@@ -184,6 +185,7 @@ def test_ray_data_path_gives_the_plain_loop_numbers(predictor, image_folder, ray
     assert sorted(batched.rejects, key=str) == sorted(plain.rejects, key=str)
 
 
+@pytest.mark.slow  # starts Ray
 def test_ray_data_path_on_decoded_faces_keeps_input_order(predictor, test_faces, ray_session):
     from facetune.predict import Inputs
 

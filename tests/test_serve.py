@@ -14,6 +14,8 @@ from predict_fixture import build_results_dir
 from serve_fixture import face_photo, multipart, png_bomb, session_members, start_serve
 from synthetic import make_faces
 
+pytestmark = pytest.mark.slow  # `facetune serve` as a real process on Ray Serve
+
 CHROMIUM = "/usr/bin/chromium"
 
 

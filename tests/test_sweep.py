@@ -1,7 +1,10 @@
 """The smoke sweep runs every family's combinations and leaves the documented results layout."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 
 import pytest
 import torch
@@ -13,6 +16,8 @@ from facetune.tasks import TASKS
 from facetune.tuning.profiles import combinations, load_profile
 from facetune.tuning.sweep import SweepExistsError, result_tasks, run_sweep
 
+pytestmark = pytest.mark.slow  # the smoke sweep of every family on Ray Tune (minutes)
+
 SMOKE_PAIRS = combinations(load_profile("smoke"))
 COMBINATIONS = {(f, t) for f, task in SMOKE_PAIRS for t in result_tasks(task)}
 METRIC_NAMES = {
@@ -23,10 +28,28 @@ METRIC_NAMES = {
 
 
 @pytest.fixture(scope="module")
-def smoke_results(tmp_path_factory, prepared_data, ray_session):
+def smoke_run(tmp_path_factory, prepared_data, ray_session):
+    """(results dir, summary, what the sweep printed)."""
     results = tmp_path_factory.mktemp("smoke_results")
-    summary = [entry.to_dict() for entry in run_sweep("smoke", prepared_data, results)]
-    return results, summary
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        summary = [entry.to_dict() for entry in run_sweep("smoke", prepared_data, results)]
+    return results, summary, console.getvalue()
+
+
+@pytest.fixture(scope="module")
+def smoke_results(smoke_run):
+    return smoke_run[:2]
+
+
+def test_the_console_has_one_line_per_finished_trial_and_no_tune_tables(smoke_run):
+    console = smoke_run[2]
+    trial_lines = re.findall(r"^\[facetune\] (\w+) \d+/\d+ trial \w+: .* -> val_\w+ [-\d.e]+, \d+ epochs, ",
+                             console, flags=re.MULTILINE)
+    assert sorted(set(trial_lines)) == sorted(f"{f}_{t}" for f, t in SMOKE_PAIRS)
+    sizes = load_profile("smoke")["num_samples"]
+    assert len(trial_lines) == sum(sizes[f] for f, _ in SMOKE_PAIRS)  # one line per trial
+    assert "Trial status" not in console and "Current time" not in console
 
 
 def test_summary_has_one_entry_per_combination(smoke_results):

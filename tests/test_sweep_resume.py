@@ -19,11 +19,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from trial_log import read_trial_reports, read_trial_states
+
 from facetune.cluster.local_head import session_members
-from facetune.cluster.trial_log import read_trial_reports, read_trial_states
 from facetune.config import load_yaml
 from facetune.results.collect import STUDY_FAMILIES
 from facetune.schema import TASK_NAMES, combination_name, split_combination_name
+
+pytestmark = pytest.mark.slow  # a sweep killed and resumed on Ray Tune (minutes)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KILL_DEADLINE_S = 300

@@ -53,6 +53,17 @@ def resolve_config(profile: str, overrides: dict[str, Any] | None = None, path: 
     return config
 
 
+def steps_per_epoch(config: dict[str, Any]) -> int:
+    """Steps each worker takes in an epoch: its share of the (limited) train split in full batches."""
+    from facetune.data.loading import split_rows
+
+    rows = split_rows(config["data_dir"], "train")
+    if config["row_limit"]:
+        rows = min(rows, int(config["row_limit"]))
+    steps = rows // config["num_workers"] // config["batch_size"]
+    return min(steps, config["max_steps_per_epoch"]) if config.get("max_steps_per_epoch") else steps
+
+
 def find_age_model(path: str | os.PathLike[str]) -> Path:
     """A model dir (model_config.json) or a sweep results dir holding cnn_age/ -> the model dir."""
     path = Path(path)
@@ -66,8 +77,10 @@ def find_age_model(path: str | os.PathLike[str]) -> Path:
     raise InputNotFoundError(f"--age-model {path}: no model_config.json there nor in {path / SWEEP_AGE_MODEL}")
 
 
-def train_fallback_age_model(data_dir: Path, out_dir: Path, spec: dict[str, Any], seed: int) -> Path:
-    """Train the small age CNN the metrics need when no sweep result is given (plain PyTorch, no Ray)."""
+def train_fallback_age_model(data_dir: Path, out_dir: Path, spec: dict[str, Any], seed: int,
+                             row_limit: int | None = None) -> Path:
+    """Train the small age CNN the metrics need when no sweep result is given (plain PyTorch, no Ray),
+    on the first `row_limit` train faces when given."""
     import numpy as np
     import torch
 
@@ -78,6 +91,8 @@ def train_fallback_age_model(data_dir: Path, out_dir: Path, spec: dict[str, Any]
 
     task = TASKS["age"]
     train, val = load_split(data_dir, "train"), load_split(data_dir, "val")
+    if row_limit:
+        train = train.head(int(row_limit))
     train_y = torch.as_tensor(np.array(train.labels("age")))  # a writable copy
     seed_everything(seed)
     model = build_model(spec["family"], spec["arch"], task, make_context(task, train_y))
@@ -125,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         fallback = results / AGE_MODEL_DIR
         if not (fallback / "model_config.json").is_file():
             print(f"training the fallback age regressor into {fallback}")
-            train_fallback_age_model(data_dir, fallback, config["age_model"], config["seed"])
+            train_fallback_age_model(data_dir, fallback, config["age_model"], config["seed"], config["row_limit"])
         config["age_model_dir"] = str(fallback)
 
     with ray_session(args.address):

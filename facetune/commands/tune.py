@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", choices=("auto", "yes", "no"), default="auto",
                         help="GPU trials: auto = when the cluster has GPUs now; yes = ask for them (autoscaling "
                              "clusters whose GPU nodes start at zero); no = CPU only")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print Ray Tune's trial tables (default: one line per finished trial and a "
+                             "progress line per combination)")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     require_data_path(args.data)
     try:
         summary = run_sweep(profile, args.data, args.results, resume=args.resume, storage=args.storage,
-                            only=args.only, use_gpu=args.gpu, address=args.address)
+                            only=args.only, use_gpu=args.gpu, address=args.address, verbose=args.verbose)
     except SweepExistsError as err:
         raise UsageError(str(err)) from None
     finished = {(entry.family, entry.task) for entry in summary}

@@ -8,12 +8,9 @@ from __future__ import annotations
 import gzip
 import os
 import re
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +20,7 @@ import pyarrow.csv as pa_csv
 from facetune.data.images import ImageDecodeError, face_problem, load_gray48, uniform_rows
 from facetune.data.walk import walk_files
 from facetune.errors import NoDataError
+from facetune.progress import progress_bar
 from facetune.schema import IMAGE_SIZE, LABEL_RANGES, NUM_PIXELS, is_any_prepared_dir
 
 CSV_COLUMNS = ("age", "ethnicity", "gender", "img_name", "pixels")
@@ -552,7 +550,8 @@ def read_utkface_folder(folder: str | os.PathLike[str], progress: bool = True, t
     # PIL releases the GIL while decoding, so threads overlap the JPEG work on few cores.
     with ThreadPoolExecutor(max_workers=threads) as pool:
         results = pool.map(decode, files, chunksize=64)
-        for index, outcome in enumerate(_with_progress(results, len(files), "decoding images", progress)):
+        decoded = progress_bar(results, total=len(files), what="decoding images", unit="img", enabled=progress)
+        for index, outcome in enumerate(decoded):
             if isinstance(outcome, str):
                 rejected.append(Rejected(index, files[index], outcome))
                 continue
@@ -574,17 +573,3 @@ def read_utkface_folder(folder: str | os.PathLike[str], progress: bool = True, t
         names=np.asarray(files, dtype=object)[keep],
         rejected=rejected,
     )
-
-
-def _with_progress(items: Iterable, total: int, what: str, enabled: bool, every_s: float = 2.0) -> Iterator:
-    """Yield `items`, printing 'what: done/total' to stderr at most every `every_s` seconds."""
-    started = last = time.monotonic()
-    done = 0
-    for done, item in enumerate(items, start=1):
-        now = time.monotonic()
-        if enabled and now - last >= every_s:
-            print(f"{what}: {done}/{total} ({done / (now - started):.0f}/s)", file=sys.stderr, flush=True)
-            last = now
-        yield item
-    if enabled and time.monotonic() - started >= every_s:
-        print(f"{what}: {done}/{total} done", file=sys.stderr, flush=True)

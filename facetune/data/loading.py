@@ -4,6 +4,7 @@ This is the only way other modules read prepared data (contract in docs/design.m
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,13 @@ def load_split(data_dir: str | os.PathLike[str], split: str) -> SplitArrays:
         ethnicity=table.column("ethnicity").to_numpy(),
         source=np.asarray(table.column("source").to_pylist(), dtype=object),
     )
+
+
+def split_rows(data_dir: str | os.PathLike[str], split: str) -> int:
+    """How many faces `split` holds, from the prepared dir's manifest.json (no data read)."""
+    _check_split(split)
+    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    return int(manifest["splits"][split]["rows"])
 
 
 def _fixed_size_lists_to_numpy(column: pa.ChunkedArray) -> np.ndarray:

@@ -61,6 +61,7 @@ def run_sweep(
     only: list[str] | None = None,
     use_gpu: str = "auto",
     address: str | None = None,
+    verbose: bool = False,
 ) -> list[SummaryEntry]:
     """Run (or with `resume`, continue) a sweep; returns the summary entries (one per combination).
 
@@ -68,6 +69,8 @@ def run_sweep(
     prepared into RESULTS/data first. `storage` is Tune's experiment storage (default
     RESULTS/tune). Ray comes from facetune.ray_session: the one already initialised, the cluster
     at `address` or $RAY_ADDRESS, else a private local instance shut down at the end.
+    The console gets a line per finished trial (facetune.tuning.console); `verbose` adds Tune's
+    own trial tables.
     """
     import ray
 
@@ -106,7 +109,7 @@ def run_sweep(
                 print(f"[facetune] {combination_name(family, task)}: already finished, skipped", flush=True)
                 continue
             entries = _run_combination(family, task, profile, data_ref, sweep_data, test_split, store, storage,
-                                       resume, gpu_fraction)
+                                       resume, gpu_fraction, verbose)
             if not entries:
                 print(f"[facetune] {combination_name(family, task)}: no trial finished an epoch; "
                       "left out of the summary", file=sys.stderr, flush=True)
@@ -144,10 +147,13 @@ def ensure_prepared(data: str | os.PathLike[str] | None, store: ResultsStore) ->
 
 
 def load_sweep_data(prepared: Path, profile: dict[str, Any], store: ResultsStore, need_pca: bool) -> SweepData:
-    """Train and val splits as arrays, the age scaling and (once per sweep) the fitted PCA."""
+    """Train and val splits as arrays (the first `row_limit` rows of each when the profile sets
+    one), the age scaling and (once per sweep) the fitted PCA."""
     from facetune.data.loading import load_split
 
     train, val = load_split(prepared, "train"), load_split(prepared, "val")
+    if profile.get("row_limit"):
+        train, val = train.head(int(profile["row_limit"])), val.head(int(profile["row_limit"]))
     labels = TASK_NAMES
     data = SweepData(
         train_pixels=train.pixels, train_labels={k: train.labels(k) for k in labels},
@@ -183,12 +189,13 @@ def fitted_pca(train_pixels: np.ndarray, n_components: int, store: ResultsStore)
 
 def _run_combination(family: str, task: str, profile: dict[str, Any], data_ref: Any, sweep_data: SweepData,
                      test_split: Any, store: ResultsStore, storage: str, resume: bool,
-                     gpu_fraction: float) -> list[SummaryEntry]:
+                     gpu_fraction: float, verbose: bool) -> list[SummaryEntry]:
     """One Tune experiment; its best trial per task exported (three for a MULTITASK search)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     from facetune.tasks import TASKS
+    from facetune.tuning.console import TrialLines
 
     name = combination_name(family, task)
     metric, mode = (MULTITASK_METRIC, MULTITASK_MODE) if task == MULTITASK else \
@@ -199,6 +206,7 @@ def _run_combination(family: str, task: str, profile: dict[str, Any], data_ref: 
     resources = {"cpu": float(profile["trial_resources"].get("cpu", 1)), "gpu": gpu_fraction}
     trainable = tune.with_resources(tune.with_parameters(run_trial, data_ref=[data_ref]), resources)
     experiment = f"{storage.rstrip('/')}/{name}"
+    num_trials = int(per_family(profile, "num_samples", family))
 
     if resume and tune.Tuner.can_restore(experiment):
         print(f"[facetune] {name}: resuming the interrupted search in {experiment}", flush=True)
@@ -212,7 +220,7 @@ def _run_combination(family: str, task: str, profile: dict[str, Any], data_ref: 
             param_space=param_space(base, space),
             tune_config=tune.TuneConfig(
                 metric=metric, mode=mode,
-                num_samples=int(per_family(profile, "num_samples", family)),
+                num_samples=num_trials,
                 max_concurrent_trials=profile.get("max_concurrent_trials"),
                 scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, **scheduler_cfg),
             ),
@@ -221,7 +229,10 @@ def _run_combination(family: str, task: str, profile: dict[str, Any], data_ref: 
                 storage_path=storage,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=int((profile.get("failure") or {}).get("max_failures", 2))),
-                verbose=int(profile.get("verbose", 1)),
+                # Tune's tables repeat every trial's full config every few seconds; TrialLines
+                # prints one line per finished trial instead (both under --verbose).
+                verbose=2 if verbose else 0,
+                callbacks=[TrialLines(name, metric, mode, num_trials, max_epochs, sorted(space))],
             ),
         )
     print(f"[facetune] {name}: searching {len(space)} hyperparameters, metric {metric} ({mode})", flush=True)

@@ -4,7 +4,8 @@ Two views, both plain JSON written by Tune (nothing unpickled):
 - every report a trial made (`<experiment>/<trial dir>/result.json`, one JSON object a line):
   which epoch, on which node (the `node_id` metric facetune's trainable reports), in which process;
 - each trial's final state (`<experiment>/experiment_state-*.json`): status and failure count.
-Used by the failure drill and its tests to show where trials ran and what was retried.
+Used by the failure drill (tests/drill.py) and the tests that kill or lose part of a sweep, to show
+where trials ran and what was retried.
 """
 from __future__ import annotations
 

@@ -3,9 +3,10 @@
 A head node (no CPUs, so every trial runs on a worker) and N worker nodes, all local processes
 (`ray.cluster_utils.Cluster`). Optionally one worker node is removed while a trial on it is
 mid-training; the sweep must still finish, Tune restarting the lost trial from its last
-checkpoint on a surviving node. Rehearse fault tolerance here before paying for a cluster:
+checkpoint on a surviving node. tests/test_multinode.py runs it; to rehearse fault tolerance by
+hand before paying for a cluster:
 
-    python -m facetune.cluster.drill --profile smoke --data PREPARED --results OUT --remove-worker
+    python tests/drill.py --profile smoke --data PREPARED --results OUT --remove-worker
 
 Run it in its own process (it starts and owns a Ray cluster); it writes OUT/drill.json.
 """
@@ -20,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from trial_log import read_trial_reports
+
 from facetune.cluster.local_head import free_ports
-from facetune.cluster.trial_log import read_trial_reports
 from facetune.json_files import write_json
 
 DRILL_REPORT = "drill.json"
