@@ -172,7 +172,8 @@ def train_release(
     write_json(staging / METRICS_FILE, metrics, sort_keys=True)
     write_model_card(staging, metrics)
     _swap_in(staging, out)
-    log(f"[release] wrote {out} ({len(members)} members) in {wall / 60:.1f} min")
+    log(f"[release] wrote {out}: {len(members)} members, {metrics['train_seconds'] / 60:.0f} min of training in all "
+        f"({wall / 60:.1f} min in this run)")
     return metrics
 
 
