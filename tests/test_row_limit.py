@@ -22,7 +22,8 @@ def test_a_sweep_row_limit_keeps_the_first_train_and_val_faces(prepared_data, tm
 
 
 def test_a_cgan_row_limit_shortens_every_workers_epoch(prepared_data):
-    from facetune.cgan.job import resolve_config, steps_per_epoch
+    from facetune.cgan.job import resolve_config
+    from facetune.cgan.train import steps_per_epoch
 
     config = {**resolve_config("smoke"), "data_dir": str(prepared_data), "num_workers": 2, "batch_size": 16}
     assert steps_per_epoch({**config, "row_limit": None}) == split_rows(prepared_data, "train") // 2 // 16

@@ -53,17 +53,6 @@ def resolve_config(profile: str, overrides: dict[str, Any] | None = None, path: 
     return config
 
 
-def steps_per_epoch(config: dict[str, Any]) -> int:
-    """Steps each worker takes in an epoch: its share of the (limited) train split in full batches."""
-    from facetune.data.loading import split_rows
-
-    rows = split_rows(config["data_dir"], "train")
-    if config["row_limit"]:
-        rows = min(rows, int(config["row_limit"]))
-    steps = rows // config["num_workers"] // config["batch_size"]
-    return min(steps, config["max_steps_per_epoch"]) if config.get("max_steps_per_epoch") else steps
-
-
 def find_age_model(path: str | os.PathLike[str]) -> Path:
     """A model dir (model_config.json) or a sweep results dir holding cnn_age/ -> the model dir."""
     path = Path(path)

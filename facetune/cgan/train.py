@@ -32,7 +32,6 @@ from facetune.cgan.generate import (
     generator_payload,
     save_age_grid,
 )
-from facetune.cgan.job import steps_per_epoch
 from facetune.cgan.step import GanTrainer
 
 RUN_NAME = "cgan"
@@ -44,6 +43,18 @@ class InjectedFailure(RuntimeError):
 
 
 # --- the per-worker loop -----------------------------------------------------------------------
+
+
+def steps_per_epoch(config: dict[str, Any]) -> int:
+    """Steps each worker takes in an epoch: its share of the (limited) train split in full batches."""
+    from facetune.data.loading import split_rows
+
+    rows = split_rows(config["data_dir"], "train")
+    if config["row_limit"]:
+        rows = min(rows, int(config["row_limit"]))
+    steps = rows // config["num_workers"] // config["batch_size"]
+    return min(steps, config["max_steps_per_epoch"]) if config.get("max_steps_per_epoch") else steps
+
 
 
 def _maybe_fail(fail_at: dict | None, rank: int, epoch: int, step: int) -> None:

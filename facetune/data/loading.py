@@ -4,7 +4,6 @@ This is the only way other modules read prepared data (contract in docs/design.m
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ import pyarrow as pa
 import pyarrow.dataset as pa_ds
 import torch
 
-from facetune.schema import IMAGE_SIZE, NUM_PIXELS, PARQUET_PATTERN, SPLITS, TASK_NAMES, require_prepared_dir
+from facetune.schema import IMAGE_SIZE, NUM_PIXELS, PARQUET_PATTERN, SPLITS, TASK_NAMES, PreparedManifest, require_prepared_dir
 from facetune.settings import DataNotFoundError
 
 if TYPE_CHECKING:
@@ -94,10 +93,9 @@ def load_split(data_dir: str | os.PathLike[str], split: str) -> SplitArrays:
 
 
 def split_rows(data_dir: str | os.PathLike[str], split: str) -> int:
-    """How many faces `split` holds, from the prepared dir's manifest.json (no data read)."""
+    """How many faces `split` holds, from the prepared dir's manifest (no data read)."""
     _check_split(split)
-    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
-    return int(manifest["splits"][split]["rows"])
+    return int(PreparedManifest.read(data_dir).splits[split]["rows"])
 
 
 def _fixed_size_lists_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
