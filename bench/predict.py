@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import statistics
 import sys
 import tempfile
@@ -41,11 +42,13 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))  # synthetic faces when the shared 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from facetune.predict.batch import ray_connection  # noqa: E402
+from facetune.models.inference import predict_outputs  # noqa: E402
+from facetune.models.multitask import TaskView  # noqa: E402
 from facetune.predict.inputs import Reject, decode_images  # noqa: E402
 from facetune.predict.predictor import Predictor, pixels_to_tensor  # noqa: E402
 from facetune.predict.run import RAY_MIN_IMAGES, attached_cluster_cpus, chooses_ray, predict_images  # noqa: E402
 from facetune.predict.table import prediction_frame  # noqa: E402
+from facetune.ray_session import ray_session  # noqa: E402
 
 DEFAULT_IMAGES = REPO_ROOT.parent / "shared" / "data" / "UTKFace"
 #: Sizes above this run once (the 20,000-image runs take minutes on a loaded machine).
@@ -102,15 +105,27 @@ def study_models(family: str, out: Path) -> dict[str, Path]:
 
 def baseline_loop(predictor: Predictor, files: list[Path], batch_size: int) -> int:
     """The plain loop as `facetune predict` ran it before (kept as the reference): serial decode
-    per batch, then the batch's forward pass, then the table. Returns the number of rows."""
+    per batch, then the batch's forward pass in the default (contiguous) memory format, one pass
+    per distinct network, then the table. Returns the number of rows."""
+    networks = {}  # the old inference: each network in contiguous format, on its own copy
+    for task, task_model in predictor.models.items():
+        module = task_model.module
+        network = module.model if isinstance(module, TaskView) else module
+        if id(network) not in networks:
+            networks[id(network)] = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
     positions, chunks, rejects = [], {task: [] for task in predictor.tasks}, []
     for start in range(0, len(files), batch_size):
         stop = min(start + batch_size, len(files))
         pixels, ok, reasons = decode_images(files[start:stop])
         rejects += [Reject(str(files[start + i]), reasons[i]) for i in np.flatnonzero(~ok)]
         positions.append(start + np.flatnonzero(ok))
-        for task, values in predictor.raw_outputs(pixels_to_tensor(pixels[ok]), batch_size).items():
-            chunks[task].append(values)
+        images, shared = pixels_to_tensor(pixels[ok]), {}
+        for task, task_model in predictor.models.items():
+            module = task_model.module
+            key = id(module.model if isinstance(module, TaskView) else module)
+            if key not in shared:
+                shared[key] = predict_outputs(networks[key], images, batch_size, predictor.tta_flip)
+            chunks[task].append(shared[key][:, module.columns] if isinstance(module, TaskView) else shared[key])
     kept = np.concatenate(positions)
     outputs = {task: np.concatenate(parts) for task, parts in chunks.items()}
     return len(prediction_frame(predictor.tasks, [str(files[i]) for i in kept], outputs, index=kept))
@@ -189,12 +204,12 @@ def main() -> int:
               f"flip averaging {'on' if predictor.tta_flip else 'off'}, torch threads: {torch.get_num_threads()}, "
               f"images: {args.images if all_files[0].parent == args.images else 'synthetic'}")
 
-        with contextlib.ExitStack() as ray_session:
+        with contextlib.ExitStack() as ray_in_use:
             started = time.perf_counter()
             try:
                 if args.no_ray:
                     raise RuntimeError("--no-ray")
-                ray_session.enter_context(ray_connection(num_cpus=args.cpus))
+                ray_in_use.enter_context(ray_session(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False))
                 cluster_cpus = attached_cluster_cpus()
                 print(f"ray start-up: {time.perf_counter() - started:.1f} s (not counted); cluster CPUs: {cluster_cpus:g}")
             except Exception as err:  # noqa: BLE001 - an overloaded machine: still time the other paths

@@ -21,6 +21,7 @@ from ray.data.extensions import ArrowTensorArray
 
 from facetune.predict.inputs import Inputs, Reject, decode_images, decode_threads
 from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback, pixels_to_tensor
+from facetune.ray_session import ray_session
 from facetune.schema import NUM_PIXELS
 
 #: Most rows per Ray Data block (fewer when needed to give every actor a few blocks).
@@ -63,26 +64,6 @@ def _gpus_available() -> float:
     import ray
 
     return float(ray.cluster_resources().get("GPU", 0))
-
-
-@contextlib.contextmanager
-def ray_connection(num_cpus: int | None = None) -> Iterator[None]:
-    """Use the running Ray (or $RAY_ADDRESS); otherwise start one and shut it down by its handle."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    context = ray.init(
-        num_cpus=None if os.environ.get("RAY_ADDRESS") else num_cpus,
-        include_dashboard=False,
-        configure_logging=False,
-        log_to_driver=False,
-    )
-    try:
-        yield
-    finally:
-        context.disconnect()
 
 
 @contextlib.contextmanager
@@ -148,7 +129,9 @@ def ray_raw_outputs(
     if total == 0:
         raise ValueError("no inputs to predict on")
     parts: list[dict[str, np.ndarray]] = []
-    with ray_connection(), _ray_progress_replaced_by(progress):
+    # The running Ray, $RAY_ADDRESS's cluster, or a private local one (never a stale recorded one).
+    with ray_session(include_dashboard=False, configure_logging=False, log_to_driver=False), \
+            _ray_progress_replaced_by(progress):
         gpus = _gpus_available()
         if num_workers is None:
             num_workers = default_num_workers(gpus, ray.available_resources().get("CPU", 1))
