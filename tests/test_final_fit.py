@@ -80,3 +80,10 @@ def test_the_command_says_when_the_sweeps_data_is_gone(tmp_path, capsys):
     write_sweep(tmp_path, tmp_path / "gone")
     assert main(["final-fit", str(tmp_path)]) == 2
     assert "prepared data" in capsys.readouterr().err
+
+
+def test_the_report_reads_a_final_fit_as_a_complete_combination(fitted):
+    from facetune.results.collect import collect_results
+
+    combination = next(c for c in collect_results(fitted["results"]).combinations.values() if c.family == FINAL_FIT_FAMILY)
+    assert combination.problems == [] and combination.predictions is not None and combination.trials is None

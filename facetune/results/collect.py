@@ -175,7 +175,8 @@ def _read_combination(root: Path, entry: SummaryEntry) -> Combination:
         summary=entry,
         best_config=best_config,
         history=_read_csv(directory / HISTORY_FILE, problems),
-        trials=_read_csv(directory / TRIALS_FILE, problems),
+        # Only a search has a trials table (not an ensemble or a final fit).
+        trials=_read_csv(directory / TRIALS_FILE, problems) if entry.num_trials is not None else None,
         predictions=_read_csv(directory / TEST_PREDICTIONS_FILE, problems),
         test_metrics={k: float(v) for k, v in test_metrics.items()},
         problems=problems,

@@ -98,7 +98,7 @@ def export_best(
     task_model = TaskView(model, task_name) if multitask else model
     test_metrics, outputs = evaluate(task_model, task, test_x, test_y, tta_flip=bool(train_config.get("tta_flip", False)))
     test_seconds = time.perf_counter() - started
-    _write_predictions(out_dir / TEST_PREDICTIONS_FILE, task, test_split, outputs)
+    write_predictions(out_dir / TEST_PREDICTIONS_FILE, task, test_split, outputs)
     write_json(out_dir / TEST_METRICS_FILE, test_metrics)
     write_json(out_dir / BEST_CONFIG_FILE, best.config)
     trials = trials_table(grid, metric, task.mode, tuned_keys)
@@ -164,7 +164,8 @@ def _context_meta(task_name: str, family: str, data: SweepData) -> dict[str, Any
     return meta
 
 
-def _write_predictions(path: Path, task: Any, split: Any, outputs: np.ndarray) -> None:
+def write_predictions(path: Path, task: Any, split: Any, outputs: np.ndarray) -> None:
+    """test_predictions.csv: each test face's labels, the prediction and the class probabilities."""
     predicted = task.predict(outputs)
     frame = pd.DataFrame({
         "source": split.source,

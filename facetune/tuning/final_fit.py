@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from facetune.tasks import MULTITASK, TASKS
 
@@ -37,7 +38,10 @@ def final_fit(results: str | os.PathLike[str], tasks: Sequence[str] = tuple(TASK
     from facetune.models.multitask import TaskView
     from facetune.predict.choice import choose_best, read_summary
     from facetune.training.loop import TrainConfig, evaluate, fit, seed_everything
-    from facetune.schema import MODEL_WEIGHTS_FILE, SUMMARY_FILE, SWEEP_FILE, SummaryEntry, SweepRecord, summary_to_json
+    from facetune.json_files import write_json
+    from facetune.schema import (BEST_CONFIG_FILE, HISTORY_FILE, MODEL_WEIGHTS_FILE, SUMMARY_FILE, SWEEP_FILE,
+                                 TEST_METRICS_FILE, TEST_PREDICTIONS_FILE, SummaryEntry, SweepRecord, summary_to_json)
+    from facetune.tuning.export import write_predictions
     from facetune.tuning.ensemble import ENSEMBLE_FAMILY
     from facetune.models.pca import load_pca
     from facetune.models.registry import is_multitask_family
@@ -72,15 +76,21 @@ def final_fit(results: str | os.PathLike[str], tasks: Sequence[str] = tuple(TASK
             model = build_model(family, config["arch"], model_task, model_context(model_task, family, data, cfg.loss))
             log(f"[facetune] final fit {family}/{model_task}: {cfg.epochs} epochs on {len(pooled_x):,} train+val faces")
             result = fit(model, model_task, pooled_x, trial_labels(pooled_labels, model_task, "cpu"), None, None, cfg)
-            trained[entry["trial_id"]] = (model.eval(), result.train_seconds)
-        model, seconds = trained[entry["trial_id"]]
+            trained[entry["trial_id"]] = (model.eval(), result)
+        model, result = trained[entry["trial_id"]]
+        seconds = result.train_seconds
         out = root / f"{FINAL_FIT_FAMILY}_{task_name}"
         save_model(model, out, family=family, task=model_task, arch=config["arch"])
         task = TASKS[task_name]
         module = TaskView(model, task_name) if model_task == MULTITASK else model
         started = time.perf_counter()
-        test_metrics, _ = evaluate(module, task, test_x, torch.tensor(test.labels(task_name), dtype=torch.int64),
+        test_metrics, outputs = evaluate(module, task, test_x, torch.tensor(test.labels(task_name), dtype=torch.int64),
                                    tta_flip=bool(config["train"].get("tta_flip", False)))
+        # The combination files the report reads (no trials.csv: nothing was searched here).
+        write_json(out / BEST_CONFIG_FILE, config)
+        write_json(out / TEST_METRICS_FILE, {k: float(v) for k, v in test_metrics.items()})
+        write_predictions(out / TEST_PREDICTIONS_FILE, task, test, outputs)
+        pd.DataFrame(result.history).to_csv(out / HISTORY_FILE, index=False)
         final = SummaryEntry(
             family=FINAL_FIT_FAMILY, base_family=family, task=task_name, trained_on=TRAINED_ON,
             best_config=config, val=entry["val"], test={k: float(v) for k, v in test_metrics.items()},
