@@ -5,11 +5,23 @@ They run before any heavy work (Ray, models, figures) and raise facetune.errors 
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
-from facetune.errors import NoDataError, OutputError, UsageError, path_text
-from facetune.schema import SUMMARY_FILE, SummaryEntry, summary_from_json
+from facetune.errors import InputNotFoundError, InvalidInputError, NoDataError, OutputError, UsageError, path_text
+from facetune.schema import SUMMARY_FILE, SWEEP_FILE, SummaryEntry, SweepRecord, summary_from_json
+
+
+def read_sweep_record(results_dir: Path) -> SweepRecord:
+    """RESULTS/sweep.json, for the commands that work on a finished sweep (one-line errors, exit 2)."""
+    sweep_file = results_dir / SWEEP_FILE
+    if not sweep_file.is_file():
+        raise InputNotFoundError(f"{sweep_file} not found: RESULTS must be a sweep's results directory")
+    try:
+        return SweepRecord.from_dict(json.loads(sweep_file.read_text()), str(sweep_file))
+    except json.JSONDecodeError as err:
+        raise InvalidInputError(f"{sweep_file} is not valid JSON ({err.msg}, line {err.lineno})") from None
 
 
 def read_sweep_summary(results: str) -> list[SummaryEntry]:

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from facetune.schema import SWEEP_FILE, TASK_NAMES
+from facetune.commands.checks import read_sweep_record
+from facetune.schema import TASK_NAMES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,15 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_members < 1:
         print(f"facetune ensemble: --max-members must be at least 1, not {args.max_members}", file=sys.stderr)
         return 2
-    sweep_file = args.results_dir / SWEEP_FILE
-    if not sweep_file.is_file():
-        print(f"facetune ensemble: {sweep_file} not found: RESULTS must be a sweep's results directory", file=sys.stderr)
-        return 2
-    try:
-        json.loads(sweep_file.read_text())
-    except json.JSONDecodeError as err:
-        print(f"facetune ensemble: {sweep_file} is not valid JSON ({err.msg}, line {err.lineno})", file=sys.stderr)
-        return 2
+    read_sweep_record(args.results_dir)
     from facetune.tuning.ensemble import build_ensembles
 
     entries = build_ensembles(args.results_dir, args.max_members, args.tasks)

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from facetune.commands.checks import read_sweep_record
 from facetune.errors import InputNotFoundError, InvalidInputError
-from facetune.schema import SUMMARY_FILE, SWEEP_FILE, SweepRecord
-from facetune.tasks import TASKS
+from facetune.schema import SUMMARY_FILE, TASK_NAMES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,21 +21,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     parser.add_argument("results_dir", type=Path, metavar="RESULTS", help="a finished sweep's results directory")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), choices=list(TASK_NAMES))
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in (SWEEP_FILE, SUMMARY_FILE):
-        path = args.results_dir / name
-        if not path.is_file():
-            raise InputNotFoundError(f"{path} not found: RESULTS must be a finished sweep's results directory")
-    sweep_file = args.results_dir / SWEEP_FILE
-    try:
-        data = Path(SweepRecord.from_dict(json.loads(sweep_file.read_text()), str(sweep_file)).data)
-    except json.JSONDecodeError as err:
-        raise InvalidInputError(f"{sweep_file} is not valid JSON ({err.msg}, line {err.lineno})") from None
+    data = Path(read_sweep_record(args.results_dir).data)
+    if not (args.results_dir / SUMMARY_FILE).is_file():
+        raise InputNotFoundError(f"{args.results_dir / SUMMARY_FILE} not found: RESULTS must be a finished sweep's results directory")
     if not data.is_dir():
         raise InputNotFoundError(f"the sweep's prepared data {data} is gone: prepare it again to the same place")
     from facetune.tuning.final_fit import final_fit
