@@ -132,6 +132,9 @@ PROFILE: dict[str, Any] = {
     "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
     "trial_resources": {"cpu": 1, "gpu": 0},
     "max_concurrent_trials": None,
+    # true: all combinations' trials share one pool of slots (one Tune experiment, in order);
+    # false: one experiment per combination, one after another (the layout before the pool)
+    "slot_pool": True,
     "torch_threads": 1,
     "failure": {"max_failures": 2},
     "row_limit": None,            # train and val on their first N faces only (smoke runs); None: all

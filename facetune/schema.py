@@ -102,6 +102,10 @@ def require_prepared_dir(path: str | os.PathLike[str]) -> Path:
 SUMMARY_FILE = "summary.json"
 SWEEP_FILE = "sweep.json"
 TUNE_DIR = "tune"
+#: The one Tune experiment (inside TUNE_DIR) that searches all combinations from one pool of slots.
+POOL_EXPERIMENT = "sweep"
+#: When each trial held a slot: [{combination, trial_id, start, end, status}] (facetune.tuning.pool.TrialTime).
+TRIAL_TIMES_FILE = "trial_times.json"
 PCA_DIR = "pca"
 PCA_PARAMS_FILE = "pca.npz"
 PCA_INFO_FILE = "pca.json"

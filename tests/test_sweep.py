@@ -11,7 +11,16 @@ import torch
 
 from facetune.models import load_model
 from facetune.models.multitask import TaskView
-from facetune.schema import IMAGE_SIZE, MULTITASK, NUM_PIXELS, TASK_NAMES
+from facetune.schema import (
+    IMAGE_SIZE,
+    MULTITASK,
+    NUM_PIXELS,
+    POOL_EXPERIMENT,
+    TASK_NAMES,
+    TRIAL_TIMES_FILE,
+    TUNE_DIR,
+    combination_name,
+)
 from facetune.tasks import TASKS
 from facetune.tuning.profiles import combinations, load_profile
 from facetune.tuning.sweep import SweepExistsError, result_tasks, run_sweep
@@ -50,6 +59,24 @@ def test_the_console_has_one_line_per_finished_trial_and_no_tune_tables(smoke_ru
     sizes = load_profile("smoke")["num_samples"]
     assert len(trial_lines) == sum(sizes[f] for f, _ in SMOKE_PAIRS)  # one line per trial
     assert "Trial status" not in console and "Current time" not in console
+
+
+def test_all_combinations_share_one_experiment_and_start_in_the_sweeps_order(smoke_results):
+    results, _ = smoke_results
+    assert [p.name for p in (results / TUNE_DIR).iterdir() if p.is_dir()] == [POOL_EXPERIMENT]
+    times = json.loads((results / TRIAL_TIMES_FILE).read_text())
+    sizes = load_profile("smoke")["num_samples"]
+    assert len(times) == sum(sizes[f] for f, _ in SMOKE_PAIRS)  # every trial, once
+    order = [combination_name(f, t) for f, t in SMOKE_PAIRS]
+    by_start = [entry["combination"] for entry in sorted(times, key=lambda entry: entry["start"])]
+    assert [order.index(name) for name in by_start] == sorted(order.index(name) for name in by_start)
+
+
+def test_without_the_pool_each_combination_is_its_own_experiment(tmp_path, prepared_data, ray_session):
+    profile = {**load_profile("smoke"), "slot_pool": False}
+    summary = run_sweep(profile, prepared_data, tmp_path, only=["dnn/age", "dnn/gender"])
+    assert [(e.family, e.task) for e in summary] == [("dnn", "age"), ("dnn", "gender")]
+    assert sorted(p.name for p in (tmp_path / TUNE_DIR).iterdir() if p.is_dir()) == ["dnn_age", "dnn_gender"]
 
 
 def test_summary_has_one_entry_per_combination(smoke_results):

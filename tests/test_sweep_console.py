@@ -18,7 +18,7 @@ class Clock:
 
 
 def trial(number: int, status: str = "RUNNING") -> SimpleNamespace:
-    config = {"family": "cnn", "arch": {"dense": [256, 128], "conv_channels": [32, 64]},
+    config = {"family": "cnn", "task": "age", "arch": {"dense": [256, 128], "conv_channels": [32, 64]},
               "train": {"lr": 0.00123, "batch_size": 64, "epochs": 20, "patience": 6}}
     return SimpleNamespace(trial_id=f"a1b2c_{number:05d}", config=config, status=status)
 
@@ -81,11 +81,35 @@ def test_progress_lines_come_at_most_every_interval_with_counts_best_elapsed_and
 def test_the_end_of_a_combination_prints_its_totals_without_an_estimate():
     lines, out, clock = console(num_trials=1)
     one = trial(0)
+    lines.on_trial_start(iteration=0, trials=[one], trial=one)
     report(lines, one, 2, 5.5, seconds=80.0)
-    lines.on_trial_complete(iteration=0, trials=[one], trial=one)
     clock.now += 125
-    lines.on_experiment_end(trials=[one])
+    lines.on_trial_complete(iteration=0, trials=[one], trial=one)
     assert out.getvalue().splitlines()[-1] == "[facetune] cnn_age: 1/1 trials done, 0 running, best val_mae 5.5, 2m05s elapsed"
+
+
+def test_other_combinations_trials_in_the_same_experiment_are_not_counted():
+    lines, out, clock = console(num_trials=2)
+    other = SimpleNamespace(trial_id="ffff_00000", status="RUNNING",
+                            config={"family": "dnn", "task": "gender", "arch": {}, "train": {}})
+    lines.on_trial_start(iteration=0, trials=[other], trial=other)
+    report(lines, other, 1, 0.9, seconds=5.0)
+    lines.on_trial_complete(iteration=0, trials=[other], trial=other)
+    clock.now += PROGRESS_EVERY_S
+    lines.on_step_end(iteration=0, trials=[other])
+    lines.on_experiment_end(trials=[other])
+    assert out.getvalue() == ""  # nothing of this combination started
+
+
+def test_elapsed_time_counts_from_the_combinations_first_trial():
+    lines, out, clock = console(num_trials=2, max_epochs=10)
+    clock.now += 600  # other combinations ran first
+    first = trial(0)
+    lines.on_trial_start(iteration=0, trials=[first], trial=first)
+    report(lines, first, 5, 6.0, seconds=30.0)
+    clock.now += PROGRESS_EVERY_S
+    lines.on_step_end(iteration=0, trials=[first])
+    assert ", 30 s elapsed," in out.getvalue()
 
 
 def test_values_and_durations_are_short():

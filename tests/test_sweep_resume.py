@@ -150,8 +150,10 @@ def test_resume_starts_no_extra_trials(sweep):
     assert trials_per_experiment == expected
 
 
-def test_the_interrupted_combination_is_resumed_not_restarted(sweep):
+def test_the_interrupted_combinations_are_resumed_not_restarted(sweep):
     done_before = {f"{entry['family']}_{entry['task']}" for entry in sweep["before"]["summary"]}
     interrupted = {r.experiment for r in sweep["before"]["reports"]} - done_before
-    assert len(interrupted) == 1
-    assert f"[facetune] {interrupted.pop()}: resuming the interrupted search" in sweep["log"]
+    # Two slots: one or two combinations (sharing the pool) were mid-search when the driver died.
+    assert 1 <= len(interrupted) <= 2
+    for name in interrupted:
+        assert f"[facetune] {name}: resuming the interrupted search" in sweep["log"]

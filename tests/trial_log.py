@@ -4,6 +4,8 @@ Two views, both plain JSON written by Tune (nothing unpickled):
 - every report a trial made (`<experiment>/<trial dir>/result.json`, one JSON object a line):
   which epoch, on which node (the `node_id` metric facetune's trainable reports), in which process;
 - each trial's final state (`<experiment>/experiment_state-*.json`): status and failure count.
+Each trial is named by its combination ("cnn_age", from its config), whether the sweep ran all
+combinations in one experiment (the pool of slots) or one experiment each.
 Used by the failure drill (tests/drill.py) and the tests that kill or lose part of a sweep, to show
 where trials ran and what was retried.
 """
@@ -13,10 +15,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from facetune.tuning.space import combination_of
+
 
 @dataclass(frozen=True)
 class TrialReport:
-    experiment: str        # the combination's experiment name, e.g. "cnn_age"
+    experiment: str        # the trial's combination, e.g. "cnn_age"
     trial_id: str
     epoch: int             # Tune's training_iteration: 1 for the first epoch
     node_id: str | None    # the Ray node the trial ran on when it reported
@@ -44,7 +48,6 @@ def read_trial_reports(storage: str | Path, *, live: bool = False) -> list[Trial
     """
     reports = []
     for result_file in sorted(Path(storage).glob("*/*/result.json")):
-        experiment = result_file.parent.parent.name
         lines = result_file.read_text().splitlines()
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -56,7 +59,7 @@ def read_trial_reports(storage: str | Path, *, live: bool = False) -> list[Trial
                     break
                 raise TrialLogError(f"{result_file}:{number} is not JSON: {error}") from error
             reports.append(TrialReport(
-                experiment=experiment, trial_id=str(record["trial_id"]), epoch=int(record["training_iteration"]),
+                experiment=combination_of(record["config"]), trial_id=str(record["trial_id"]), epoch=int(record["training_iteration"]),
                 node_id=record.get("node_id"), pid=record.get("pid"), done=bool(record.get("done", False)),
             ))
     return reports
@@ -74,7 +77,7 @@ def read_trial_states(storage: str | Path) -> list[TrialState]:
             for trial_json, run_metadata_json in saved["trial_data"]:
                 trial, run_metadata = json.loads(trial_json), json.loads(run_metadata_json)
                 states.append(TrialState(
-                    experiment=experiment_dir.name, trial_id=trial["trial_id"], status=trial["status"],
+                    experiment=combination_of(trial["config"]), trial_id=trial["trial_id"], status=trial["status"],
                     num_failures=int(run_metadata.get("num_failures", 0)),
                 ))
         except (json.JSONDecodeError, KeyError, ValueError) as error:

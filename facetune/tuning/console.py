@@ -13,6 +13,8 @@ from typing import Any, Callable, TextIO
 
 from ray import tune
 
+from facetune.tuning.space import combination_of
+
 PREFIX = "[facetune]"
 #: Seconds between two progress lines of a running combination.
 PROGRESS_EVERY_S = 30.0
@@ -49,9 +51,11 @@ def duration(seconds: float) -> str:
 
 
 class TrialLines(tune.Callback):
-    """Prints, for one combination's Tune experiment, a line per finished trial (its tuned
-    hyper-parameters, best metric, epochs and seconds) and, at most every PROGRESS_EVERY_S, a
-    progress line: trials done and running, the best so far, elapsed time and an estimate."""
+    """Prints, for one combination, a line per finished trial (its tuned hyper-parameters, best
+    metric, epochs and seconds) and, at most every PROGRESS_EVERY_S while it runs, a progress
+    line: trials done and running, the best so far, elapsed time and an estimate; its totals when
+    its last trial ends. The experiment may hold other combinations' trials too (the sweep's one
+    pool of slots): this callback follows only its own."""
 
     def __init__(self, combination: str, metric: str, mode: str, num_trials: int, max_epochs: int,
                  tuned_keys: list[str], *, out: TextIO | None = None,
@@ -65,6 +69,10 @@ class TrialLines(tune.Callback):
         self.epochs: dict[str, int] = {}     # trial id -> epochs reported
         self.seconds: dict[str, float] = {}  # trial id -> training seconds reported
         self.finished: set[str] = set()
+        self.begun = False  # a trial of this combination has started
+
+    def mine(self, trial: Any) -> bool:
+        return combination_of(trial.config) == self.combination
 
     # --- Tune's hooks ---------------------------------------------------------------------------
 
@@ -72,8 +80,18 @@ class TrialLines(tune.Callback):
         # Called when the experiment starts, also when a restored one does (this callback comes
         # back unpickled with the experiment, so the clock restarts here).
         self.started = self.last_progress = self.clock()
+        self.begun = False
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.mine(trial) and not self.begun:
+            # Elapsed time and estimates count from this combination's first trial, not the sweep's.
+            self.begun, self.started = True, self.clock()
+            self.last_progress = self.started
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if not self.mine(trial):
+            return
+        self.begun = True
         trial_id = trial.trial_id
         self.epochs[trial_id] = int(result.get("training_iteration", self.epochs.get(trial_id, 0)))
         self.seconds[trial_id] = float(result.get("time_total_s", self.seconds.get(trial_id, 0.0)))
@@ -83,21 +101,35 @@ class TrialLines(tune.Callback):
             self.best[trial_id] = value if kept is None else self._better(value, kept)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.finished.add(trial.trial_id)
-        self._print(self.trial_line(trial))
+        self._ended(trials, trial, failed=False)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.finished.add(trial.trial_id)
-        self._print(self.trial_line(trial, failed=True))
+        self._ended(trials, trial, failed=True)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if self.clock() - self.last_progress >= PROGRESS_EVERY_S:
+        if self.begun and not self.done and self.clock() - self.last_progress >= PROGRESS_EVERY_S:
             self.last_progress = self.clock()
-            running = sum(1 for trial in trials if trial.status == "RUNNING")
-            self._print(self.progress_line(running))
+            self._print(self.progress_line(self.running(trials)))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._print(self.progress_line(running=0))
+        if self.begun and not self.done:  # stopped before all its trials ended
+            self._print(self.progress_line(running=0))
+
+    @property
+    def done(self) -> bool:
+        return len(self.finished) >= self.num_trials
+
+    def running(self, trials: list) -> int:
+        return sum(1 for trial in trials if trial.status == "RUNNING" and self.mine(trial))
+
+    def _ended(self, trials: list, trial: Any, failed: bool) -> None:
+        if not self.mine(trial):
+            return
+        self.begun = True
+        self.finished.add(trial.trial_id)
+        self._print(self.trial_line(trial, failed=failed))
+        if self.done:
+            self._print(self.progress_line(running=0))
 
     # --- the lines ------------------------------------------------------------------------------
 
@@ -138,3 +170,4 @@ class TrialLines(tune.Callback):
 
     def _print(self, line: str) -> None:
         print(line, file=self.out or sys.stdout, flush=True)
+

@@ -9,6 +9,7 @@ import json
 import math
 import time
 from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,8 +42,25 @@ def validation_metric(family: str, task_name: str) -> str:
     return VAL_PREFIX + (f"{task_name}_" if is_multitask_family(family) else "") + TASKS[task_name].metric
 
 
+def best_result(results: Iterable[Any], metric: str, mode: str) -> Any | None:
+    """The result (ray.tune.Result) whose best epoch is best at `metric`, over every epoch it
+    reported (NaN and inf ignored); None when no result with a checkpoint reported it."""
+    best, best_value = None, None
+    for result in results:
+        frame = result.metrics_dataframe
+        if result.checkpoint is None or frame is None or metric not in frame:
+            continue
+        values = pd.to_numeric(frame[metric], errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
+        if values.empty:
+            continue
+        value = float(values.min() if mode == "min" else values.max())
+        if best_value is None or (value < best_value if mode == "min" else value > best_value):
+            best, best_value = result, value
+    return best
+
+
 def export_best(
-    grid: Any,
+    results: Sequence[Any],
     family: str,
     task_name: str,
     tuned_keys: list[str],
@@ -50,9 +68,10 @@ def export_best(
     test_split: Any,
     out_dir: Path,
 ) -> SummaryEntry | None:
-    """Write the best trial of `grid` (a ray.tune.ResultGrid) to `out_dir`; None if no trial finished an epoch.
+    """Write the best of `results` (one combination's trials, as ray.tune.Result objects or a
+    ResultGrid) to `out_dir`; None if no trial finished an epoch.
 
-    For the multitask family, `grid` is the one experiment of all three tasks: the trial best at
+    For the multitask family, `results` are the trials of all three tasks: the trial best at
     `task_name` is chosen and its whole multitask model saved (predict shares its forward pass).
     """
     import torch
@@ -66,12 +85,8 @@ def export_best(
     task = TASKS[task_name]
     multitask = is_multitask_family(family)
     metric = validation_metric(family, task_name)
-    usable = [r for r in grid if r.checkpoint is not None and r.metrics_dataframe is not None
-              and metric in r.metrics_dataframe]
-    if not usable:
-        return None
-    best = grid.get_best_result(metric=metric, mode=task.mode, scope="all", filter_nan_and_inf=True)
-    if best.checkpoint is None:
+    best = best_result(results, metric, task.mode)
+    if best is None:
         return None
 
     with best.checkpoint.as_directory() as directory:
@@ -101,7 +116,7 @@ def export_best(
     write_predictions(out_dir / TEST_PREDICTIONS_FILE, task, test_split, outputs)
     write_json(out_dir / TEST_METRICS_FILE, test_metrics)
     write_json(out_dir / BEST_CONFIG_FILE, best.config)
-    trials = trials_table(grid, metric, task.mode, tuned_keys)
+    trials = trials_table(results, metric, task.mode, tuned_keys)
     trials.to_csv(out_dir / TRIALS_FILE, index=False)
 
     # The row of the epoch whose weights were kept (multitask keeps the best val_error_sum epoch).
@@ -127,10 +142,10 @@ def export_best(
     )
 
 
-def trials_table(grid: Any, metric: str, mode: str, tuned_keys: list[str]) -> pd.DataFrame:
+def trials_table(results: Iterable[Any], metric: str, mode: str, tuned_keys: list[str]) -> pd.DataFrame:
     """One row per trial: its tuned hyperparameters (flattened), best val metric, epochs and status."""
     rows = []
-    for result in grid:
+    for result in results:
         flat = flatten(result.config)
         frame = result.metrics_dataframe
         values = frame[metric].dropna() if frame is not None and metric in frame else pd.Series(dtype=float)

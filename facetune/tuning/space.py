@@ -16,6 +16,7 @@ from ray import tune
 from facetune.config import config_path, deep_merge, load_yaml, raycfg_dir, set_dotted
 from facetune.config_schema import SEARCH, check
 from facetune.errors import InvalidInputError
+from facetune.schema import combination_name
 
 SEARCH_DIR = "search"
 
@@ -90,6 +91,12 @@ def combination_config(family: str, task: str, profile: dict[str, Any]) -> tuple
         except (TypeError, ValueError) as err:
             raise InvalidInputError(f"{family}/{task}: search key {dotted!r}: {err}") from None
     return base, space
+
+
+def combination_of(config: dict[str, Any]) -> str:
+    """The combination a trial config belongs to ("cnn_age"), from the family and task keys
+    combination_config puts in every trial config."""
+    return combination_name(config["family"], config["task"])
 
 
 def profile_overrides(profile: dict[str, Any], family: str) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """The sweep: every (family, task) combination searched with Ray Tune, best trials exported.
 
-One Tune experiment per combination (each has its own metric and scheduler rungs), run one
-after another; within a combination, trials run in parallel on whatever the cluster offers.
-The train/val data is put in the object store once and shared by every trial.
+All combinations run as one Tune experiment from one pool of trial slots (facetune.tuning.pool):
+each keeps its own metric, early-stopping rungs and trial count, its trials start in the sweep's
+order, and a slot one combination leaves idle goes to the next. Each combination's best trials
+are exported as soon as its last trial ends. The profile's `slot_pool: false` runs one
+experiment per combination in turn instead. The train/val data is put in the object store once
+and shared by every trial.
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +27,11 @@ from facetune.schema import (
     PCA_DIR,
     PCA_INFO_FILE,
     PCA_PARAMS_FILE,
+    POOL_EXPERIMENT,
     SUMMARY_FILE,
     SWEEP_FILE,
     TASK_NAMES,
+    TRIAL_TIMES_FILE,
     TUNE_DIR,
     SummaryEntry,
     SweepRecord,
@@ -40,7 +47,8 @@ from facetune.storage import ResultsStore
 from facetune.tuning.export import MULTITASK_METRIC, MULTITASK_MODE, export_best, validation_metric
 from facetune.tuning.profiles import combinations as profile_combinations
 from facetune.tuning.profiles import check_combinations, load_profile, per_family, resolve_profile
-from facetune.tuning.space import combination_config, param_space
+from facetune.tuning.pool import TrialTime
+from facetune.tuning.space import combination_config, combination_of, param_space
 from facetune.tuning.trainable import SweepData, run_trial
 
 #: The folder the sweep prepares a raw source into, inside RESULTS.
@@ -86,6 +94,9 @@ def run_sweep(
     require_data_path(data)  # fail with one line before starting anything
     # Save Tune's experiment state often, so a killed driver loses little (default: adaptive, >= 10 s).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # With every combination in one experiment, trials checkpoint (and so force a snapshot) several
+    # times in 5 s; a local snapshot takes milliseconds, so Tune's warning about it is noise.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
     ray_in_use = contextlib.ExitStack()  # closed in `finally` below, rather than a `with` around it all
     ray_in_use.enter_context(ray_session(address))
@@ -103,22 +114,24 @@ def run_sweep(
 
         test_split = load_split(prepared, "test")
         gpu_fraction = _gpu_fraction(profile, use_gpu)
+        done = {(entry.family, entry.task) for entry in summary}
+        to_run = []
         for family, task in pairs:
-            done = {(entry.family, entry.task) for entry in summary}
             if all((family, t) in done for t in result_tasks(task)):
                 print(f"[facetune] {combination_name(family, task)}: already finished, skipped", flush=True)
-                continue
-            entries = _run_combination(family, task, profile, data_ref, sweep_data, test_split, store, storage,
-                                       resume, gpu_fraction, verbose)
-            if not entries:
-                print(f"[facetune] {combination_name(family, task)}: no trial finished an epoch; "
-                      "left out of the summary", file=sys.stderr, flush=True)
-                continue
-            finished = {(e.family, e.task) for e in entries}
-            summary = [e for e in summary if (e.family, e.task) not in finished] + entries
-            store.write_json(SUMMARY_FILE, summary_to_json(summary))
-            for entry in entries:
-                _print_entry(entry)
+            else:
+                to_run.append((family, task))
+        progress = _SweepProgress(summary, store, sweep_data, test_split, profile)
+        # One experiment for all (one pool of slots), or one per combination in turn.
+        groups = [(POOL_EXPERIMENT, to_run)] if profile.get("slot_pool", True) else \
+            [(combination_name(*pair), [pair]) for pair in to_run]
+        for experiment_name, group in groups:
+            if group:
+                _run_experiment(experiment_name, group, profile, data_ref, storage, resume, gpu_fraction,
+                                verbose, progress)
+        summary = progress.summary
+        if progress.trial_times:
+            store.write_json(TRIAL_TIMES_FILE, [t.to_dict() for t in progress.trial_times])
         record.ended, record.combinations_finished = time.strftime("%Y-%m-%dT%H:%M:%S"), len(summary)
         store.write_json(SWEEP_FILE, record.to_dict())
         return summary
@@ -187,67 +200,175 @@ def fitted_pca(train_pixels: np.ndarray, n_components: int, store: ResultsStore)
     return params
 
 
-def _run_combination(family: str, task: str, profile: dict[str, Any], data_ref: Any, sweep_data: SweepData,
-                     test_split: Any, store: ResultsStore, storage: str, resume: bool,
-                     gpu_fraction: float, verbose: bool) -> list[SummaryEntry]:
-    """One Tune experiment; its best trial per task exported (three for a MULTITASK search)."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+@dataclass
+class _Combination:
+    """One (family, task) search inside an experiment: what its trials are chosen by."""
 
+    family: str
+    task: str
+    metric: str
+    mode: str
+    num_trials: int
+    max_epochs: int
+    base: dict[str, Any]
+    space: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return combination_name(self.family, self.task)
+
+
+def _combination(family: str, task: str, profile: dict[str, Any]) -> _Combination:
     from facetune.tasks import TASKS
-    from facetune.tuning.console import TrialLines
 
-    name = combination_name(family, task)
     metric, mode = (MULTITASK_METRIC, MULTITASK_MODE) if task == MULTITASK else \
         (validation_metric(family, task), TASKS[task].mode)
     base, space = combination_config(family, task, profile)
     max_epochs = int(per_family(profile, "max_epochs", family))
     base.update(max_epochs=max_epochs, torch_threads=int(profile.get("torch_threads", 1)))
+    return _Combination(family, task, metric, mode, int(per_family(profile, "num_samples", family)), max_epochs,
+                        base, space)
+
+
+class _SweepProgress:
+    """The sweep's results as they come in: each combination exported once its last trial has
+    ended (also mid-experiment, so a killed sweep keeps it), the summary rewritten each time."""
+
+    def __init__(self, summary: list[SummaryEntry], store: ResultsStore, sweep_data: SweepData, test_split: Any,
+                 profile: dict[str, Any]) -> None:
+        self.summary, self.store, self.sweep_data, self.test_split = summary, store, sweep_data, test_split
+        self.profile = profile
+        self.exported: set[str] = {combination_name(e.family, e.task) for e in summary}
+        self.trial_times: list[TrialTime] = []
+
+    def is_exported(self, combination: _Combination) -> bool:
+        return all(combination_name(combination.family, t) in self.exported for t in result_tasks(combination.task))
+
+    def export(self, combination: _Combination, results: list[Any]) -> None:
+        """Write `combination`'s best trial per task from `results` (its trials' ray.tune.Result) and the summary."""
+        entries: list[SummaryEntry] = []
+        checkpoint_of_trial: dict[str | None, str] = {}
+        for task_name in result_tasks(combination.task):
+            out_name = combination_name(combination.family, task_name)
+            entry = export_best(results, combination.family, task_name, sorted(combination.space), self.sweep_data,
+                                self.test_split, self.store.local_dir(out_name))
+            if entry is not None:
+                # A multitask trial best at several tasks: one checkpoint for all, so predict runs it once.
+                entry.checkpoint = checkpoint_of_trial.setdefault(entry.trial_id, entry.checkpoint)
+                self.store.publish(out_name)
+                entries.append(entry)
+        self.exported.update(combination_name(combination.family, t) for t in result_tasks(combination.task))
+        if not entries:
+            print(f"[facetune] {combination.name}: no trial finished an epoch; left out of the summary",
+                  file=sys.stderr, flush=True)
+            return
+        finished = {(e.family, e.task) for e in entries}
+        self.summary = [e for e in self.summary if (e.family, e.task) not in finished] + entries
+        self.store.write_json(SUMMARY_FILE, summary_to_json(self.summary))
+        for entry in entries:
+            _print_entry(entry)
+
+
+def _run_experiment(experiment_name: str, group: list[tuple[str, str]], profile: dict[str, Any], data_ref: Any,
+                    storage: str, resume: bool, gpu_fraction: float, verbose: bool,
+                    progress: _SweepProgress) -> None:
+    """One Tune experiment searching `group`'s combinations from one pool of trial slots; each
+    combination's best trial per task exported as soon as its last trial has ended."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from facetune.tuning.console import TrialLines
+    from facetune.tuning.pool import (
+        CombinationQueue,
+        PerCombinationScheduler,
+        SweepEvents,
+        SweepHandlers,
+        combination_seed,
+        results_of,
+        sample_configs,
+        sweep_handlers,
+    )
+
+    combinations = {c.name: c for c in (_combination(family, task, profile) for family, task in group)}
     resources = {"cpu": float(profile["trial_resources"].get("cpu", 1)), "gpu": gpu_fraction}
     trainable = tune.with_resources(tune.with_parameters(run_trial, data_ref=[data_ref]), resources)
-    experiment = f"{storage.rstrip('/')}/{name}"
-    num_trials = int(per_family(profile, "num_samples", family))
+    experiment = f"{storage.rstrip('/')}/{experiment_name}"
 
     if resume and tune.Tuner.can_restore(experiment):
-        print(f"[facetune] {name}: resuming the interrupted search in {experiment}", flush=True)
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+        started = {combination_of(result.config) for result in tuner.get_results() if result.config}
+        for name in combinations:
+            if name in started and not progress.is_exported(combinations[name]):
+                print(f"[facetune] {name}: resuming the interrupted search in {experiment}", flush=True)
     else:
         scheduler_cfg = dict(profile["scheduler"])
         if scheduler_cfg.pop("type", "asha") != "asha":
             raise ValueError("only the ASHA scheduler is configured in this version")
+        configs = [config for c in combinations.values()
+                   for config in sample_configs(param_space(c.base, c.space), c.num_trials, combination_seed(c.name))]
+        schedulers = {c.name: ASHAScheduler(time_attr="training_iteration", metric=c.metric, mode=c.mode,
+                                            max_t=c.max_epochs, **scheduler_cfg) for c in combinations.values()}
         tuner = tune.Tuner(
             trainable,
-            param_space=param_space(base, space),
             tune_config=tune.TuneConfig(
-                metric=metric, mode=mode,
-                num_samples=num_trials,
+                search_alg=CombinationQueue(configs),
+                scheduler=PerCombinationScheduler(schedulers),
+                num_samples=len(configs),
                 max_concurrent_trials=profile.get("max_concurrent_trials"),
-                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, **scheduler_cfg),
+                trial_name_creator=trial_name,
+                trial_dirname_creator=trial_name,
             ),
             run_config=tune.RunConfig(
-                name=name,
+                name=experiment_name,
                 storage_path=storage,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=int((profile.get("failure") or {}).get("max_failures", 2))),
                 # Tune's tables repeat every trial's full config every few seconds; TrialLines
                 # prints one line per finished trial instead (both under --verbose).
                 verbose=2 if verbose else 0,
-                callbacks=[TrialLines(name, metric, mode, num_trials, max_epochs, sorted(space))],
+                callbacks=[TrialLines(c.name, c.metric, c.mode, c.num_trials, c.max_epochs, sorted(c.space))
+                           for c in combinations.values()]
+                + [SweepEvents({c.name: c.num_trials for c in combinations.values()})],
             ),
         )
-    print(f"[facetune] {name}: searching {len(space)} hyperparameters, metric {metric} ({mode})", flush=True)
-    grid = tuner.fit()
-    entries: list[SummaryEntry] = []
-    checkpoint_of_trial: dict[str | None, str] = {}
-    for task_name in result_tasks(task):
-        out_name = combination_name(family, task_name)
-        entry = export_best(grid, family, task_name, sorted(space), sweep_data, test_split, store.local_dir(out_name))
-        if entry is not None:
-            # A multitask trial best at several tasks: one checkpoint for all, so predict runs it once.
-            entry.checkpoint = checkpoint_of_trial.setdefault(entry.trial_id, entry.checkpoint)
-            store.publish(out_name)
-            entries.append(entry)
-    return entries
+    for c in combinations.values():
+        if not progress.is_exported(c):
+            print(f"[facetune] {c.name}: searching {len(c.space)} hyperparameters with {c.num_trials} trials, "
+                  f"metric {c.metric} ({c.mode})", flush=True)
+
+    # Exports (a test-set evaluation each) run beside Tune's loop, one at a time, so the loop keeps
+    # starting trials meanwhile.
+    exports = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facetune-export")
+    pending: dict[str, Future] = {}
+
+    def combination_done(name: str, trials: list, reported: dict[str, list[dict]]) -> None:
+        combination = combinations.get(name)
+        results = results_of(trials, reported)
+        if combination is not None and results is not None and name not in pending \
+                and not progress.is_exported(combination):
+            pending[name] = exports.submit(progress.export, combination, results)
+
+    try:
+        with sweep_handlers(SweepHandlers(combination_done=combination_done, trial_ended=progress.trial_times.append)):
+            tuner.fit()
+    finally:
+        exports.shutdown(wait=True)
+    for future in pending.values():
+        future.result()  # an export's error, raised here
+    # Combinations not exported yet: their trials resumed from before a restart, or all ended before it.
+    leftover = [c for c in combinations.values() if not progress.is_exported(c)]
+    if leftover:
+        from ray.tune import ExperimentAnalysis, ResultGrid
+
+        analysis = ExperimentAnalysis(experiment)
+        for c in leftover:
+            trials = [t for t in analysis.trials if combination_of(t.config) == c.name]
+            progress.export(c, list(ResultGrid(ExperimentAnalysis(experiment, trials=trials))) if trials else [])
+
+
+def trial_name(trial: Any) -> str:
+    """A trial's name and folder: its combination and id ("cnn_age_8f3a1_00003")."""
+    return f"{combination_of(trial.config)}_{trial.trial_id}"
 
 
 def _default_storage(store: ResultsStore) -> str:

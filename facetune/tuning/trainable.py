@@ -6,6 +6,7 @@ training state, and resumes from Tune's checkpoint after a failure or a restored
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,8 @@ def run_trial(config: dict[str, Any], data_ref: list) -> None:
     from facetune.models import build_model
     from facetune.training.loop import TrainConfig, fit
 
+    # Ray logs a line per saved checkpoint, i.e. per trial epoch: noise in the sweep's console.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     data: SweepData = ray.get(data_ref[0])
     family, task = config["family"], config["task"]
     torch.set_num_threads(int(config.get("torch_threads", 1)))
