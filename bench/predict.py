@@ -8,7 +8,8 @@ UTKFace folder; sizes past its end reuse its files):
 - baseline: the plain loop `facetune predict` ran before the local path was reworked, kept here
   (only here) as the reference: decode one batch of files after the other in this thread, then
   predict the batch;
-- local: facetune.predict.run.predict_images(use_ray=False) (threaded decode overlapping inference);
+- local: facetune.predict.run.predict_images(use_ray=False) (threaded decode overlapping inference,
+  the networks on onnxruntime as predict runs them from a few hundred inputs on);
 - ray: the same with use_ray=True (one actor pool that decodes and predicts);
 - auto: the path the automatic choice takes here (chooses_ray with the attached Ray cluster),
 
@@ -198,6 +199,9 @@ def main() -> int:
         else:
             predictor = Predictor.pretrained(device="cpu")
             which = "the shipped models (Predictor.pretrained)"
+        started = time.perf_counter()
+        engine = predictor.use_onnxruntime()  # what predict does from ONNXRUNTIME_MIN_IMAGES inputs on
+        print(f"{engine} (twins built in {time.perf_counter() - started:.1f} s, not counted; the baseline runs torch)")
         all_files = image_files(args.images, max(sizes), Path(scratch))
         warm_page_cache(all_files)
         print(f"models: {which}: {', '.join(f'{t}={m.family}' for t, m in predictor.models.items())}, "

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from facetune.errors import NoDataError, OutputError, UsageError, one_line, path_text
 from facetune.predict.predictor import DEFAULT_BATCH_SIZE
-from facetune.predict.run import RAY_MIN_IMAGES, attached_cluster_cpus, chooses_ray
+from facetune.predict.run import (
+    ENGINES,
+    ONNXRUNTIME_MIN_IMAGES,
+    RAY_MIN_IMAGES,
+    attached_cluster_cpus,
+    chooses_onnxruntime,
+    chooses_ray,
+)
 from facetune.schema import SPLITS
 
 #: Rejects listed on the terminal; all of them go to the rejects CSV.
@@ -53,6 +60,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--workers", type=int, help="Ray Data predictor actors (default: one per GPU, else one per CPU, at most 8)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="faces per forward pass")
     parser.add_argument("--device", help="torch device for the local path (default: cuda when present)")
+    parser.add_argument(
+        "--engine", choices=ENGINES, default="auto",
+        help=f"run the networks with torch or onnxruntime (2-3x faster on CPU, the same outputs within 1e-4); "
+             f"auto (default): onnxruntime from {ONNXRUNTIME_MIN_IMAGES} inputs on",
+    )
     parser.add_argument(
         "--faces", choices=("auto", "detect", "whole"), default="auto",
         help="detect: find and align the faces in every image; whole: each image is one face crop "
@@ -164,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"models:\n{predictor.describe()}", file=sys.stderr)
     use_ray = args.ray if args.ray is not None else chooses_ray(len(inputs), attached_cluster_cpus())
     print(f"inputs: {len(inputs)} ({'Ray Data' if use_ray else 'local path'})", file=sys.stderr)
+    if chooses_onnxruntime(len(inputs), args.engine):
+        print(predictor.use_onnxruntime(), file=sys.stderr)
 
     progress = None if args.quiet else ProgressLine()
     if inputs.paths is not None and (args.annotate or needs_detection(inputs.paths, args.faces)):
@@ -173,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = predict_inputs(
             predictor, inputs, use_ray=use_ray, num_workers=args.workers, batch_size=args.batch_size, progress=progress,
+            engine=args.engine,
         )
     if args.out is not None:
         write_outputs(result, args.out)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 from typing import Iterator
 
 import numpy as np
@@ -36,13 +35,16 @@ class PredictBatch:
     """Ray Data actor: holds the models; decodes a block's files (when given paths) and returns
     each task's raw outputs, with NaN rows and a reason for the files that could not be read."""
 
-    def __init__(self, model_dirs: dict[str, str], batch_size: int, tta_flip: bool = False) -> None:
+    def __init__(self, model_dirs: dict[str, str], batch_size: int, tta_flip: bool = False,
+                 onnxruntime: bool = False) -> None:
         on_gpu = torch.cuda.is_available()
         # CPU actors share the node's cores; one torch thread each avoids oversubscription.
         if not on_gpu:
             torch.set_num_threads(1)
         self.decode_threads = decode_threads() if on_gpu else CPU_ACTOR_DECODE_THREADS
         self.predictor = Predictor.from_model_dirs(model_dirs, tta_flip=tta_flip)
+        if onnxruntime:  # the driver's predictor runs on it: the same engine here
+            self.predictor.use_onnxruntime()
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -142,6 +144,7 @@ def ray_raw_outputs(
                 "model_dirs": {t: str(d) for t, d in predictor.model_dirs.items()},
                 "batch_size": batch_size,
                 "tta_flip": predictor.tta_flip,
+                "onnxruntime": predictor.engine != "torch",
             },
             batch_size=rows_per_block,  # a whole block per call; raw_outputs batches the forward passes
             batch_format="numpy",

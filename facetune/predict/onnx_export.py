@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from facetune.models.inference import forward_views
+from facetune.models.onnx_engine import INPUT_NAME, OUTPUT_NAME, onnx_bytes
 from facetune.schema import IMAGE_SIZE
 from facetune.predict import faces as faces_module
 from facetune.predict.predictor import Predictor
 from facetune.tasks import TASKS
 
-OPSET = 17
 CONTRACT_KEY = "facetune.contract"
 
 
@@ -81,15 +80,7 @@ def export_onnx(predictor: Predictor, out_dir: str | os.PathLike[str]) -> dict[s
         with torch.no_grad():
             num_outputs = int(exported(example).shape[1])
         path = out / f"{task}.onnx"
-        with warnings.catch_warnings():
-            # The TorchScript-based exporter: the torch.export one needs onnxscript, one more
-            # dependency, and these plain conv/dense models need nothing it adds.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(
-                exported, (example,), str(path), input_names=["faces"], output_names=["outputs"],
-                dynamic_axes={"faces": {0: "N"}, "outputs": {0: "N"}}, opset_version=OPSET, dynamo=False,
-            )
-        model = onnx.load(str(path))
+        model = onnx.load_from_string(onnx_bytes(exported, example))
         meta = {CONTRACT_KEY: json.dumps(contract(task, predictor.tta_flip, num_outputs)), "facetune.family": task_model.family,
                 "facetune.source": str(task_model.model_dir)}
         for key, value in meta.items():
@@ -107,7 +98,7 @@ def onnx_outputs(path: str | os.PathLike[str], images: np.ndarray, batch_size: i
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    parts = [session.run(["outputs"], {"faces": images[i : i + batch_size].astype(np.float32)})[0]
+    parts = [session.run([OUTPUT_NAME], {INPUT_NAME: images[i : i + batch_size].astype(np.float32)})[0]
              for i in range(0, len(images), batch_size)]
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 

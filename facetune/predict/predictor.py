@@ -64,6 +64,45 @@ class Predictor:
             task_model.module.to(self.device, memory_format=torch.channels_last).eval()
         #: Average each face's outputs with its mirror image's (test-time flip augmentation).
         self.tta_flip = bool(tta_flip)
+        #: id(network) -> its onnxruntime twin (use_onnxruntime); absent: the network runs on torch.
+        self._twins: dict[int, torch.nn.Module] = {}
+        self._engine_tried = False
+        self.engine_notes: list[str] = []  # why a network stays on torch
+
+    def networks(self) -> dict[int, torch.nn.Module]:
+        """The distinct networks behind the tasks (a multitask model answers several), by id."""
+        found = {}
+        for task_model in self.models.values():
+            module = task_model.module
+            network = module.model if isinstance(module, TaskView) else module
+            found.setdefault(id(network), network)
+        return found
+
+    def use_onnxruntime(self) -> str:
+        """Run each network with onnxruntime from now on, where its twin matches torch within
+        facetune.models.onnx_engine.PARITY_ATOL (on CPU only; a GPU stays with torch). Building a
+        twin exports the network (a second or two each), so this pays off for batches of hundreds
+        of faces and up. Returns a line saying what each network runs on."""
+        from facetune.models.onnx_engine import onnx_runtime_twin
+
+        if self.device.type != "cpu":
+            return "engine: torch (onnxruntime is used on CPU only)"
+        if not self._engine_tried:  # once: a network that cannot go is not exported again
+            self._engine_tried = True
+            for key, network in self.networks().items():
+                twin, reason = onnx_runtime_twin(network)
+                if twin is None:
+                    self.engine_notes.append(f"{type(network).__name__} stays on torch ({reason})")
+                else:
+                    self._twins[key] = twin
+        return "engine: onnxruntime" + (f"; {'; '.join(self.engine_notes)}" if self.engine_notes else "") \
+            if self._twins else f"engine: torch; {'; '.join(self.engine_notes)}"
+
+    @property
+    def engine(self) -> str:
+        """"onnxruntime" when every network runs on it, "torch" when none does, else "mixed"."""
+        count = sum(1 for key in self.networks() if key in self._twins)
+        return "torch" if not count else "onnxruntime" if count == len(self.networks()) else "mixed"
 
     @classmethod
     def pretrained(cls, device: str | torch.device | None = None, tta_flip: bool = True) -> Predictor:
@@ -152,7 +191,9 @@ class Predictor:
             module = task_model.module
             network = module.model if isinstance(module, TaskView) else module
             if id(network) not in shared:
-                shared[id(network)] = predict_outputs(network, images, batch_size, self.tta_flip, channels_last=True)
+                twin = self._twins.get(id(network))
+                shared[id(network)] = predict_outputs(twin, images, batch_size, self.tta_flip) if twin is not None else \
+                    predict_outputs(network, images, batch_size, self.tta_flip, channels_last=True)
             outputs[task] = shared[id(network)][:, module.columns] if isinstance(module, TaskView) else shared[id(network)]
         return outputs
 

@@ -14,6 +14,16 @@ from facetune.predict.table import PredictionResult, prediction_frame
 #: Below this many inputs the Ray path's start (an actor pool loading the models) outweighs a
 #: cluster's extra workers.
 RAY_MIN_IMAGES = 1000
+#: From this many inputs the onnxruntime engine (a second or two to export each network) pays off.
+ONNXRUNTIME_MIN_IMAGES = 200
+ENGINES = ("auto", "torch", "onnxruntime")
+
+
+def chooses_onnxruntime(num_inputs: int, engine: str = "auto") -> bool:
+    """Whether the networks run on onnxruntime: asked for, or (auto) ONNXRUNTIME_MIN_IMAGES inputs or more."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+    return engine == "onnxruntime" or (engine == "auto" and num_inputs >= ONNXRUNTIME_MIN_IMAGES)
 
 
 def chooses_ray(num_inputs: int, cluster_cpus: float | None = None) -> bool:
@@ -43,9 +53,14 @@ def predict_inputs(
     num_workers: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressCallback | None = None,
+    engine: str = "auto",
 ) -> PredictionResult:
     """Predict on gathered inputs (image files or decoded faces), locally or with Ray Data
-    (`use_ray` None: chooses_ray decides for the attached cluster, if any). Rows keep input order; unreadable files are rejects."""
+    (`use_ray` None: chooses_ray decides for the attached cluster, if any), with the networks on
+    torch or onnxruntime (`engine`, see chooses_onnxruntime; the same outputs within 1e-4).
+    Rows keep input order; unreadable files are rejects."""
+    if chooses_onnxruntime(len(inputs), engine):
+        predictor.use_onnxruntime()
     if use_ray is None:
         use_ray = chooses_ray(len(inputs), attached_cluster_cpus())
     if use_ray and len(inputs):
@@ -68,8 +83,9 @@ def predict_images(
     num_workers: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressCallback | None = None,
+    engine: str = "auto",
 ) -> PredictionResult:
     """Predict on image files (any size, colour or gray); unreadable files become rejects."""
     inputs = Inputs(sources=[str(p) for p in paths], paths=[Path(p) for p in paths])
     return predict_inputs(predictor, inputs, use_ray=use_ray, num_workers=num_workers,
-                          batch_size=batch_size, progress=progress)
+                          batch_size=batch_size, progress=progress, engine=engine)
