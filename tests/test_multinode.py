@@ -24,7 +24,7 @@ from trial_log import epochs_by_trial, read_trial_reports, read_trial_states
 
 from facetune.config import load_yaml
 from facetune.results.collect import STUDY_FAMILIES
-from facetune.schema import TASK_NAMES, combination_name
+from facetune.schema import POOL_EXPERIMENT, TASK_NAMES, TUNE_DIR, combination_name
 
 pytestmark = pytest.mark.slow  # a head and two worker nodes running the smoke sweep (minutes)
 
@@ -99,7 +99,9 @@ def test_all_nine_combinations_finish_in_the_shared_storage(drill):
     results = drill["results"]
     summary = json.loads((results / "summary.json").read_text())
     assert {f"{entry['family']}_{entry['task']}" for entry in summary} == COMBINATIONS
-    assert {path.name for path in (results / "tune").iterdir() if path.is_dir()} == COMBINATIONS
+    # One experiment (the sweep's pool of slots) holding every combination's trials.
+    assert [path.name for path in (results / TUNE_DIR).iterdir() if path.is_dir()] == [POOL_EXPERIMENT]
+    assert {state.experiment for state in drill["states"]} == COMBINATIONS
     for combination in COMBINATIONS:
         assert (results / combination / "model.pt").is_file()
 

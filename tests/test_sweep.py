@@ -84,6 +84,8 @@ def test_summary_has_one_entry_per_combination(smoke_results):
     on_disk = json.loads((results / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
     assert {(e["family"], e["task"]) for e in on_disk} == COMBINATIONS
+    # In the sweep's order, whichever combination finished first.
+    assert [(e["family"], e["task"]) for e in on_disk] == [(f, t) for f, task in SMOKE_PAIRS for t in result_tasks(task)]
 
 
 def test_summary_entries_carry_the_documented_fields(smoke_results):

@@ -121,7 +121,7 @@ def run_sweep(
                 print(f"[facetune] {combination_name(family, task)}: already finished, skipped", flush=True)
             else:
                 to_run.append((family, task))
-        progress = _SweepProgress(summary, store, sweep_data, test_split, profile)
+        progress = _SweepProgress(summary, store, sweep_data, test_split, record.combinations)
         # One experiment for all (one pool of slots), or one per combination in turn.
         groups = [(POOL_EXPERIMENT, to_run)] if profile.get("slot_pool", True) else \
             [(combination_name(*pair), [pair]) for pair in to_run]
@@ -235,9 +235,9 @@ class _SweepProgress:
     ended (also mid-experiment, so a killed sweep keeps it), the summary rewritten each time."""
 
     def __init__(self, summary: list[SummaryEntry], store: ResultsStore, sweep_data: SweepData, test_split: Any,
-                 profile: dict[str, Any]) -> None:
+                 order: list[str]) -> None:
         self.summary, self.store, self.sweep_data, self.test_split = summary, store, sweep_data, test_split
-        self.profile = profile
+        self.order = order  # combination folder names in the sweep's order: the summary keeps it
         self.exported: set[str] = {combination_name(e.family, e.task) for e in summary}
         self.trial_times: list[TrialTime] = []
 
@@ -264,6 +264,8 @@ class _SweepProgress:
             return
         finished = {(e.family, e.task) for e in entries}
         self.summary = [e for e in self.summary if (e.family, e.task) not in finished] + entries
+        rank = {name: index for index, name in enumerate(self.order)}
+        self.summary.sort(key=lambda e: rank.get(combination_name(e.family, e.task), len(rank)))
         self.store.write_json(SUMMARY_FILE, summary_to_json(self.summary))
         for entry in entries:
             _print_entry(entry)
