@@ -36,6 +36,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # runnable from a checkout without installing
 
+from facetune.ray_session import ray_session  # noqa: E402
 from facetune.schema import TRIAL_TIMES_FILE  # noqa: E402
 from facetune.tuning.pool import TrialTime, slot_occupancy  # noqa: E402
 from facetune.tuning.profiles import load_profile  # noqa: E402
@@ -79,16 +80,12 @@ def scenario(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
 
 
 def run_once(profile: dict[str, Any], prepared: Path, cpus: int, results: Path) -> dict[str, Any]:
-    import ray
-
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
+    # A private local Ray of `cpus` logical CPUs, shut down by its handle (never a recorded stale one).
+    with ray_session(num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False):
         started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             run_sweep(profile, prepared, results)
         wall = time.perf_counter() - started
-    finally:
-        ray.shutdown()
     times = [TrialTime(**entry) for entry in json.loads((results / TRIAL_TIMES_FILE).read_text())]
     slots = min(int(profile.get("max_concurrent_trials") or cpus), int(cpus // float(profile["trial_resources"]["cpu"])))
     return {"wall": wall, "trials": len(times), "slots": slots, "occupancy": slot_occupancy(times, slots),

@@ -37,9 +37,10 @@ class PCAProjection(nn.Module):
             if whiten:
                 # Unit-variance scores, as sklearn's whiten=True; the epsilon guards near-zero tails.
                 scale = 1.0 / np.sqrt(pca.explained_variance.astype(np.float64) + 1e-8)
-        self.register_buffer("mean", torch.as_tensor(np.asarray(mean, np.float32)))
-        self.register_buffer("components", torch.as_tensor(np.asarray(components, np.float32)))
-        self.register_buffer("scale", torch.as_tensor(np.asarray(scale, np.float32)))
+        # Copies (np.array): the PCA may live in Ray's read-only object store.
+        self.register_buffer("mean", torch.from_numpy(np.array(mean, np.float32)))
+        self.register_buffer("components", torch.from_numpy(np.array(components, np.float32)))
+        self.register_buffer("scale", torch.from_numpy(np.array(scale, np.float32)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x.flatten(1) - self.mean) @ self.components.T * self.scale

@@ -109,7 +109,7 @@ def export_best(
 
     started = time.perf_counter()
     test_x = pixels_to_device(test_split.pixels, "cpu")
-    test_y = torch.as_tensor(test_split.labels(task_name), dtype=torch.int64)
+    test_y = torch.from_numpy(np.array(test_split.labels(task_name), dtype=np.int64))  # a copy: Arrow's arrays are read-only
     task_model = TaskView(model, task_name) if multitask else model
     test_metrics, outputs = evaluate(task_model, task, test_x, test_y, tta_flip=bool(train_config.get("tta_flip", False)))
     test_seconds = time.perf_counter() - started

@@ -317,6 +317,9 @@ def _run_experiment(experiment_name: str, group: list[tuple[str, str]], profile:
                 scheduler=PerCombinationScheduler(schedulers),
                 num_samples=len(configs),
                 max_concurrent_trials=profile.get("max_concurrent_trials"),
+                # A finished trial's worker takes the next trial (same resources everywhere): no
+                # process start and torch import between two trials on a slot.
+                reuse_actors=True,
                 trial_name_creator=trial_name,
                 trial_dirname_creator=trial_name,
             ),
