@@ -1,6 +1,6 @@
 """Benchmark: face detection and alignment on composite scenes built from test-split faces.
 
-    python bench/faces.py --models RESULTS_DIR|pretrained [--data /work/prepared] [--scenes 500] [--cascade NAME]
+    python bench/faces.py --models RESULTS_DIR|pretrained [--data PREPARED_OR_SOURCE] [--scenes 500] [--cascade NAME]
 
 Each scene is a face-free skimage photograph with one or two test-split faces pasted in
 (UTKFace 64x64 colour crops when the shared folder is there, else the prepared 48x48 gray
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +27,9 @@ from facetune.data.loading import load_split  # noqa: E402
 from facetune.predict import faces as faces_module  # noqa: E402
 from facetune.predict.predictor import Predictor  # noqa: E402
 from facetune.schema import IMAGE_SIZE  # noqa: E402
+from facetune.storage import ResultsStore  # noqa: E402
 from facetune.tasks import TASKS  # noqa: E402
+from facetune.tuning.sweep import ensure_prepared  # noqa: E402
 from scenes import background_photos, iou, make_scene  # noqa: E402
 
 UTKFACE = REPO_ROOT.parent / "shared" / "data" / "UTKFace"
@@ -36,7 +39,8 @@ MATCH_IOU = 0.5
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", required=True, help="results dir with age and gender models, or 'pretrained' (the shipped ones)")
-    parser.add_argument("--data", type=Path, default=Path("/work/prepared"), help="prepared Parquet dir")
+    parser.add_argument("--data", default=None, help="prepared folder or raw source (default: the shared UTKFace "
+                        "folder, prepared into a temp folder first, so test faces have their colour originals)")
     parser.add_argument("--images", type=Path, default=UTKFACE, help="UTKFace folder (colour originals)")
     parser.add_argument("--scenes", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
@@ -63,7 +67,9 @@ def main() -> int:
     faces_module.FACE_CASCADE = args.cascade
     predictor = (Predictor.pretrained(device="cpu") if args.models == "pretrained"
                  else Predictor.from_results(args.models, device="cpu"))
-    faces, test = source_faces(args.data, args.images)
+    with tempfile.TemporaryDirectory(prefix="facetune-bench-faces-") as scratch:
+        prepared = ensure_prepared(args.data or args.images, ResultsStore(scratch))
+        faces, test = source_faces(prepared, args.images)
     photos = background_photos()
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(faces))
