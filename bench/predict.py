@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from facetune.models.inference import predict_outputs  # noqa: E402
-from facetune.models.multitask import TaskView  # noqa: E402
+from facetune.models.multitask import TaskView, network_of  # noqa: E402
 from facetune.predict.inputs import Reject, decode_images  # noqa: E402
 from facetune.predict.predictor import Predictor, pixels_to_tensor  # noqa: E402
 from facetune.predict.run import RAY_MIN_IMAGES, attached_cluster_cpus, chooses_ray, predict_images  # noqa: E402
@@ -110,8 +110,7 @@ def baseline_loop(predictor: Predictor, files: list[Path], batch_size: int) -> i
     per distinct network, then the table. Returns the number of rows."""
     networks = {}  # the old inference: each network in contiguous format, on its own copy
     for task, task_model in predictor.models.items():
-        module = task_model.module
-        network = module.model if isinstance(module, TaskView) else module
+        network = network_of(task_model.module)
         if id(network) not in networks:
             networks[id(network)] = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
     positions, chunks, rejects = [], {task: [] for task in predictor.tasks}, []
@@ -123,7 +122,7 @@ def baseline_loop(predictor: Predictor, files: list[Path], batch_size: int) -> i
         images, shared = pixels_to_tensor(pixels[ok]), {}
         for task, task_model in predictor.models.items():
             module = task_model.module
-            key = id(module.model if isinstance(module, TaskView) else module)
+            key = id(network_of(module))
             if key not in shared:
                 shared[key] = predict_outputs(networks[key], images, batch_size, predictor.tta_flip)
             chunks[task].append(shared[key][:, module.columns] if isinstance(module, TaskView) else shared[key])

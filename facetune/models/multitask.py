@@ -74,6 +74,12 @@ class TaskView(nn.Module):
         return self.model(x)[:, self.columns]
 
 
+def network_of(module: nn.Module) -> nn.Module:
+    """The network that computes `module`'s outputs: a TaskView's shared multitask model, else
+    `module` itself (so callers run a shared network once for all its tasks)."""
+    return module.model if isinstance(module, TaskView) else module
+
+
 @register_family("multitask", DEFAULTS, multitask=True)
 def build_multitask(arch: dict, task: "Task | str", context: dict) -> nn.Module:
     if task != MULTITASK:

@@ -18,7 +18,7 @@ import torch
 from facetune.data.loading import pixels_to_images
 from facetune.models import load_model
 from facetune.models.inference import predict_outputs
-from facetune.models.multitask import TaskView
+from facetune.models.multitask import TaskView, network_of
 from facetune.predict.choice import choose_best, read_summary
 from facetune.predict.table import prediction_frame
 from facetune.schema import IMAGE_SIZE, NUM_PIXELS
@@ -73,8 +73,7 @@ class Predictor:
         """The distinct networks behind the tasks (a multitask model answers several), by id."""
         found = {}
         for task_model in self.models.values():
-            module = task_model.module
-            network = module.model if isinstance(module, TaskView) else module
+            network = network_of(task_model.module)
             found.setdefault(id(network), network)
         return found
 
@@ -189,7 +188,7 @@ class Predictor:
         outputs = {}
         for task, task_model in self.models.items():
             module = task_model.module
-            network = module.model if isinstance(module, TaskView) else module
+            network = network_of(module)
             if id(network) not in shared:
                 twin = self._twins.get(id(network))
                 shared[id(network)] = predict_outputs(twin, images, batch_size, self.tta_flip) if twin is not None else \

@@ -132,7 +132,7 @@ def build_ensembles(results: str | Path, max_members: int = 5, tasks: Sequence[s
     from facetune.data.loading import load_split
     from facetune.models import save_model
     from facetune.models.ensemble import write_ensemble_config
-    from facetune.models.multitask import TaskView
+    from facetune.models.multitask import network_of
     from facetune.tuning.trainable import pixels_to_device
 
     root = Path(results)
@@ -162,7 +162,7 @@ def build_ensembles(results: str | Path, max_members: int = 5, tasks: Sequence[s
         for k, index in enumerate(members):
             candidate = pool[index]
             member_dir = out / "members" / str(k)
-            network = candidate.module.model if isinstance(candidate.module, TaskView) else candidate.module
+            network = network_of(candidate.module)
             save_model(network, member_dir, family=candidate.family, task=candidate.config["task"], arch=candidate.config["arch"])
             member_rows.append({"dir": f"members/{k}", "weight": counts[index] / len(chosen), "trial": candidate.name,
                                 "family": candidate.family})
