@@ -166,6 +166,8 @@ RELEASE: dict[str, Any] = {
     "family": REQUIRED,
     "arch": ARCH,
     "train": TRAIN,
+    # {seed: {train key: value}}: members that differ from `train` (a seed's other keys are `train`'s)
+    "member_train": Table(TRAIN, default={}),
     "torch_threads": 2,
 }
 

@@ -20,9 +20,9 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from facetune.errors import InputNotFoundError
+from facetune.errors import InputNotFoundError, InvalidInputError
 from facetune.json_files import write_json
-from facetune.release_card import CARD_FILE, write_model_card
+from facetune.release_card import write_model_card
 from facetune.schema import ENSEMBLE_CONFIG_FILE, MAX_AGE, MODEL_CONFIG_FILE, SPLITS, PreparedManifest
 
 #: Where the shipped models live inside the installed package.
@@ -57,12 +57,20 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     seeds = recipe["seeds"]
     if not isinstance(seeds, list) or not seeds or not all(isinstance(seed, int) and seed >= 0 for seed in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"{recipe_path}: seeds must be distinct non-negative integers, got {seeds!r}")
+    strangers = [seed for seed in recipe["member_train"] if seed not in seeds]
+    if strangers:
+        raise InvalidInputError(f"{recipe_path}: member_train names seed {strangers[0]!r}, which is not in seeds {seeds}")
+    for member in member_recipes(recipe).values():
+        TrainConfig.from_dict(member["train"])
     return recipe
 
 
 def member_recipes(recipe: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """seed -> what that member is trained from: the recipe's training keys with train.seed set."""
-    return {seed: {key: recipe[key] for key in MEMBER_KEYS if key in recipe} | {"train": {**recipe["train"], "seed": seed}}
+    """seed -> what that member is trained from: the recipe's training keys, with the seed's own
+    `member_train` keys and train.seed set."""
+    own = recipe.get("member_train") or {}
+    return {seed: {key: recipe[key] for key in MEMBER_KEYS if key in recipe}
+            | {"train": {**recipe["train"], **own.get(seed, {}), "seed": seed}}
             for seed in recipe["seeds"]}
 
 

@@ -32,17 +32,30 @@ def _figures(m: dict[str, dict]) -> str:
     return f"{m['age']['mae']:.2f} | {m['gender']['accuracy']:.2%} | {m['ethnicity']['accuracy']:.2%}"
 
 
+def _own_keys(recipe: dict[str, Any], seed: str) -> str:
+    """` (train.loss_weights: ...)` for a member with its own training keys, else ``."""
+    own = {str(k): v for k, v in (recipe.get("member_train") or {}).items()}.get(seed)
+    if not own:
+        return ""
+    return " (" + "; ".join(f"train.{key}: {yaml.safe_dump(value, default_flow_style=True).strip()}" for key, value in own.items()) + ")"
+
+
 def model_card(out_dir: Path, metrics: dict[str, Any]) -> str:
     test = metrics["test"]
     best, single = test["tta_flip"], test["single_view"]
     rows = metrics["data"]["rows"]
     members = metrics["members"]
+    recipe = metrics["recipe"]
     seeds = ", ".join(members)
+    differing = [seed for seed in members if _own_keys(recipe, seed)]
+    one_recipe = (f"one recipe, seeds {seeds}" if not differing else
+                  f"one recipe, seeds {seeds}; {', '.join(f'seed {s}' for s in differing)} with "
+                  f"{'its' if len(differing) == 1 else 'their'} own training keys")
     epochs = ", ".join(f"seed {seed}: {m['best_epoch']} of {m['epochs_run']}" for seed, m in members.items())
     lines = [
         "# facetune pretrained models",
         "",
-        f"An ensemble of {len(members)} multitask networks (one recipe, seeds {seeds}) answers age (years, with a",
+        f"An ensemble of {len(members)} multitask networks ({one_recipe}) answers age (years, with a",
         "per-face spread), gender and ethnicity from a 48x48 grayscale face crop, aligned and cropped like",
         "UTKFace's \"aligned & cropped\" faces. The members' predictions are averaged task by task (class",
         "and age-bin probabilities), so one call runs every member once.",
@@ -58,7 +71,7 @@ def model_card(out_dir: Path, metrics: dict[str, Any]) -> str:
         "Rebuilt by `python jobs/train_release.py` from `raycfg/release.yaml`:",
         "",
         "```yaml",
-        yaml.safe_dump(metrics["recipe"], sort_keys=False).rstrip(),
+        yaml.safe_dump(recipe, sort_keys=False).rstrip(),
         "```",
         "",
         f"Training took {metrics['train_seconds'] / 60:.0f} minutes in all on {metrics['machine']} (best epochs: {epochs}).",
@@ -71,7 +84,8 @@ def model_card(out_dir: Path, metrics: dict[str, Any]) -> str:
         "",
         "| evaluation | age MAE (years) | gender accuracy | ethnicity accuracy |",
         "| --- | --- | --- | --- |",
-        *[f"| member seed {seed} alone, flip averaging | {_figures(m['test_tta_flip'])} |" for seed, m in members.items()],
+        *[f"| member seed {seed}{_own_keys(recipe, seed)} alone, flip averaging | {_figures(m['test_tta_flip'])} |"
+          for seed, m in members.items()],
         f"| ensemble, one view | {_figures(single['overall'])} |",
         f"| **ensemble with flip averaging (what predict uses)** | {_figures(best['overall'])} |",
         "",

@@ -145,3 +145,17 @@ def test_the_best_result_is_chosen_over_every_epoch_ignoring_nan_and_trials_with
 def test_slot_occupancy_is_used_slot_seconds_over_available_ones(spans, slots, expected):
     times = [TrialTime("cnn_age", str(i), float(start), float(end), "TERMINATED") for i, (start, end) in enumerate(spans)]
     assert slot_occupancy(times, slots) == pytest.approx(expected)
+
+
+def test_each_trial_time_is_written_as_its_trial_ends_after_the_earlier_runs_rows(tmp_path):
+    import json
+
+    from facetune.schema import TRIAL_TIMES_FILE
+    from facetune.storage import ResultsStore
+    from facetune.tuning.sweep import _SweepProgress
+
+    earlier = {"combination": "cnn_age", "trial_id": "a", "start": 1.0, "end": 2.0, "status": "TERMINATED"}
+    progress = _SweepProgress([], ResultsStore(tmp_path), None, None, [], earlier_times=[earlier])
+    progress.trial_ended(TrialTime("dnn_gender", "b", 3.0, 5.0, "ERROR"))
+    written = json.loads((tmp_path / TRIAL_TIMES_FILE).read_text())
+    assert written == [earlier, {"combination": "dnn_gender", "trial_id": "b", "start": 3.0, "end": 5.0, "status": "ERROR"}]

@@ -152,6 +152,25 @@ def test_affine_augmentation_keeps_shape_and_range_and_changes_images():
     assert not torch.allclose(out, x)
 
 
+def test_flip_affine_keeps_the_unwarped_images_sharp():
+    x = torch.rand(64, 1, 48, 48)
+    out = augment_batch(x, "flip_affine", torch.Generator().manual_seed(0), affine_probability=0.0)
+    # whole-pixel shifts and flips only: every output pixel is one of its own image's pixels
+    assert all(set(out[i].flatten().tolist()) <= set(x[i].flatten().tolist()) for i in range(len(x)))
+
+
+def test_flip_affine_warps_about_the_requested_share_of_images():
+    x = torch.rand(400, 1, 48, 48)
+    out = augment_batch(x, "flip_affine", torch.Generator().manual_seed(0), affine_probability=0.5)
+    warped = sum(not set(out[i].flatten().tolist()) <= set(x[i].flatten().tolist()) for i in range(len(x)))
+    assert 150 < warped < 250
+
+
+def test_affine_probability_outside_0_1_is_rejected():
+    with pytest.raises(ValueError, match="affine_probability"):
+        TrainConfig(augment="flip_affine", affine_probability=1.5)
+
+
 def test_color_jitter_stays_in_range():
     out = color_jitter(torch.rand(8, 1, 48, 48), 0.5, torch.Generator().manual_seed(0))
     assert float(out.min()) >= 0 and float(out.max()) <= 1

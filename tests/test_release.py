@@ -20,6 +20,7 @@ TINY_RECIPE = {
     "family": "multitask",
     "arch": {"trunk": "resnet", "trunk_arch": {"widths": [8, 16], "blocks": [1, 1]}, "head_dropout": 0.0},
     "train": {"epochs": 1, "batch_size": 64, "lr": 0.002, "loss": "dldl", "ema_decay": 0.9, "seed": 0},
+    "member_train": {4: {"loss_weights": {"gender": 2.0}}},
     "torch_threads": 1,
 }
 
@@ -41,6 +42,14 @@ def test_every_seed_becomes_one_member_with_that_seed():
     assert "description" not in members[3] and "seeds" not in members[3]
 
 
+def test_a_member_with_its_own_training_keys_keeps_the_rest_of_the_recipe():
+    members = member_recipes(TINY_RECIPE)
+    assert "loss_weights" not in members[3]["train"]
+    assert members[4]["train"]["loss_weights"] == {"gender": 2.0}
+    assert {k: v for k, v in members[4]["train"].items() if k not in ("loss_weights", "seed")} == \
+        {k: v for k, v in members[3]["train"].items() if k != "seed"}
+
+
 def test_the_release_folder_is_an_ensemble_of_the_seeds(tiny_release):
     out = tiny_release["out"]
     config = json.loads((out / ENSEMBLE_CONFIG_FILE).read_text())
@@ -60,7 +69,9 @@ def test_the_card_checksums_every_shipped_file(tiny_release):
 
 def test_the_card_shows_each_member_and_the_ensemble(tiny_release):
     card = (tiny_release["out"] / CARD_FILE).read_text()
-    assert "member seed 3 alone" in card and "member seed 4 alone" in card
+    assert "member seed 3 alone" in card
+    assert "member seed 4 (train.loss_weights: {gender: 2.0}) alone" in card
+    assert "seed 4 with its own training keys" in card
     assert "ensemble with flip averaging" in card
     assert "shrunk test build" not in card
 
@@ -99,6 +110,26 @@ def test_seeds_must_be_distinct(tmp_path):
     path = tmp_path / "release.yaml"
     path.write_text(yaml.safe_dump({**TINY_RECIPE, "seeds": [1, 1]}))
     with pytest.raises(ValueError, match="seeds must be distinct"):
+        load_recipe(path)
+
+
+def test_member_train_names_only_seeds_of_the_recipe(tmp_path):
+    from facetune.errors import InvalidInputError
+    from facetune.release import load_recipe
+
+    path = tmp_path / "release.yaml"
+    path.write_text(yaml.safe_dump({**TINY_RECIPE, "member_train": {5: {"lr": 0.01}}}))
+    with pytest.raises(InvalidInputError, match="member_train names seed 5, which is not in seeds"):
+        load_recipe(path)
+
+
+def test_a_misspelt_member_train_key_is_named(tmp_path):
+    from facetune.errors import InvalidInputError
+    from facetune.release import load_recipe
+
+    path = tmp_path / "release.yaml"
+    path.write_text(yaml.safe_dump({**TINY_RECIPE, "member_train": {4: {"los_weights": {"gender": 2.0}}}}))
+    with pytest.raises(InvalidInputError, match="unknown key 'member_train.4.los_weights' .did you mean 'member_train.4.loss_weights'"):
         load_recipe(path)
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from facetune.models.inference import predict_outputs
 from facetune.schema import TASK_NAMES
 from facetune.tasks import Task, get_task
-from facetune.training.augment import augment_batch, check_augment
+from facetune.training.augment import AFFINE_PROBABILITY, augment_batch, check_augment
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle")
@@ -38,6 +38,9 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adamw | sgd
     scheduler: str = "none"  # none | cosine | onecycle
     augment: str = "none"  # none | flip | flip_shift | flip_affine (small rotations, scale and shift)
+    # flip_affine only: the share of images warped (the rest shifted by whole pixels, so sharp);
+    # 1.0 warps every image, as the first release did (it then reads sharp faces as older)
+    affine_probability: float = AFFINE_PROBABILITY
     color_jitter: float = 0.0  # brightness/contrast jitter strength; 0 = off
     mixup: float = 0.0  # mixup Beta(alpha, alpha); 0 = off
     # balanced: draw each epoch's samples with replacement so rare classes (classification) or
@@ -64,7 +67,8 @@ class TrainConfig:
         # Tune's samplers hand out floats for integer knobs (quniform) and numpy scalars.
         for name in ("epochs", "batch_size", "patience", "seed", "warmup_epochs"):
             setattr(self, name, int(getattr(self, name)))
-        for name in ("lr", "weight_decay", "label_smoothing", "grad_clip", "color_jitter", "mixup", "ema_decay"):
+        for name in ("lr", "weight_decay", "label_smoothing", "grad_clip", "color_jitter", "mixup", "ema_decay",
+                     "affine_probability"):
             setattr(self, name, float(getattr(self, name)))
         self.channels_last = bool(self.channels_last)
         self.tta_flip = bool(self.tta_flip)
@@ -77,6 +81,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig needs epochs >= 1, batch_size >= 1, lr > 0, patience >= 0: {self}")
         if not 0.0 <= self.ema_decay < 1.0 or self.mixup < 0 or self.color_jitter < 0 or self.warmup_epochs < 0:
             raise ValueError(f"TrainConfig needs 0 <= ema_decay < 1, mixup >= 0, color_jitter >= 0, warmup_epochs >= 0: {self}")
+        if not 0.0 <= self.affine_probability <= 1.0:
+            raise ValueError(f"TrainConfig.affine_probability={self.affine_probability} must lie in [0, 1]")
         unknown = set(self.loss_weights) - set(TASK_NAMES)
         if unknown:
             raise ValueError(f"TrainConfig.loss_weights: unknown tasks {sorted(unknown)}; known: {list(TASK_NAMES)}")
@@ -434,7 +440,7 @@ def fit(
         train_outputs: list[torch.Tensor] = []
         for start, end in bounds:
             index = order[start:end]
-            xb = augment_batch(train_x[index], cfg.augment, augment_rng, cfg.color_jitter)
+            xb = augment_batch(train_x[index], cfg.augment, augment_rng, cfg.color_jitter, cfg.affine_probability)
             yb = {name: y[index] for name, y in train_t.items()}
             if cfg.mixup > 0:
                 xb, partner, lam = _mixup(xb, cfg.mixup, augment_rng)

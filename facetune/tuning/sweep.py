@@ -121,7 +121,9 @@ def run_sweep(
                 print(f"[facetune] {combination_name(family, task)}: already finished, skipped", flush=True)
             else:
                 to_run.append((family, task))
-        progress = _SweepProgress(summary, store, sweep_data, test_split, record.combinations)
+        # A resumed sweep keeps the rows of the runs before it (each row is written as its trial ends).
+        earlier_times = store.read_json(TRIAL_TIMES_FILE, default=[]) if resume else []
+        progress = _SweepProgress(summary, store, sweep_data, test_split, record.combinations, earlier_times)
         # One experiment for all (one pool of slots), or one per combination in turn.
         groups = [(POOL_EXPERIMENT, to_run)] if profile.get("slot_pool", True) else \
             [(combination_name(*pair), [pair]) for pair in to_run]
@@ -130,8 +132,6 @@ def run_sweep(
                 _run_experiment(experiment_name, group, profile, data_ref, storage, resume, gpu_fraction,
                                 verbose, progress)
         summary = progress.summary
-        if progress.trial_times:
-            store.write_json(TRIAL_TIMES_FILE, [t.to_dict() for t in progress.trial_times])
         record.ended, record.combinations_finished = time.strftime("%Y-%m-%dT%H:%M:%S"), len(summary)
         store.write_json(SWEEP_FILE, record.to_dict())
         return summary
@@ -235,11 +235,16 @@ class _SweepProgress:
     ended (also mid-experiment, so a killed sweep keeps it), the summary rewritten each time."""
 
     def __init__(self, summary: list[SummaryEntry], store: ResultsStore, sweep_data: SweepData, test_split: Any,
-                 order: list[str]) -> None:
+                 order: list[str], earlier_times: list[dict] | None = None) -> None:
         self.summary, self.store, self.sweep_data, self.test_split = summary, store, sweep_data, test_split
         self.order = order  # combination folder names in the sweep's order: the summary keeps it
         self.exported: set[str] = {combination_name(e.family, e.task) for e in summary}
-        self.trial_times: list[TrialTime] = []
+        self.trial_times: list[dict] = list(earlier_times or [])
+
+    def trial_ended(self, time_held: TrialTime) -> None:
+        """Record when a trial held its slot; the file is rewritten at once, so a killed sweep keeps it."""
+        self.trial_times.append(time_held.to_dict())
+        self.store.write_json(TRIAL_TIMES_FILE, self.trial_times)
 
     def is_exported(self, combination: _Combination) -> bool:
         return all(combination_name(combination.family, t) in self.exported for t in result_tasks(combination.task))
@@ -354,7 +359,7 @@ def _run_experiment(experiment_name: str, group: list[tuple[str, str]], profile:
             pending[name] = exports.submit(progress.export, combination, results)
 
     try:
-        with sweep_handlers(SweepHandlers(combination_done=combination_done, trial_ended=progress.trial_times.append)):
+        with sweep_handlers(SweepHandlers(combination_done=combination_done, trial_ended=progress.trial_ended)):
             tuner.fit()
     finally:
         exports.shutdown(wait=True)
