@@ -168,6 +168,7 @@ RELEASE: dict[str, Any] = {
     "train": TRAIN,
     # {seed: {train key: value}}: members that differ from `train` (a seed's other keys are `train`'s)
     "member_train": Table(TRAIN, default={}),
+    "weights_dtype": "float32",  # float32 | float16: how the shipped weights are stored
     "torch_threads": 2,
 }
 

@@ -31,6 +31,8 @@ METRICS_FILE = "metrics.json"
 #: The recipe keys a member's training depends on (a changed description does not retrain).
 MEMBER_KEYS = ("family", "arch", "train", "torch_threads")
 STATE_FILE = "release_state.pt"
+#: The recipe's `weights_dtype`: how the shipped weights are stored (float16 halves the files).
+WEIGHTS_DTYPES: tuple[str, ...] = ("float32", "float16")
 MEMBERS_DIR = "members"
 AGE_BANDS: tuple[tuple[int, int], ...] = ((0, 12), (13, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, MAX_AGE))
 
@@ -57,6 +59,8 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     seeds = recipe["seeds"]
     if not isinstance(seeds, list) or not seeds or not all(isinstance(seed, int) and seed >= 0 for seed in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"{recipe_path}: seeds must be distinct non-negative integers, got {seeds!r}")
+    if recipe["weights_dtype"] not in WEIGHTS_DTYPES:
+        raise InvalidInputError(f"{recipe_path}: weights_dtype {recipe['weights_dtype']!r}; known: {list(WEIGHTS_DTYPES)}")
     strangers = [seed for seed in recipe["member_train"] if seed not in seeds]
     if strangers:
         raise InvalidInputError(f"{recipe_path}: member_train names seed {strangers[0]!r}, which is not in seeds {seeds}")
@@ -118,8 +122,8 @@ def train_release(
     import torch
 
     from facetune.data.loading import load_split
-    from facetune.models import save_model
-    from facetune.models.ensemble import MultiTaskEnsemble, write_ensemble_config
+    from facetune.models import load_model, save_model
+    from facetune.models.ensemble import write_ensemble_config
     from facetune.storage import ResultsStore
     from facetune.tasks import MULTITASK, TASKS
     from facetune.training.loop import predict_outputs
@@ -145,10 +149,13 @@ def train_release(
     staging = out.with_name(f".{out.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     for seed, (model, _) in members.items():
-        save_model(model, staging / MEMBERS_DIR / f"seed-{seed}", family=recipe["family"], task=MULTITASK, arch=recipe["arch"])
+        save_model(model, staging / MEMBERS_DIR / f"seed-{seed}", family=recipe["family"], task=MULTITASK, arch=recipe["arch"],
+                   weights_dtype=getattr(torch, recipe["weights_dtype"]))
     weights = {seed: 1.0 for seed in members}
     write_ensemble_config(staging, MULTITASK, [{"dir": f"{MEMBERS_DIR}/seed-{seed}", "weight": w} for seed, w in weights.items()])
-    ensemble = MultiTaskEnsemble([model for model, _ in members.values()], list(weights.values())).eval()
+    # The figures are those of what ships: the ensemble and its members loaded back from the files.
+    ensemble, _ = load_model(staging)
+    shipped = dict(zip(members, ensemble.members))
 
     def evaluate(model: torch.nn.Module, split: str, tta: bool) -> dict[str, dict]:
         arrays = splits[split]
@@ -166,9 +173,9 @@ def train_release(
                 "epochs_run": result["epochs_run"],
                 "train_seconds": result["train_seconds"],
                 "val_at_best_epoch": result["val_at_best_epoch"],
-                "test_tta_flip": evaluate(model, "test", True)["overall"],
+                "test_tta_flip": evaluate(shipped[seed], "test", True)["overall"],
             }
-            for seed, (model, result) in members.items()
+            for seed, (_, result) in members.items()
         },
         "train_seconds": sum(result["train_seconds"] for _, result in members.values()),
         "wall_seconds": wall,

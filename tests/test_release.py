@@ -21,6 +21,7 @@ TINY_RECIPE = {
     "arch": {"trunk": "resnet", "trunk_arch": {"widths": [8, 16], "blocks": [1, 1]}, "head_dropout": 0.0},
     "train": {"epochs": 1, "batch_size": 64, "lr": 0.002, "loss": "dldl", "ema_decay": 0.9, "seed": 0},
     "member_train": {4: {"loss_weights": {"gender": 2.0}}},
+    "weights_dtype": "float16",
     "torch_threads": 1,
 }
 
@@ -57,6 +58,14 @@ def test_the_release_folder_is_an_ensemble_of_the_seeds(tiny_release):
     assert [m["dir"] for m in config["members"]] == ["members/seed-3", "members/seed-4"]
     assert shipped_models_present(out)
     assert set(tiny_release["metrics"]["members"]) == {"3", "4"}
+
+
+def test_float16_weights_are_stored_half_size_and_load_as_float32(tiny_release):
+    state = torch.load(tiny_release["out"] / "members/seed-3/model.pt", weights_only=True)
+    floats = [t for t in state.values() if t.is_floating_point()]
+    assert floats and all(t.dtype == torch.float16 for t in floats)
+    predictor = Predictor.from_model_dirs({MULTITASK: tiny_release["out"]}, device="cpu")
+    assert all(p.dtype == torch.float32 for p in predictor.models["age"].module.model.parameters())
 
 
 def test_the_card_checksums_every_shipped_file(tiny_release):

@@ -27,16 +27,21 @@ def save_model(
     task: "Task | str",
     arch: dict,
     context_meta: dict | None = None,
+    weights_dtype: torch.dtype | None = None,
 ) -> None:
     """Write out_dir/model.pt (a plain state_dict) and out_dir/model_config.json.
 
     `context_meta` defaults to what the model recorded itself (e.g. pca_dnn's n_components);
     it holds only sizes, the data-derived values travel as buffers in the state_dict.
+    `weights_dtype` (e.g. torch.float16) stores the floating-point tensors in that type, to halve a
+    shipped file; load_model casts them back to the model's own type.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(getattr(model, "context_meta", {}) if context_meta is None else context_meta)
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    if weights_dtype is not None:
+        state = {name: tensor.to(weights_dtype) if tensor.is_floating_point() else tensor for name, tensor in state.items()}
     torch.save(state, out / MODEL_WEIGHTS_FILE)
     config = {
         "family": family,
@@ -65,6 +70,8 @@ def load_model(out_dir: str | Path, map_location: str | torch.device = "cpu") ->
     config = json.loads(config_path.read_text())
     model = build_model(config["family"], config["arch"], config["task"], context=config.get("context_meta") or {})
     state = torch.load(weights_path, map_location=map_location, weights_only=True)
-    model.load_state_dict(state)  # strict: a mismatch means the config does not describe these weights
+    # strict: a mismatch means the config does not describe these weights. load_state_dict copies
+    # into the model's own float32 tensors, so weights stored as float16 come back as float32.
+    model.load_state_dict(state)
     model.to(map_location)
     return model.eval(), config
