@@ -55,7 +55,6 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     recipe = yaml.safe_load(recipe_path.read_text()) or {}
     recipe = with_defaults(recipe, RELEASE, str(recipe_path))
     check(recipe, RELEASE, str(recipe_path), context={"family": recipe["family"]})
-    TrainConfig.from_dict(recipe["train"])
     seeds = recipe["seeds"]
     if not isinstance(seeds, list) or not seeds or not all(isinstance(seed, int) and seed >= 0 for seed in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"{recipe_path}: seeds must be distinct non-negative integers, got {seeds!r}")
@@ -64,7 +63,7 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     strangers = [seed for seed in recipe["member_train"] if seed not in seeds]
     if strangers:
         raise InvalidInputError(f"{recipe_path}: member_train names seed {strangers[0]!r}, which is not in seeds {seeds}")
-    for member in member_recipes(recipe).values():
+    for member in member_recipes(recipe).values():  # `train` with each seed's own keys: every member's config
         TrainConfig.from_dict(member["train"])
     return recipe
 

@@ -93,6 +93,7 @@ def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator, jitter
     if mode == "flip_shift":
         x = random_shift(x, generator)
     elif mode == "flip_affine":
+        # At 1.0 the warp alone, so the generator draws exactly what it drew before the choice existed.
         x = random_affine(x, generator) if affine_probability >= 1.0 else random_affine_or_shift(x, generator, affine_probability)
     if jitter > 0:
         x = color_jitter(x, jitter, generator)
