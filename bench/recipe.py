@@ -14,13 +14,15 @@ Rows (test split; every model trained on train, epoch chosen on val):
   9 + ensemble: greedy selection on val over the models of rows 2-8
  10 + final fit: row 7's recipe retrained on train+val for row 7's best epoch count
 Also prints the training time each recipe took to reach the study's gender accuracy (88.56%) on
-validation, against the study's CNN (row 1), as a ratio. A full run takes several hours on 2
-CPU cores; --epochs and --limit shrink it for a quick check.
+validation, against the study's CNN (row 1), as a ratio. A full run takes 5-6 hours on 2 CPU
+cores, so each trained row is kept in --work (its figures and its models' val and test outputs):
+a rerun with the same settings skips finished rows, and the table can be built across sessions.
+--epochs and --limit shrink it for a quick check (and key the kept rows, so they never mix).
+Rows 8-10 need row 7, and row 9 rows 2-8; a row that is needed is trained (or reused) as well.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -41,7 +43,8 @@ MODERN_TRAIN = {"optimizer": "adamw", "scheduler": "cosine", "warmup_epochs": 1,
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="prepared folder or raw source (default: the shared data)")
-    parser.add_argument("--work", default="runs/bench-recipe", help="prepared data when --data is raw")
+    parser.add_argument("--work", default="runs/bench-recipe",
+                        help="prepared data when --data is raw, and the finished rows (ablation/row-N.*)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--limit", type=int, default=None, help="train rows used (quick check)")
     parser.add_argument("--rows", default="1-10", help="rows to run, e.g. 1-10 or 4,5 (later rows need earlier ones)")
@@ -105,9 +108,59 @@ def seconds_to_gender(history: list[dict], column: str) -> float | None:
     return None
 
 
+def needed_rows(wanted: set[int]) -> set[int]:
+    """The wanted rows and the rows they are computed from (8-10 from row 7; 9 from 2-8)."""
+    rows = set(wanted)
+    if rows & {8, 9, 10}:
+        rows.add(7)
+    if 9 in rows:
+        rows.update(range(2, 9))
+    return rows
+
+
+class RowStore:
+    """Finished rows in WORK/ablation: row-N.json (spec, figures, seconds) and row-N.npz (outputs).
+
+    A row is reused only when its spec (recipe, epochs, train rows, data) is the one asked for now.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def load(self, row: int, spec: dict) -> tuple[dict, dict] | None:
+        meta, arrays = self.folder / f"row-{row}.json", self.folder / f"row-{row}.npz"
+        if not (meta.is_file() and arrays.is_file()):
+            return None
+        saved = json.loads(meta.read_text())
+        if saved.get("spec") != json.loads(json.dumps(spec)):  # as JSON has it: tuples are lists there
+            return None
+        with np.load(arrays) as npz:
+            return saved, {key: npz[key] for key in npz.files}
+
+    def save(self, row: int, spec: dict, facts: dict, outputs: dict[str, np.ndarray]) -> None:
+        # Outputs first, then the json that marks the row finished: a kill in between retrains the row.
+        np.savez(self.folder / f"row-{row}.npz", **outputs)
+        partial = self.folder / f"row-{row}.json.tmp"
+        partial.write_text(json.dumps({"spec": spec, **facts}, indent=2))
+        partial.replace(self.folder / f"row-{row}.json")
+
+
+def full_train(train: dict) -> dict:
+    """A train section with every default filled in, so a changed default does not reuse a kept row."""
+    from facetune.training import TrainConfig
+
+    return TrainConfig.from_dict(train).to_dict()
+
+
+def output_key(split: str, tta: bool, task: str) -> str:
+    return f"{split}/{'flip' if tta else 'one'}/{task}"
+
+
 def main() -> int:
     from facetune.models.multitask import TaskView
     from facetune.models.presets import load_preset
+    from facetune.schema import PreparedManifest
     from facetune.storage import ResultsStore
     from facetune.tasks import MULTITASK, TASKS
     from facetune.tuning.ensemble import ensemble_metrics, greedy_selection
@@ -118,84 +171,145 @@ def main() -> int:
     args = parse_args()
     torch.set_num_threads(args.threads)
     wanted = parse_rows(args.rows)
-    bench = Bench(ensure_prepared(args.data, ResultsStore(args.work)), args.epochs, args.limit)
+    prepared = ensure_prepared(args.data, ResultsStore(args.work))
+    manifest = PreparedManifest.read(prepared)
+    store = RowStore(Path(args.work) / "ablation")
+    settings = {"epochs": args.epochs, "limit": args.limit, "data": manifest.source, "rows": manifest.rows_written,
+                "split_seed": manifest.seed}
+    bench: Bench | None = None  # loaded on the first row that has to be trained
+
+    def get_bench() -> Bench:
+        nonlocal bench
+        if bench is None:
+            bench = Bench(prepared, args.epochs, args.limit)
+        return bench
+
+    def all_outputs(modules: dict[str, torch.nn.Module]) -> dict[str, np.ndarray]:
+        """Every task's val and test outputs, one view and flip-averaged."""
+        b = get_bench()
+        return {output_key(split, tta, t): b.outputs(module, split, tta)
+                for t, module in modules.items() for split in ("val", "test") for tta in (False, True)}
+
+    def run_row(row: int, name: str, spec: dict, train_models) -> tuple[dict, dict]:
+        """(facts, outputs) of a row: from the store, or trained now by `train_models` and stored."""
+        spec = {"recipe": name, **spec, **settings}
+        cached = store.load(row, spec)
+        if cached is not None:
+            return cached
+        modules, facts = train_models()
+        outputs = all_outputs(modules)
+        store.save(row, spec, facts, outputs)
+        return {"spec": spec, **facts}, outputs
+
+    def single_task_row(row: int, name: str, family: str, recipe: dict[str, tuple[dict, dict]]) -> tuple[dict, dict]:
+        def train_models():
+            modules, seconds, to_gender = {}, 0.0, None
+            for task_name in TASKS:
+                arch, train = recipe[task_name]
+                model, result = get_bench().train(family, task_name, arch, train)
+                modules[task_name], seconds = model, seconds + result.train_seconds
+                if task_name == "gender":
+                    to_gender = seconds_to_gender(result.history, "val_accuracy")
+            return modules, {"train_seconds": seconds, "seconds_to_study_gender": to_gender}
+        spec = {t: {"arch": arch, "train": full_train(train)} for t, (arch, train) in recipe.items()}
+        return run_row(row, name, {"family": family, "tasks": spec}, train_models)
+
+    labels: dict[str, dict[str, np.ndarray]] = {}
+
+    def label(split: str, task_name: str) -> np.ndarray:
+        if split not in labels:
+            from facetune.data.loading import load_split
+
+            arrays = load_split(prepared, split)
+            labels[split] = {t: np.asarray(arrays.labels(t)) for t in TASKS}
+        return labels[split][task_name]
+
     table: list[dict] = []
-    per_task_models: dict[str, list[tuple[str, torch.nn.Module, bool]]] = {t: [] for t in TASKS}
+    row_seconds: dict[int, float] = {}
     gender_seconds: dict[str, float | None] = {}
+    pool: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {t: [] for t in TASKS}  # (val, test) per candidate
 
-    def record(row: int, name: str, modules: dict[str, torch.nn.Module], seconds: float, tta: bool = False) -> None:
-        figures = {}
-        for task_name, module in modules.items():
-            figures[task_name] = TASKS[task_name].metrics(bench.y["test"][task_name].numpy(), bench.outputs(module, "test", tta))
-            if 2 <= row <= 8:
-                per_task_models[task_name].append((name, module, tta))
-        entry = {"row": row, "recipe": name, "age_mae": figures["age"]["mae"], "gender_accuracy": figures["gender"]["accuracy"],
-                 "ethnicity_accuracy": figures["ethnicity"]["accuracy"], "train_seconds": seconds}
+    def record(row: int, name: str, facts: dict, outputs: dict, tta: bool = False) -> None:
+        figures = {t: TASKS[t].metrics(label("test", t), outputs[output_key("test", tta, t)]) for t in TASKS}
+        if 2 <= row <= 8:
+            for t, task in TASKS.items():
+                pool[t].append(tuple(to_prediction_space(torch.from_numpy(outputs[output_key(split, tta, t)]), task).numpy()
+                                     for split in ("val", "test")))
+        if "seconds_to_study_gender" in facts:
+            gender_seconds[name] = facts["seconds_to_study_gender"]
+        row_seconds[row] = facts["train_seconds"]
+        emit(row, name, figures["age"]["mae"], figures["gender"]["accuracy"], figures["ethnicity"]["accuracy"], facts["train_seconds"])
+
+    def emit(row: int, name: str, age_mae: float, gender: float, ethnicity: float, seconds: float) -> None:
+        if row not in wanted:
+            return
+        entry = {"row": row, "recipe": name, "age_mae": age_mae, "gender_accuracy": gender, "ethnicity_accuracy": ethnicity,
+                 "train_seconds": seconds}
         table.append(entry)
-        print(f"| {row} | {name} | {entry['age_mae']:.2f} | {entry['gender_accuracy']:.2%} | "
-              f"{entry['ethnicity_accuracy']:.2%} | {seconds / 60:.1f} |", flush=True)
+        print(f"| {row} | {name} | {age_mae:.2f} | {gender:.2%} | {ethnicity:.2%} | {seconds / 60:.1f} |", flush=True)
 
-    def single_task_rows(row: int, name: str, recipe: dict) -> None:
-        modules, seconds = {}, 0.0
-        for task_name in TASKS:
-            arch, train = recipe[task_name]
-            model, result = bench.train(recipe["family"], task_name, arch, train)
-            modules[task_name], seconds = model, seconds + result.train_seconds
-            if task_name == "gender":
-                gender_seconds[name] = seconds_to_gender(result.history, "val_accuracy")
-        record(row, name, modules, seconds)
-
+    rows = needed_rows(wanted)
     print("| row | recipe | age MAE | gender | ethnicity | train minutes |\n| --- | --- | --- | --- | --- | --- |", flush=True)
-    if 1 in wanted:
+    if 1 in rows:
         preset = load_preset("paper")["cnn"]
-        single_task_rows(1, "study CNN", {"family": "cnn", **{t: (preset[t]["arch"], {**preset[t]["train"], "patience": 0}) for t in TASKS}})
-    if 2 in wanted:
+        recipe = {t: (preset[t]["arch"], {**preset[t]["train"], "patience": 0}) for t in TASKS}
+        record(1, "study CNN", *single_task_row(1, "study CNN", "cnn", recipe))
+    if 2 in rows:
         tuned = {t: combination_config("cnn", t, {}) for t in TASKS}
-        single_task_rows(2, "tuned CNN", {"family": "cnn", **{t: (b["arch"], {**b["train"], "patience": 0}) for t, (b, _) in tuned.items()}})
-    if 3 in wanted:
-        single_task_rows(3, "resnet", {"family": "resnet", **{t: (TRUNK, MODERN_TRAIN) for t in TASKS}})
+        recipe = {t: (b["arch"], {**b["train"], "patience": 0}) for t, (b, _) in tuned.items()}
+        record(2, "tuned CNN", *single_task_row(2, "tuned CNN", "cnn", recipe))
+    if 3 in rows:
+        record(3, "resnet", *single_task_row(3, "resnet", "resnet", {t: (TRUNK, MODERN_TRAIN) for t in TASKS}))
 
     multitask_arch = {"trunk": "resnet", "trunk_arch": {**TRUNK, "dropout": 0.0}, "head_dropout": 0.2}
     steps = [(4, "multitask", {}), (5, "+ dldl", {"loss": "dldl"}),
              (6, "+ affine/jitter augmentation", {"augment": "flip_affine", "color_jitter": 0.15}),
              (7, "+ EMA", {"ema_decay": 0.998})]
-    train = dict(MODERN_TRAIN)
-    last = None
+    train: dict = dict(MODERN_TRAIN)
+    last: tuple[dict, dict, dict] | None = None  # row 7's (facts, outputs, train config)
     for row, name, change in steps:
         train = {**train, **change}
-        if row not in wanted:
+        if row not in rows:
             continue
-        model, result = bench.train("multitask", MULTITASK, multitask_arch, train)
-        gender_seconds[name] = seconds_to_gender(result.history, "val_gender_accuracy")
-        record(row, name, {t: TaskView(model, t) for t in TASKS}, result.train_seconds)
-        last = (model, result, copy.deepcopy(train))
-    if 8 in wanted and last is not None:
-        record(8, "+ flip TTA", {t: TaskView(last[0], t) for t in TASKS}, last[1].train_seconds, tta=True)
-    if 9 in wanted and last is not None:
+
+        def train_models(train: dict = train) -> tuple[dict, dict]:
+            model, result = get_bench().train("multitask", MULTITASK, multitask_arch, train)
+            return {t: TaskView(model, t) for t in TASKS}, {
+                "train_seconds": result.train_seconds, "best_epoch": result.best_epoch,
+                "seconds_to_study_gender": seconds_to_gender(result.history, "val_gender_accuracy")}
+
+        facts, outputs = run_row(row, name, {"family": "multitask", "arch": multitask_arch, "train": full_train(train)},
+                                 train_models)
+        record(row, name, facts, outputs)
+        last = (facts, outputs, dict(train))
+    if 8 in rows and last is not None:
+        record(8, "+ flip TTA", {"train_seconds": last[0]["train_seconds"]}, last[1], tta=True)
+    if 9 in rows:
         figures = {}
         for task_name, task in TASKS.items():
-            pool = per_task_models[task_name]
-            val = [to_prediction_space(torch.from_numpy(bench.outputs(m, "val", tta)), task).numpy() for _, m, tta in pool]
-            test = [to_prediction_space(torch.from_numpy(bench.outputs(m, "test", tta)), task).numpy() for _, m, tta in pool]
-            chosen, _ = greedy_selection(task, val, bench.y["val"][task_name].numpy(), max_members=5)
+            chosen, _ = greedy_selection(task, [val for val, _ in pool[task_name]], label("val", task_name), max_members=5)
             members = sorted(set(chosen))
-            figures[task_name] = ensemble_metrics(task, [test[i] for i in members], [chosen.count(i) for i in members],
-                                                  bench.y["test"][task_name].numpy())
-        entry = {"row": 9, "recipe": "+ ensemble", "age_mae": figures["age"]["mae"], "gender_accuracy": figures["gender"]["accuracy"],
-                 "ethnicity_accuracy": figures["ethnicity"]["accuracy"], "train_seconds": sum(e["train_seconds"] for e in table if 2 <= e["row"] <= 7)}
-        table.append(entry)
-        print(f"| 9 | + ensemble | {entry['age_mae']:.2f} | {entry['gender_accuracy']:.2%} | {entry['ethnicity_accuracy']:.2%} | "
-              f"{entry['train_seconds'] / 60:.1f} |", flush=True)
-    if 10 in wanted and last is not None:
-        started = time.perf_counter()
-        model, result = bench.train("multitask", MULTITASK, multitask_arch, {**last[2], "ema_decay": last[2].get("ema_decay", 0.0)},
-                                    splits=("train", "val"), epochs=last[1].best_epoch)
-        record(10, "+ final fit (train+val)", {t: TaskView(model, t) for t in TASKS}, time.perf_counter() - started, tta=True)
+            figures[task_name] = ensemble_metrics(task, [pool[task_name][i][1] for i in members],
+                                                  [chosen.count(i) for i in members], label("test", task_name))
+        seconds = sum(row_seconds[row] for row in range(2, 8))
+        emit(9, "+ ensemble", figures["age"]["mae"], figures["gender"]["accuracy"], figures["ethnicity"]["accuracy"], seconds)
+    if 10 in rows and last is not None:
+        facts7, _, train7 = last
+
+        def final_fit() -> tuple[dict, dict]:
+            started = time.perf_counter()
+            model, _ = get_bench().train("multitask", MULTITASK, multitask_arch, train7, splits=("train", "val"),
+                                         epochs=facts7["best_epoch"])
+            return {t: TaskView(model, t) for t in TASKS}, {"train_seconds": time.perf_counter() - started}
+
+        facts, outputs = run_row(10, "+ final fit (train+val)", {"family": "multitask", "arch": multitask_arch, "train": full_train(train7),
+                                                                 "epochs_from_row_7": facts7["best_epoch"]}, final_fit)
+        record(10, "+ final fit (train+val)", facts, outputs, tta=True)
 
     study = gender_seconds.get("study CNN")
     for name, seconds in gender_seconds.items():
         if name != "study CNN":
-            ratio = f"{study / seconds:.2f}x faster than the study CNN" if study and seconds else "n/a (one side never reached it)"
+            ratio = f"{study / seconds:.2f}x as fast as the study CNN" if study and seconds else "n/a (one side never reached it)"
             shown = f"{seconds:.0f} s" if seconds else "never"
             print(f"time to {STUDY_GENDER_ACCURACY:.2%} val gender: {name}: {shown} ({ratio})")
     if args.json:
