@@ -22,7 +22,7 @@ import yaml
 
 from facetune.errors import InputNotFoundError, InvalidInputError
 from facetune.json_files import write_json
-from facetune.release_card import write_model_card
+from facetune.release_card import README_BEGIN, write_model_card, write_readme_figures
 from facetune.schema import ENSEMBLE_CONFIG_FILE, MAX_AGE, MODEL_CONFIG_FILE, SPLITS, PreparedManifest
 
 #: Where the shipped models live inside the installed package.
@@ -112,11 +112,13 @@ def train_release(
     recipe_path: str | os.PathLike[str] | None = None,
     epochs: int | None = None,
     limit: int | None = None,
+    readme: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train the release recipe's members and write the ensemble, metrics and model card into `out_dir`.
 
     `epochs` and `limit` (train rows) shrink the run for tests; a shrunk run's card says so.
+    `readme` also gets its release-figures block rewritten (facetune.release_card.readme_figures).
     """
     import torch
 
@@ -129,6 +131,8 @@ def train_release(
     from facetune.tuning.sweep import ensure_prepared
 
     recipe = load_recipe(recipe_path)
+    if readme is not None and (not Path(readme).is_file() or README_BEGIN not in Path(readme).read_text()):
+        raise InvalidInputError(f"--readme {readme}: no such file, or no release-figures block in it")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / METRICS_FILE).is_file():
         raise ValueError(f"{out}: not a release folder (no {METRICS_FILE}); refusing to replace it")
@@ -186,6 +190,8 @@ def train_release(
     write_json(staging / METRICS_FILE, metrics, sort_keys=True)
     write_model_card(staging, metrics)
     _swap_in(staging, out)
+    if readme is not None:
+        write_readme_figures(Path(readme), metrics)
     log(f"[release] wrote {out}: {len(members)} members, {metrics['train_seconds'] / 60:.0f} min of training in all "
         f"({wall / 60:.1f} min in this run)")
     return metrics

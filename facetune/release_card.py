@@ -10,6 +10,12 @@ import yaml
 
 CARD_FILE = "MODEL_CARD.md"
 SHA_HEADING = "## Files"
+#: Issue 10's bar for shipping and the project's targets on the test split: (age MAE, gender, ethnicity).
+SHIPPING_BAR = (5.4, 0.93, 0.83)
+TARGETS = (5.0, 0.94, 0.85)
+#: The README block that `write_readme_figures` rewrites (everything between the two lines).
+README_BEGIN = "<!-- release figures: written by `python jobs/train_release.py --readme README.md` from facetune/pretrained/metrics.json -->"
+README_END = "<!-- end of release figures -->"
 _SHA_ROW = re.compile(r"^\|\s*(\S+)\s*\|\s*`([0-9a-f]{64})`\s*\|$")
 
 
@@ -117,6 +123,42 @@ def write_model_card(out_dir: Path, metrics: dict[str, Any]) -> Path:
     path = Path(out_dir) / CARD_FILE
     path.write_text(model_card(Path(out_dir), metrics))
     return path
+
+
+def readme_figures(metrics: dict[str, Any]) -> str:
+    """The README's table of the shipped models' figures (between README_BEGIN and README_END)."""
+    test, members = metrics["test"], metrics["members"]
+    epochs = {m["epochs_run"] for m in members.values()}
+    bar, target = SHIPPING_BAR, TARGETS
+    lines = [
+        f"Test split ({metrics['data']['rows']['test']:,} faces); {len(members)} members of {'/'.join(map(str, sorted(epochs)))} epochs "
+        f"(best epochs {', '.join(str(m['best_epoch']) for m in members.values())}), {metrics['train_seconds'] / 3600:.1f} hours "
+        f"of training in all on {metrics['machine']}:",
+        "",
+        "| model | age MAE (years) | gender accuracy | ethnicity accuracy |",
+        "| --- | --- | --- | --- |",
+        f"| **shipped: {len(members)}-seed ensemble, flip TTA** | "
+        + " | ".join(f"**{part}**" for part in _figures(test["tta_flip"]["overall"]).split(" | ")) + " |",
+        f"| the same, one view | {_figures(test['single_view']['overall'])} |",
+        *[f"| seed {seed}{_own_keys(metrics['recipe'], seed)} alone, flip TTA | {_figures(m['test_tta_flip'])} |"
+          for seed, m in members.items()],
+        f"| issue 10's bar for shipping | <= {bar[0]} | >= {bar[1]:.1%} | >= {bar[2]:.1%} |",
+        f"| project target | <= {target[0]} | >= {target[1]:.0%} | >= {target[2]:.0%} |",
+        "",
+        f"On validation (which chose each member's epoch) the ensemble reaches {_figures(metrics['val']).replace(' | ', ' / ')}.",
+    ]
+    return "\n".join(lines)
+
+
+def write_readme_figures(readme: Path, metrics: dict[str, Any]) -> None:
+    """Replace the README's release-figures block with the figures of `metrics`."""
+    from facetune.errors import InvalidInputError
+
+    text = Path(readme).read_text()
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        raise InvalidInputError(f"--readme {readme}: no release-figures block (the lines {README_BEGIN!r} and {README_END!r})")
+    Path(readme).write_text(text[: begin + len(README_BEGIN)] + "\n" + readme_figures(metrics) + "\n" + text[end:])
 
 
 def card_checksums(card_path: Path) -> dict[str, str]:

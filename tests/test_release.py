@@ -10,7 +10,8 @@ import yaml
 from facetune.models.ensemble import MultiTaskEnsemble
 from facetune.predict import Predictor
 from facetune.release import member_recipes, shipped_models_present, train_release
-from facetune.release_card import CARD_FILE, card_checksums, file_sha256, shipped_files
+from facetune.errors import InvalidInputError
+from facetune.release_card import README_BEGIN, README_END, CARD_FILE, card_checksums, file_sha256, readme_figures, shipped_files
 from facetune.schema import ENSEMBLE_CONFIG_FILE
 from facetune.tasks import MULTITASK
 
@@ -93,6 +94,26 @@ def test_a_rerun_reuses_the_finished_members(tiny_release, tmp_path):
     before, after = tiny_release["metrics"]["test"]["tta_flip"]["overall"], again["test"]["tta_flip"]["overall"]
     assert after["age"]["mae"] == pytest.approx(before["age"]["mae"], abs=1e-4)
     assert after["gender"]["accuracy"] == before["gender"]["accuracy"]
+
+
+def test_a_rerun_can_rewrite_the_readmes_release_figures(tiny_release, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n{README_BEGIN}\nold figures\n{README_END}\nafter\n")
+    metrics = train_release(tiny_release["data"], tiny_release["root"] / "work", tmp_path / "out", tiny_release["recipe"],
+                            readme=readme, log=lambda line: None)
+    text = readme.read_text()
+    assert "old figures" not in text
+    assert text == f"# Title\n\nbefore\n{README_BEGIN}\n{readme_figures(metrics)}\n{README_END}\nafter\n"
+    assert "| **shipped: 2-seed ensemble, flip TTA** |" in text
+    assert "| seed 4 (train.loss_weights: {gender: 2.0}) alone, flip TTA |" in text
+
+
+def test_a_readme_without_the_figures_block_is_refused_before_training(tiny_release, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# A README with no release figures\n")
+    with pytest.raises(InvalidInputError, match="README.md"):
+        train_release(tiny_release["data"], tmp_path / "work", tmp_path / "out", tiny_release["recipe"], readme=readme)
+    assert not (tmp_path / "work").exists()
 
 
 def test_the_predictor_answers_all_tasks_from_the_ensemble_in_one_call(tiny_release):

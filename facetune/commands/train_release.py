@@ -25,6 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="override the recipe's epochs (for a quick check only)")
     parser.add_argument("--limit", type=int, default=None,
                         help="train on the first N train rows only (for a quick check only)")
+    parser.add_argument("--readme", default=None,
+                        help="also rewrite this README's release-figures block with the new figures (README.md)")
     parser.set_defaults(func=run)
     return parser
 
@@ -33,5 +35,5 @@ def run(args: argparse.Namespace) -> int:
     from facetune.release import train_release
 
     train_release(args.data, args.work, args.out, args.recipe, epochs=args.epochs, limit=args.limit,
-                  log=lambda line: print(line, flush=True))
+                  readme=args.readme, log=lambda line: print(line, flush=True))
     return 0
