@@ -22,7 +22,7 @@ import yaml
 
 from facetune.errors import InputNotFoundError, InvalidInputError
 from facetune.json_files import write_json
-from facetune.release_card import README_BEGIN, write_model_card, write_readme_figures
+from facetune.release_card import readme_block_span, write_model_card, write_readme_figures
 from facetune.schema import ENSEMBLE_CONFIG_FILE, MAX_AGE, MODEL_CONFIG_FILE, SPLITS, PreparedManifest
 
 #: Where the shipped models live inside the installed package.
@@ -131,8 +131,8 @@ def train_release(
     from facetune.tuning.sweep import ensure_prepared
 
     recipe = load_recipe(recipe_path)
-    if readme is not None and (not Path(readme).is_file() or README_BEGIN not in Path(readme).read_text()):
-        raise InvalidInputError(f"--readme {readme}: no such file, or no release-figures block in it")
+    if readme is not None:
+        readme_block_span(Path(readme))  # refused now, not after hours of training
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / METRICS_FILE).is_file():
         raise ValueError(f"{out}: not a release folder (no {METRICS_FILE}); refusing to replace it")

@@ -10,7 +10,7 @@ from PIL import Image
 from facetune.cli import main
 from facetune.predict import Predictor
 from facetune.release import PRETRAINED_DIR, load_recipe
-from facetune.release_card import README_BEGIN, README_END, CARD_FILE, card_checksums, file_sha256, readme_figures, shipped_files
+from facetune.release_card import CARD_FILE, card_checksums, file_sha256, readme_block_span, readme_figures, shipped_files
 
 MAX_SHIPPED_BYTES = 30 * 1024 * 1024
 
@@ -43,9 +43,8 @@ def test_shipped_recipe_is_the_one_in_raycfg():
 
 def test_readme_shows_the_shipped_models_figures():
     metrics = json.loads((PRETRAINED_DIR / "metrics.json").read_text())
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = readme.split(README_BEGIN, 1)[1].split(README_END, 1)[0]
-    assert block == f"\n{readme_figures(metrics)}\n", "rerun `python jobs/train_release.py --readme README.md`"
+    readme, start, end = readme_block_span(Path(__file__).resolve().parents[1] / "README.md")
+    assert readme[start:end] == f"\n{readme_figures(metrics)}\n", "rerun `python jobs/train_release.py --readme README.md`"
 
 
 def test_pretrained_predictor_answers_every_task_in_one_network():
