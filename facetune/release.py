@@ -143,9 +143,17 @@ def train_release(
         splits["train"] = splits["train"].head(limit)
     torch.set_num_threads(int(recipe["torch_threads"]))
 
+    manifest = PreparedManifest.read(prepared)
+    data_record = {"source": manifest.source, "rows": {k: len(v) for k, v in splits.items()}, "split_seed": manifest.seed}
+    shipped = _read_shipped(out, recipe, data_record, epochs)
     started = time.time()
-    members = {seed: _train_member(member, splits, work / f"seed-{seed}", epochs, limit, log)
-               for seed, member in member_recipes(recipe).items()}
+    members = {}
+    for seed, member in member_recipes(recipe).items():
+        if seed in shipped and not (work / f"seed-{seed}" / STATE_FILE).is_file():
+            log(f"[release] seed {seed}: taken from {out} (trained by the same member recipe on the same split)")
+            members[seed] = shipped[seed]
+        else:
+            members[seed] = _train_member(member, splits, work / f"seed-{seed}", epochs, limit, log)
     wall = time.time() - started
 
     # Written beside `out` and swapped in, so a failure never leaves half a release behind.
@@ -166,12 +174,12 @@ def train_release(
         return group_metrics(outputs, {name: np.asarray(arrays.labels(name)) for name in TASKS}, model.split_outputs)
 
     evaluation = {("tta_flip" if tta else "single_view"): evaluate(ensemble, "test", tta) for tta in (False, True)}
-    manifest = PreparedManifest.read(prepared)
     metrics = {
         "recipe": recipe,
-        "data": {"source": manifest.source, "rows": {k: len(v) for k, v in splits.items()}, "split_seed": manifest.seed},
+        "data": data_record,
         "members": {
             str(seed): {
+                "train_config": result["train_config"],
                 "best_epoch": result["best_epoch"],
                 "epochs_run": result["epochs_run"],
                 "train_seconds": result["train_seconds"],
@@ -242,11 +250,57 @@ def _train_member(
     result = fit(model, MULTITASK, splits["train"].images(), labels["train"], splits["val"].images(), labels["val"],
                  train_cfg, on_epoch=on_epoch, resume_state=resume)
     return model, {
+        "train_config": train_cfg.to_dict(),
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "train_seconds": result.train_seconds,  # summed over epochs, so a resumed member reports its whole training
         "val_at_best_epoch": {k: v for k, v in result.best_metrics.items() if k.startswith("val_")},
     }
+
+
+def _read_shipped(
+    out: Path, recipe: dict[str, Any], data_record: dict[str, Any], epochs: int | None,
+) -> dict[int, tuple[Any, dict[str, Any]]]:
+    """seed -> (model, fit figures) for the members already in the release folder `out` that this
+    recipe would train again: same member recipe (every TrainConfig default filled in, epochs as
+    run), same data file, split seed and split sizes, and stored at least as precisely as this
+    recipe stores them. A release thus grows by a member without retraining the others, also on
+    a machine whose work folder is gone."""
+    import json
+
+    from facetune.config_schema import RELEASE, with_defaults
+    from facetune.models import load_model
+    from facetune.training.loop import TrainConfig
+
+    metrics_path = out / METRICS_FILE
+    if not metrics_path.is_file():
+        return {}
+    shipped_metrics = json.loads(metrics_path.read_text())
+    data = shipped_metrics.get("data") or {}
+    same_data = (Path(str(data.get("source"))).name == Path(data_record["source"]).name
+                 and data.get("split_seed") == data_record["split_seed"] and data.get("rows") == data_record["rows"])
+    old_recipe = with_defaults(shipped_metrics.get("recipe") or {}, RELEASE, str(metrics_path))
+    old_recipe["member_train"] = {int(seed): keys for seed, keys in old_recipe["member_train"].items()}  # JSON keys are text
+    if not same_data or old_recipe["weights_dtype"] not in ("float32", recipe["weights_dtype"]):
+        return {}
+    old_members, new_members = member_recipes(old_recipe), member_recipes(recipe)
+    reusable = {}
+    for seed_key, entry in (shipped_metrics.get("members") or {}).items():
+        seed = int(seed_key)
+        if seed not in new_members or seed not in old_members:
+            continue
+        # Releases written before train_config was recorded ran the recipe unshrunk.
+        old_train = entry.get("train_config") or (None if shipped_metrics.get("shrunk_for_test")
+                                                   else TrainConfig.from_dict(old_members[seed]["train"]).to_dict())
+        new = new_members[seed]
+        new_train = TrainConfig.from_dict({**new["train"], **({"epochs": epochs} if epochs else {})}).to_dict()
+        if old_train != new_train or any(
+                old_members[seed].get(k) != new.get(k) for k in MEMBER_KEYS if k != "train"):
+            continue
+        model, _ = load_model(out / MEMBERS_DIR / f"seed-{seed}")
+        reusable[seed] = (model, {"train_config": old_train} | {k: entry[k] for k in
+                                  ("best_epoch", "epochs_run", "train_seconds", "val_at_best_epoch")})
+    return reusable
 
 
 def _swap_in(staging: Path, out: Path) -> None:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,6 +96,44 @@ def test_a_rerun_reuses_the_finished_members(tiny_release, tmp_path):
     before, after = tiny_release["metrics"]["test"]["tta_flip"]["overall"], again["test"]["tta_flip"]["overall"]
     assert after["age"]["mae"] == pytest.approx(before["age"]["mae"], abs=1e-4)
     assert after["gender"]["accuracy"] == before["gender"]["accuracy"]
+
+
+def _grown_recipe(tiny_release, tmp_path, **train_changes) -> "Path":
+    """The tiny recipe with a third seed (and `train_changes`), written beside a copy of its release."""
+    shutil.copytree(tiny_release["out"], tmp_path / "out")
+    grown = tmp_path / "release.yaml"
+    grown.write_text(yaml.safe_dump(TINY_RECIPE | {"seeds": [3, 4, 5], "train": TINY_RECIPE["train"] | train_changes}))
+    return grown
+
+
+def test_a_release_grows_by_a_seed_without_retraining_the_shipped_members(tiny_release, tmp_path):
+    lines: list[str] = []
+    grown = train_release(tiny_release["data"], tmp_path / "new-work", tmp_path / "out", _grown_recipe(tiny_release, tmp_path),
+                          log=lines.append)
+    assert sum("taken from" in line for line in lines) == 2
+    assert [line for line in lines if "epoch 1/1" in line] == [line for line in lines if "seed 5 epoch 1/1" in line] != []
+    assert set(grown["members"]) == {"3", "4", "5"}
+    assert grown["members"]["3"]["test_tta_flip"] == tiny_release["metrics"]["members"]["3"]["test_tta_flip"]
+
+
+def test_a_release_written_before_train_config_was_recorded_still_lends_its_members(tiny_release, tmp_path):
+    grown_recipe = _grown_recipe(tiny_release, tmp_path)
+    metrics_path = tmp_path / "out" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    for entry in metrics["members"].values():
+        del entry["train_config"]  # the member's config then comes from the recipe (seed 4's own keys included)
+    metrics_path.write_text(json.dumps(metrics))
+    lines: list[str] = []
+    train_release(tiny_release["data"], tmp_path / "new-work", tmp_path / "out", grown_recipe, log=lines.append)
+    assert [line.split(":")[0] for line in lines if "taken from" in line] == ["[release] seed 3", "[release] seed 4"]
+
+
+def test_a_shipped_member_of_another_recipe_is_trained_again(tiny_release, tmp_path):
+    lines: list[str] = []
+    train_release(tiny_release["data"], tmp_path / "new-work", tmp_path / "out", _grown_recipe(tiny_release, tmp_path, lr=0.001),
+                  log=lines.append)
+    assert not any("taken from" in line for line in lines)
+    assert sum("epoch 1/1" in line for line in lines) == 3
 
 
 def test_a_rerun_can_rewrite_the_readmes_release_figures(tiny_release, tmp_path):
