@@ -169,6 +169,10 @@ RELEASE: dict[str, Any] = {
     # {seed: {train key: value}}: members that differ from `train` (a seed's other keys are `train`'s)
     "member_train": Table(TRAIN, default={}),
     "weights_dtype": "float32",  # float32 | float16: how the shipped weights are stored
+    # Classification tasks answered by a logistic regression over the members' joined trunk
+    # features (fitted on the train split after the members) instead of their averaged heads;
+    # c is sklearn's C, the inverse L2 strength.
+    "stacked_head": {"tasks": Free([]), "c": 0.1},
     "torch_threads": 2,
 }
 

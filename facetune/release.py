@@ -47,6 +47,7 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The release recipe; unknown keys (facetune.config_schema.RELEASE) and a bad TrainConfig
     fail here, before any training."""
     from facetune.config_schema import RELEASE, check, with_defaults
+    from facetune.tasks import TASKS
     from facetune.training.loop import TrainConfig
 
     recipe_path = Path(path) if path is not None else default_recipe_path()
@@ -65,6 +66,13 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         raise InvalidInputError(f"{recipe_path}: member_train names seed {strangers[0]!r}, which is not in seeds {seeds}")
     for member in member_recipes(recipe).values():  # `train` with each seed's own keys: every member's config
         TrainConfig.from_dict(member["train"])
+    stacked = recipe["stacked_head"]
+    classification = [name for name, task in TASKS.items() if task.kind == "classification"]
+    tasks = stacked["tasks"]
+    if not isinstance(tasks, list) or any(task not in classification for task in tasks) or len(set(tasks)) != len(tasks):
+        raise InvalidInputError(f"{recipe_path}: stacked_head.tasks must list distinct tasks of {classification}, got {tasks!r}")
+    if not isinstance(stacked["c"], (int, float)) or isinstance(stacked["c"], bool) or stacked["c"] <= 0:
+        raise InvalidInputError(f"{recipe_path}: stacked_head.c must be a positive number, got {stacked['c']!r}")
     return recipe
 
 
@@ -124,7 +132,7 @@ def train_release(
 
     from facetune.data.loading import load_split
     from facetune.models import load_model, save_model
-    from facetune.models.ensemble import write_ensemble_config
+    from facetune.models.ensemble import write_ensemble_config, write_stacked_heads
     from facetune.storage import ResultsStore
     from facetune.tasks import MULTITASK, TASKS
     from facetune.training.loop import predict_outputs
@@ -162,10 +170,16 @@ def train_release(
     for seed, (model, _) in members.items():
         save_model(model, staging / MEMBERS_DIR / f"seed-{seed}", family=recipe["family"], task=MULTITASK, arch=recipe["arch"],
                    weights_dtype=getattr(torch, recipe["weights_dtype"]))
-    weights = {seed: 1.0 for seed in members}
-    write_ensemble_config(staging, MULTITASK, [{"dir": f"{MEMBERS_DIR}/seed-{seed}", "weight": w} for seed, w in weights.items()])
+    entries = [{"dir": f"{MEMBERS_DIR}/seed-{seed}", "weight": 1.0} for seed in members]
+    write_ensemble_config(staging, MULTITASK, entries)
     # The figures are those of what ships: the ensemble and its members loaded back from the files.
     ensemble, _ = load_model(staging)
+    averaged_heads, stacked_record = None, {}
+    if recipe["stacked_head"]["tasks"]:
+        heads, stacked_record = _fit_stacked_heads(ensemble.members, splits["train"], recipe["stacked_head"], log)
+        write_stacked_heads(staging, heads)
+        write_ensemble_config(staging, MULTITASK, entries, extra={"stacked_heads": sorted(heads)})
+        averaged_heads, (ensemble, _) = ensemble, load_model(staging)
     shipped = dict(zip(members, ensemble.members))
 
     def evaluate(model: torch.nn.Module, split: str, tta: bool) -> dict[str, dict]:
@@ -195,6 +209,11 @@ def train_release(
         "val": evaluate(ensemble, "val", True)["overall"],
         "test": evaluation,
     }
+    if averaged_heads is not None:  # what the stacked heads replaced, for the card
+        metrics["stacked_head"] = stacked_record | {
+            "val_averaged_heads": evaluate(averaged_heads, "val", True)["overall"],
+            "test_averaged_heads": evaluate(averaged_heads, "test", True)["overall"],
+        }
     write_json(staging / METRICS_FILE, metrics, sort_keys=True)
     write_model_card(staging, metrics)
     _swap_in(staging, out)
@@ -203,6 +222,27 @@ def train_release(
     log(f"[release] wrote {out}: {len(members)} members, {metrics['train_seconds'] / 60:.0f} min of training in all "
         f"({wall / 60:.1f} min in this run)")
     return metrics
+
+
+def _fit_stacked_heads(
+    members: Any, train: Any, settings: dict[str, Any], log: Callable[[str], None],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """({task: nn.Linear}, facts for metrics.json): the recipe's stacked heads, fitted on the train
+    split's joined trunk features of the members as shipped."""
+    from facetune.tasks import TASKS
+    from facetune.training.stacking import fit_stacked_head, joined_features
+
+    started = time.time()
+    features = joined_features(members, train.images())
+    heads, train_accuracy = {}, {}
+    for name in settings["tasks"]:
+        heads[name], train_accuracy[name] = fit_stacked_head(
+            features, np.asarray(train.labels(name)), TASKS[name].num_outputs, float(settings["c"]))
+    seconds = time.time() - started
+    log(f"[release] stacked heads {sorted(heads)}: fitted on {len(features):,} train faces' {features.shape[1]} joined "
+        f"trunk features in {seconds:.0f} s (train accuracy {', '.join(f'{k} {v:.2%}' for k, v in train_accuracy.items())})")
+    return heads, {"tasks": sorted(heads), "c": float(settings["c"]), "features": int(features.shape[1]),
+                   "train_accuracy": train_accuracy, "fit_seconds": seconds}
 
 
 def _train_member(

@@ -118,6 +118,8 @@ TRIALS_FILE = "trials.csv"
 MODEL_WEIGHTS_FILE = "model.pt"
 MODEL_CONFIG_FILE = "model_config.json"
 ENSEMBLE_CONFIG_FILE = "ensemble.json"
+#: A multitask ensemble's stacked heads (linear layers over its members' joined trunk features).
+STACKED_HEADS_FILE = "stacked_heads.pt"
 
 
 def combination_name(family: str, task: str) -> str:

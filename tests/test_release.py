@@ -25,6 +25,7 @@ TINY_RECIPE = {
     "train": {"epochs": 1, "batch_size": 64, "lr": 0.002, "loss": "dldl", "ema_decay": 0.9, "seed": 0},
     "member_train": {4: {"loss_weights": {"gender": 2.0}}},
     "weights_dtype": "float16",
+    "stacked_head": {"tasks": ["gender"], "c": 0.1},
     "torch_threads": 1,
 }
 
@@ -86,6 +87,37 @@ def test_the_card_shows_each_member_and_the_ensemble(tiny_release):
     assert "seed 4 with its own training keys" in card
     assert "ensemble with flip averaging" in card
     assert "shrunk test build" not in card
+
+
+def test_a_stacked_gender_head_ships_beside_the_members(tiny_release):
+    out, metrics = tiny_release["out"], tiny_release["metrics"]
+    assert json.loads((out / ENSEMBLE_CONFIG_FILE).read_text())["stacked_heads"] == ["gender"]
+    assert "stacked_heads.pt" in card_checksums(out / CARD_FILE)
+    ensemble = Predictor.from_model_dirs({MULTITASK: out}, device="cpu").models["gender"].module.model
+    assert list(ensemble.stacked_heads) == ["gender"]
+    assert metrics["stacked_head"]["features"] == 2 * 16  # two members' trunks of width 16, side by side
+    assert set(metrics["stacked_head"]["test_averaged_heads"]) == {"age", "gender", "ethnicity"}
+    assert any("stacked heads ['gender']: fitted on" in line for line in tiny_release["log"])
+
+
+def test_the_card_shows_the_ensemble_without_its_stacked_head_beside_it(tiny_release):
+    card = (tiny_release["out"] / CARD_FILE).read_text()
+    assert "Gender instead comes from a stacked head" in card
+    assert "ensemble with the members' gender heads averaged instead, flip averaging" in card
+
+
+@pytest.mark.parametrize("stacked_head, message", [
+    ({"tasks": ["age"], "c": 0.1}, "stacked_head.tasks must list distinct tasks of .'gender', 'ethnicity'., got .'age'."),
+    ({"tasks": ["gender"], "c": 0}, "stacked_head.c must be a positive number, got 0"),
+    ({"tasks": ["gender"], "C": 0.1}, "unknown key 'stacked_head.C'"),
+])
+def test_a_bad_stacked_head_is_refused_before_training(tmp_path, stacked_head, message):
+    from facetune.release import load_recipe
+
+    path = tmp_path / "release.yaml"
+    path.write_text(yaml.safe_dump({**TINY_RECIPE, "stacked_head": stacked_head}))
+    with pytest.raises(InvalidInputError, match=message):
+        load_recipe(path)
 
 
 def test_a_rerun_reuses_the_finished_members(tiny_release, tmp_path):

@@ -10,7 +10,7 @@ from torch import nn
 from facetune.json_files import write_json
 from facetune.models.ensemble import assemble_ensemble, read_ensemble_config
 from facetune.models.registry import build_model
-from facetune.schema import ENSEMBLE_CONFIG_FILE, MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE
+from facetune.schema import ENSEMBLE_CONFIG_FILE, MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, STACKED_HEADS_FILE
 from facetune.tasks import MULTITASK, Task, get_task
 
 
@@ -62,7 +62,11 @@ def load_model(out_dir: str | Path, map_location: str | torch.device = "cpu") ->
     if (out / ENSEMBLE_CONFIG_FILE).is_file():
         config = read_ensemble_config(out)
         members = [load_model(out / member["dir"], map_location) for member in config["members"]]
-        return assemble_ensemble(config, members).to(map_location).eval(), config
+        stacked_path = out / STACKED_HEADS_FILE
+        if config.get("stacked_heads") and not stacked_path.is_file():
+            raise FileNotFoundError(f"not a saved facetune model: {stacked_path} is missing")
+        stacked = torch.load(stacked_path, map_location="cpu", weights_only=True) if config.get("stacked_heads") else None
+        return assemble_ensemble(config, members, stacked).to(map_location).eval(), config
     config_path, weights_path = out / MODEL_CONFIG_FILE, out / MODEL_WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.is_file():

@@ -8,7 +8,9 @@ task columns included, so an ensemble is just another model to everything that l
 An ensemble of multitask models (task MULTITASK) keeps the members' output layout: each task's
 columns are combined on their own (a distribution age head stays a distribution: the mean of
 the members' distributions, whose expectation is the mean of their expectations), so it slots in
-wherever one multitask model does.
+wherever one multitask model does. A classification task may instead have a stacked head: one
+linear layer over the members' trunk features joined side by side (fitted after the members,
+facetune.training.stacking), whose log-softmax replaces the averaged probabilities.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from torch import nn
 
 from facetune.json_files import write_json
 from facetune.models.multitask import TaskView
-from facetune.schema import ENSEMBLE_CONFIG_FILE
+from facetune.schema import ENSEMBLE_CONFIG_FILE, STACKED_HEADS_FILE
 from facetune.tasks import MULTITASK, Task, age_expectation, get_task
 MEMBERS_DIR = "members"
 
@@ -55,7 +57,8 @@ class Ensemble(nn.Module):
 class MultiTaskEnsemble(nn.Module):
     """Members that are multitask models with one output layout, combined task by task."""
 
-    def __init__(self, members: Sequence[nn.Module], weights: Sequence[float]) -> None:
+    def __init__(self, members: Sequence[nn.Module], weights: Sequence[float],
+                 stacked_heads: dict[str, nn.Linear] | None = None) -> None:
         super().__init__()
         if not members or len(members) != len(weights):
             raise ValueError(f"an ensemble needs one weight per member ({len(members)} members, {len(weights)} weights)")
@@ -65,13 +68,27 @@ class MultiTaskEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.slices: dict[str, slice] = dict(members[0].slices)
         self.register_buffer("weights", torch.tensor([float(w) for w in weights]) / float(sum(weights)))
+        self.stacked_heads = nn.ModuleDict(stacked_heads or {})
+        for name, head in self.stacked_heads.items():
+            if name not in self.slices or name == "age":
+                raise ValueError(f"stacked head {name!r}: only a classification task of the members can have one")
+            classes = self.slices[name].stop - self.slices[name].start
+            if head.out_features != classes:
+                raise ValueError(f"stacked head {name!r} gives {head.out_features} outputs; the task has {classes} classes")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = [m(x).float() for m in self.members]
+        if self.stacked_heads:
+            features = [m.features(x) for m in self.members]
+            outputs = [m.outputs_from_features(f).float() for m, f in zip(self.members, features)]
+            joined = torch.cat(features, dim=1).float()
+        else:
+            outputs = [m(x).float() for m in self.members]
         combined = []
-        for s in self.slices.values():
+        for name, s in self.slices.items():
             columns = [out[:, s] for out in outputs]
-            if columns[0].shape[1] == 1:  # a scalar age: the mean age
+            if name in self.stacked_heads:
+                combined.append(torch.log_softmax(self.stacked_heads[name](joined), dim=1))
+            elif columns[0].shape[1] == 1:  # a scalar age: the mean age
                 combined.append(sum(w * c for w, c in zip(self.weights, columns)))
             else:  # class or age-bin probabilities: log of their mean, so softmax gives the mean back
                 mean = sum(w * torch.softmax(c, dim=1) for w, c in zip(self.weights, columns))
@@ -94,14 +111,39 @@ def read_ensemble_config(out_dir: str | Path) -> dict:
     return json.loads((Path(out_dir) / ENSEMBLE_CONFIG_FILE).read_text())
 
 
-def assemble_ensemble(config: dict, members: Sequence[tuple[nn.Module, dict]]) -> nn.Module:
-    """The Ensemble of `config` from its loaded members ((module, model_config) in config order).
+def stacked_heads_from_state(state: dict[str, torch.Tensor]) -> dict[str, nn.Linear]:
+    """{task: nn.Linear} from a saved ModuleDict state ("gender.weight", "gender.bias", ...)."""
+    heads = {}
+    for name in sorted({key.split(".")[0] for key in state}):
+        weight, bias = state[f"{name}.weight"], state[f"{name}.bias"]
+        head = nn.Linear(weight.shape[1], weight.shape[0])
+        head.load_state_dict({"weight": weight, "bias": bias})
+        heads[name] = head
+    return heads
 
-    Loading the members is facetune.models.checkpoint's job, so the two modules import one way.
+
+def assemble_ensemble(config: dict, members: Sequence[tuple[nn.Module, dict]],
+                      stacked_state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """The Ensemble of `config` from its loaded members ((module, model_config) in config order)
+    and, for an ensemble with stacked heads, their saved state.
+
+    Loading the files is facetune.models.checkpoint's job, so the two modules import one way.
     """
     weights = [m["weight"] for m in config["members"]]
+    if config.get("stacked_heads") and (config["task"] != MULTITASK or stacked_state is None):
+        raise ValueError("stacked heads need a multitask ensemble and their saved weights")
     if config["task"] == MULTITASK:
-        return MultiTaskEnsemble([module for module, _ in members], weights)
+        heads = stacked_heads_from_state(stacked_state) if config.get("stacked_heads") else None
+        if heads is not None and sorted(heads) != sorted(config["stacked_heads"]):
+            raise ValueError(f"ensemble.json names stacked heads {config['stacked_heads']}, the weights hold {sorted(heads)}")
+        return MultiTaskEnsemble([module for module, _ in members], weights, heads)
     modules = [TaskView(module, config["task"]) if member_config["task"] == MULTITASK else module
                for module, member_config in members]
     return Ensemble(modules, weights, config["task"])
+
+
+def write_stacked_heads(out_dir: Path, heads: dict[str, nn.Linear]) -> None:
+    """The stacked heads' weights (read back by stacked_heads_from_state); ensemble.json must name
+    them (write_ensemble_config's extra {"stacked_heads": [task, ...]})."""
+    state = {key: tensor.detach().cpu().float() for key, tensor in nn.ModuleDict(heads).state_dict().items()}
+    torch.save(state, Path(out_dir) / STACKED_HEADS_FILE)

@@ -51,7 +51,10 @@ class MultiTaskModel(nn.Module):
         return float(self.age_scale.std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.features(x)
+        return self.outputs_from_features(self.features(x))
+
+    def outputs_from_features(self, f: torch.Tensor) -> torch.Tensor:
+        """The heads' outputs for trunk features `f` (an ensemble with stacked heads reuses `f`)."""
         outputs = [self.heads[name](f) for name in TASK_ORDER]
         outputs[0] = self.age_scale(outputs[0])
         return torch.cat(outputs, dim=1)
