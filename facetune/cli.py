@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import NoReturn, Sequence
 
-from facetune.errors import EXIT_INTERRUPTED, EXIT_USAGE, FacetuneError, one_line
+from facetune.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, FacetuneError, one_line
 
 #: Subcommand modules under facetune.commands, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = ("prepare", "tune", "ensemble", "final_fit", "report", "train_cgan", "generate", "predict",
@@ -54,6 +55,11 @@ def run_command(prog: str, func, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`facetune predict --about | head`): stop quietly, as a shell tool
+        # killed by SIGPIPE would; stdout goes to devnull so the exit's own flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def run_job(prog: str, module: str, argv: Sequence[str] | None = None) -> int:

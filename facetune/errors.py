@@ -15,6 +15,7 @@ EXIT_USAGE = 2  # bad arguments, or an input path that is missing or of the wron
 EXIT_NO_DATA = 3  # the input exists but nothing usable came out of it (all rows/images rejected, corrupt file)
 EXIT_OUTPUT = 4  # the output location is refused (would overwrite an input or unrelated files) or unwritable
 EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_BROKEN_PIPE = 141  # the reader of stdout went away (128 + SIGPIPE, as a shell reports it)
 
 #: Longest message printed; anything longer is cut so one bad input cannot flood the terminal.
 MAX_MESSAGE = 600

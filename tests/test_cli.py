@@ -38,3 +38,19 @@ def test_sweep_with_missing_data_is_one_line_and_exit_code_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "data not found" in err
 
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write, as after `| head -1`
+    try:
+        done = subprocess.run([sys.executable, "-m", "facetune.cli", "predict", "--about"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141
+    assert done.stderr == ""
