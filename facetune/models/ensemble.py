@@ -24,7 +24,7 @@ from torch import nn
 from facetune.json_files import write_json
 from facetune.models.multitask import TaskView
 from facetune.schema import ENSEMBLE_CONFIG_FILE, STACKED_HEADS_FILE
-from facetune.tasks import MULTITASK, Task, age_expectation, get_task
+from facetune.tasks import MULTITASK, TASKS, Task, age_expectation, get_task
 MEMBERS_DIR = "members"
 
 
@@ -70,7 +70,7 @@ class MultiTaskEnsemble(nn.Module):
         self.register_buffer("weights", torch.tensor([float(w) for w in weights]) / float(sum(weights)))
         self.stacked_heads = nn.ModuleDict(stacked_heads or {})
         for name, head in self.stacked_heads.items():
-            if name not in self.slices or name == "age":
+            if name not in self.slices or TASKS[name].kind != "classification":
                 raise ValueError(f"stacked head {name!r}: only a classification task of the members can have one")
             classes = self.slices[name].stop - self.slices[name].start
             if head.out_features != classes:

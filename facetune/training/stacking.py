@@ -18,7 +18,10 @@ from facetune.models.inference import predict_outputs
 
 
 def joined_features(members: Sequence[nn.Module], x: torch.Tensor | np.ndarray, channels_last: bool = True) -> np.ndarray:
-    """(N, sum of trunk widths): every member's flip-averaged trunk features, side by side."""
+    """(N, sum of trunk widths): every member's flip-averaged trunk features, side by side.
+
+    With `channels_last` each member's trunk is converted to that memory format in place (same
+    values, faster CPU convolutions), as the Predictor does."""
     parts = []
     for member in members:
         trunk = member.features.to(memory_format=torch.channels_last) if channels_last else member.features
