@@ -22,7 +22,7 @@ import yaml
 
 from facetune.errors import InputNotFoundError, InvalidInputError
 from facetune.json_files import write_json
-from facetune.release_card import readme_block_span, write_model_card, write_readme_figures
+from facetune.release_card import figures_line, readme_block_span, write_model_card, write_readme_figures
 from facetune.schema import ENSEMBLE_CONFIG_FILE, MAX_AGE, MODEL_CONFIG_FILE, SPLITS, PreparedManifest
 
 #: Where the shipped models live inside the installed package.
@@ -122,11 +122,16 @@ def train_release(
     limit: int | None = None,
     readme: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = print,
+    val_only: bool = False,
 ) -> dict[str, Any]:
     """Train the release recipe's members and write the ensemble, metrics and model card into `out_dir`.
 
     `epochs` and `limit` (train rows) shrink the run for tests; a shrunk run's card says so.
     `readme` also gets its release-figures block rewritten (facetune.release_card.readme_figures).
+    `val_only` trains (or reuses) the members as usual but stops at the validation figures of the
+    ensemble as it would ship and of each member ({"val": ..., "members": {seed: ...}}, each per
+    group), writing nothing outside `work_dir` and never touching test: the way to judge a recipe
+    change before the one test evaluation.
     """
     import torch
 
@@ -139,10 +144,12 @@ def train_release(
     from facetune.tuning.sweep import ensure_prepared
 
     recipe = load_recipe(recipe_path)
+    if val_only and readme is not None:
+        raise InvalidInputError(f"{readme}: a validation-only run writes no figures; leave out the README")
     if readme is not None:
         readme_block_span(Path(readme))  # refused now, not after hours of training
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not (out / METRICS_FILE).is_file():
+    if not val_only and out.exists() and any(out.iterdir()) and not (out / METRICS_FILE).is_file():
         raise ValueError(f"{out}: not a release folder (no {METRICS_FILE}); refusing to replace it")
     work = Path(work_dir)
     prepared = ensure_prepared(data, ResultsStore(work))
@@ -186,6 +193,19 @@ def train_release(
         arrays = splits[split]
         outputs = predict_outputs(model, arrays.images(), tta_flip=tta)
         return group_metrics(outputs, {name: np.asarray(arrays.labels(name)) for name in TASKS}, model.split_outputs)
+
+    if val_only:
+        shutil.rmtree(staging, ignore_errors=True)
+        figures = {"val": evaluate(ensemble, "val", True),
+                   "members": {str(seed): evaluate(model, "val", True) for seed, model in shipped.items()}}
+        if averaged_heads is not None:
+            figures["val_averaged_heads"] = evaluate(averaged_heads, "val", True)
+        log(f"[release] val, ensemble of {len(shipped)}, flip averaging: {figures_line(figures['val']['overall'])}")
+        if averaged_heads is not None:
+            log(f"[release] val, the same with averaged heads: {figures_line(figures['val_averaged_heads']['overall'])}")
+        for seed, groups in figures["members"].items():
+            log(f"[release] val, seed {seed} alone, flip averaging: {figures_line(groups['overall'])}")
+        return figures
 
     evaluation = {("tta_flip" if tta else "single_view"): evaluate(ensemble, "test", tta) for tta in (False, True)}
     metrics = {

@@ -34,6 +34,11 @@ def _row(name: str, m: dict[str, dict]) -> str:
             f"{m['ethnicity']['accuracy']:.2%} |")
 
 
+def figures_line(m: dict[str, dict]) -> str:
+    """One group's three headline figures in words, for a log line."""
+    return f"age MAE {m['age']['mae']:.2f}, gender {m['gender']['accuracy']:.2%}, ethnicity {m['ethnicity']['accuracy']:.2%}"
+
+
 def _figures(m: dict[str, dict]) -> str:
     return f"{m['age']['mae']:.2f} | {m['gender']['accuracy']:.2%} | {m['ethnicity']['accuracy']:.2%}"
 

@@ -188,6 +188,29 @@ def test_a_readme_without_the_figures_block_is_refused_before_training(tiny_rele
     assert not (tmp_path / "work").exists()
 
 
+def test_a_validation_only_run_gives_the_val_figures_the_release_reports_and_writes_nothing(tiny_release, tmp_path):
+    shutil.copytree(tiny_release["out"], tmp_path / "out")
+    before = {path.name: path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()}
+    lines: list[str] = []
+    figures = train_release(tiny_release["data"], tiny_release["root"] / "work", tmp_path / "out", tiny_release["recipe"],
+                            log=lines.append, val_only=True)
+    assert figures["val"]["overall"]["gender"]["accuracy"] == tiny_release["metrics"]["val"]["gender"]["accuracy"]
+    assert figures["val"]["overall"]["age"]["mae"] == pytest.approx(tiny_release["metrics"]["val"]["age"]["mae"], abs=1e-4)
+    assert set(figures["members"]) == {"3", "4"} and "test" not in figures
+    assert {path.name: path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()} == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out"]  # no staging folder left beside it
+    assert any(line.startswith("[release] val, ensemble of 2") for line in lines)
+
+
+def test_a_validation_only_run_refuses_a_readme_before_training(tiny_release, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\n")
+    with pytest.raises(InvalidInputError, match="validation-only"):
+        train_release(tiny_release["data"], tmp_path / "work", tmp_path / "out", tiny_release["recipe"], readme=readme,
+                      val_only=True)
+    assert not (tmp_path / "work").exists()
+
+
 def test_the_predictor_answers_all_tasks_from_the_ensemble_in_one_call(tiny_release):
     predictor = Predictor.from_model_dirs({MULTITASK: tiny_release["out"]}, device="cpu")
     assert predictor.tasks == ("age", "gender", "ethnicity")

@@ -11,8 +11,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "train-release",
         help="train the release recipe (raycfg/release.yaml) into the package's pretrained/ folder",
         description="Train raycfg/release.yaml on the train split and write facetune/pretrained/ (model, "
-        "metrics.json, MODEL_CARD.md); about 1.5 h on 2 CPU cores. A rerun resumes from the last "
-        "finished epoch kept in --work.",
+        "metrics.json, MODEL_CARD.md). One member takes 45-60 min on 2 fast CPU cores and several hours "
+        "on slow ones. A rerun resumes from the last finished epoch kept in --work.",
     )
     parser.add_argument("--data", default=None, help="Kaggle CSV, UTKFace folder or prepared folder "
                         "(default: $FACETUNE_DATA or ../shared/data/age_gender.csv.gz)")
@@ -27,6 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="train on the first N train rows only (for a quick check only)")
     parser.add_argument("--readme", default=None,
                         help="also rewrite this README's release-figures block with the new figures (README.md)")
+    parser.add_argument("--val-only", action="store_true",
+                        help="train or reuse the members, then print the ensemble's and each member's validation "
+                        "figures and stop: nothing is written outside --work and test is not evaluated")
     parser.set_defaults(func=run)
     return parser
 
@@ -35,5 +38,5 @@ def run(args: argparse.Namespace) -> int:
     from facetune.release import train_release
 
     train_release(args.data, args.work, args.out, args.recipe, epochs=args.epochs, limit=args.limit,
-                  readme=args.readme, log=lambda line: print(line, flush=True))
+                  readme=args.readme, log=lambda line: print(line, flush=True), val_only=args.val_only)
     return 0
