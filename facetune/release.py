@@ -194,15 +194,17 @@ def train_release(
         outputs = predict_outputs(model, arrays.images(), tta_flip=tta)
         return group_metrics(outputs, {name: np.asarray(arrays.labels(name)) for name in TASKS}, model.split_outputs)
 
+    # One evaluation of val, which a validation-only run returns and a release records.
+    val = evaluate(ensemble, "val", True)
+    val_averaged_heads = evaluate(averaged_heads, "val", True) if averaged_heads is not None else None
     if val_only:
         shutil.rmtree(staging, ignore_errors=True)
-        figures = {"val": evaluate(ensemble, "val", True),
-                   "members": {str(seed): evaluate(model, "val", True) for seed, model in shipped.items()}}
-        if averaged_heads is not None:
-            figures["val_averaged_heads"] = evaluate(averaged_heads, "val", True)
+        figures = {"val": val, "members": {str(seed): evaluate(model, "val", True) for seed, model in shipped.items()}}
+        if val_averaged_heads is not None:
+            figures["val_averaged_heads"] = val_averaged_heads
         log(f"[release] val, ensemble of {len(shipped)}, flip averaging: {figures_line(figures['val']['overall'])}")
-        if averaged_heads is not None:
-            log(f"[release] val, the same with averaged heads: {figures_line(figures['val_averaged_heads']['overall'])}")
+        if val_averaged_heads is not None:
+            log(f"[release] val, the same with averaged heads: {figures_line(val_averaged_heads['overall'])}")
         for seed, groups in figures["members"].items():
             log(f"[release] val, seed {seed} alone, flip averaging: {figures_line(groups['overall'])}")
         return figures
@@ -226,12 +228,12 @@ def train_release(
         "wall_seconds": wall,
         "shrunk_for_test": bool(epochs or limit),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
-        "val": evaluate(ensemble, "val", True)["overall"],
+        "val": val["overall"],
         "test": evaluation,
     }
     if averaged_heads is not None:  # what the stacked heads replaced, for the card
         metrics["stacked_head"] = stacked_record | {
-            "val_averaged_heads": evaluate(averaged_heads, "val", True)["overall"],
+            "val_averaged_heads": val_averaged_heads["overall"],
             "test_averaged_heads": evaluate(averaged_heads, "test", True)["overall"],
         }
     write_json(staging / METRICS_FILE, metrics, sort_keys=True)
