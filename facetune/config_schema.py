@@ -168,6 +168,9 @@ RELEASE: dict[str, Any] = {
     "train": TRAIN,
     # {seed: {train key: value}}: members that differ from `train` (a seed's other keys are `train`'s)
     "member_train": Table(TRAIN, default={}),
+    # A second stage for every member: from its best weights (as stored in weights_dtype), trained
+    # again with these keys over its own `train` keys; empty: no second stage.
+    "finetune": Section(TRAIN.keys, default={}),
     "weights_dtype": "float32",  # float32 | float16: how the shipped weights are stored
     # Classification tasks answered by a logistic regression over the members' joined trunk
     # features (fitted on the train split after the members) instead of their averaged heads;

@@ -31,6 +31,10 @@ METRICS_FILE = "metrics.json"
 #: The recipe keys a member's training depends on (a changed description does not retrain).
 MEMBER_KEYS = ("family", "arch", "train", "torch_threads")
 STATE_FILE = "release_state.pt"
+FINETUNE_STATE_FILE = "finetune_state.pt"
+#: A member's second stage draws its own shuffling and augmentation (seed + this), not a replay of
+#: its first stage's order.
+FINETUNE_SEED_OFFSET = 100
 #: The recipe's `weights_dtype`: how the shipped weights are stored (float16 halves the files).
 WEIGHTS_DTYPES: tuple[str, ...] = ("float32", "float16")
 MEMBERS_DIR = "members"
@@ -66,6 +70,8 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         raise InvalidInputError(f"{recipe_path}: member_train names seed {strangers[0]!r}, which is not in seeds {seeds}")
     for member in member_recipes(recipe).values():  # `train` with each seed's own keys: every member's config
         TrainConfig.from_dict(member["train"])
+        if member["finetune"] is not None:
+            TrainConfig.from_dict(member["finetune"])
     stacked = recipe["stacked_head"]
     classification = [name for name, task in TASKS.items() if task.kind == "classification"]
     tasks = stacked["tasks"]
@@ -78,11 +84,16 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
 
 def member_recipes(recipe: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """seed -> what that member is trained from: the recipe's training keys, with the seed's own
-    `member_train` keys and train.seed set."""
+    `member_train` keys and train.seed set, and under "finetune" its second stage's whole train
+    config (None without one)."""
     own = recipe.get("member_train") or {}
-    return {seed: {key: recipe[key] for key in MEMBER_KEYS if key in recipe}
-            | {"train": {**recipe["train"], **own.get(seed, {}), "seed": seed}}
-            for seed in recipe["seeds"]}
+    members = {}
+    for seed in recipe["seeds"]:
+        train = {**recipe["train"], **own.get(seed, {}), "seed": seed}
+        finetune = recipe.get("finetune") or {}
+        members[seed] = ({key: recipe[key] for key in MEMBER_KEYS if key in recipe} | {"train": train}
+                         | {"finetune": {**train, **finetune, "seed": seed + FINETUNE_SEED_OFFSET} if finetune else None})
+    return members
 
 
 def shipped_models_present(release_dir: Path | None = None) -> bool:
@@ -165,10 +176,15 @@ def train_release(
     members = {}
     for seed, member in member_recipes(recipe).items():
         if seed in shipped and not (work / f"seed-{seed}" / STATE_FILE).is_file():
-            log(f"[release] seed {seed}: taken from {out} (trained by the same member recipe on the same split)")
-            members[seed] = shipped[seed]
+            model, fitted, finetuned = shipped[seed]
+            log(f"[release] seed {seed}: taken from {out} (trained by the same member recipe on the same split"
+                f"{'' if finetuned or member['finetune'] is None else '; its second stage is still to run'})")
         else:
-            members[seed] = _train_member(member, splits, work / f"seed-{seed}", epochs, limit, log)
+            (model, fitted), finetuned = _train_member(member, splits, work / f"seed-{seed}", epochs, limit, log), False
+        if member["finetune"] is not None and not finetuned:
+            model, fitted = _finetune_member(model, fitted, member, recipe["weights_dtype"], splits, work / f"seed-{seed}",
+                                             epochs, limit, log)
+        members[seed] = (model, fitted)
     wall = time.time() - started
 
     # Written beside `out` and swapped in, so a failure never leaves half a release behind.
@@ -220,6 +236,7 @@ def train_release(
                 "epochs_run": result["epochs_run"],
                 "train_seconds": result["train_seconds"],
                 "val_at_best_epoch": result["val_at_best_epoch"],
+                **({"finetune": result["finetune"]} if "finetune" in result else {}),
                 "test_tta_flip": evaluate(shipped[seed], "test", True)["overall"],
             }
             for seed, (_, result) in members.items()
@@ -276,15 +293,13 @@ def _train_member(
 
     from facetune.config_schema import RELEASE, with_defaults
     from facetune.models import build_model, make_context
-    from facetune.tasks import MULTITASK, TASKS
-    from facetune.training.loop import TrainConfig, fit, seed_everything
+    from facetune.tasks import MULTITASK
+    from facetune.training.loop import TrainConfig, seed_everything
 
     train_cfg = TrainConfig.from_dict({**member["train"], **({"epochs": epochs} if epochs else {})})
-    seed = train_cfg.seed
-    seed_everything(seed)
+    seed_everything(train_cfg.seed)
     context = make_context(MULTITASK, splits["train"].age, loss=train_cfg.loss)
     model = build_model(member["family"], member["arch"], MULTITASK, context)
-    labels = {split: {name: torch.as_tensor(np.array(arrays.labels(name))) for name in TASKS} for split, arrays in splits.items()}
 
     state_path = work / STATE_FILE
     resume = None
@@ -296,15 +311,66 @@ def _train_member(
         same_recipe = all(saved_member.get(k) == member.get(k) for k in MEMBER_KEYS if k != "train")
         if saved.get("train_config") == train_cfg.to_dict() and same_recipe and saved.get("limit") == limit:
             resume = saved
-            log(f"[release] seed {seed}: resuming after epoch {saved['epoch']} of {train_cfg.epochs} from {state_path}")
-    work.mkdir(parents=True, exist_ok=True)
+    return _fit_resumably(model, train_cfg, splits, state_path, resume, {"recipe": member, "limit": limit},
+                          f"seed {member['train']['seed']}", log)
+
+
+def _finetune_member(
+    base: Any, base_fitted: dict[str, Any], member: dict[str, Any], weights_dtype: str, splits: dict[str, Any], work: Path,
+    epochs: int | None, limit: int | None, log: Callable[[str], None],
+) -> tuple[Any, dict[str, Any]]:
+    """A member's second stage (the recipe's `finetune`), from its first stage's weights as they
+    would ship (rounded to `weights_dtype`), so that a rebuild from scratch and one that starts from
+    the package's first-stage members fine-tune the same weights. Resumable like the first stage."""
+    import copy
+
+    import torch
+
+    from facetune.training.loop import TrainConfig, seed_everything
+
+    train_cfg = TrainConfig.from_dict({**member["finetune"], **({"epochs": epochs} if epochs else {})})
+    seed_everything(train_cfg.seed)
+    model = copy.deepcopy(base).float()
+    stored = getattr(torch, weights_dtype)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(stored))
+    identity = {"base": {k: member[k] for k in MEMBER_KEYS}, "base_train_config": base_fitted["train_config"],
+                "weights_dtype": weights_dtype, "limit": limit}
+    state_path = work / FINETUNE_STATE_FILE
+    resume = None
+    if state_path.is_file():
+        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        if saved.get("train_config") == train_cfg.to_dict() and saved.get("identity") == identity:
+            resume = saved
+    model, fitted = _fit_resumably(model, train_cfg, splits, state_path, resume, {"identity": identity},
+                                   f"seed {member['train']['seed']} fine-tune", log)
+    return model, base_fitted | {"train_seconds": base_fitted["train_seconds"] + fitted["train_seconds"], "finetune": fitted}
+
+
+def _fit_resumably(
+    model: Any, train_cfg: Any, splits: dict[str, Any], state_path: Path, resume: dict | None, extra_state: dict[str, Any],
+    name: str, log: Callable[[str], None],
+) -> tuple[Any, dict[str, Any]]:
+    """fit() on the train split (val picks the epoch), saving its state to `state_path` after every
+    epoch (with `extra_state`, which the caller compares before resuming from it)."""
+    import torch
+
+    from facetune.tasks import MULTITASK, TASKS
+    from facetune.training.loop import fit
+
+    labels = {split: {task: torch.as_tensor(np.array(arrays.labels(task))) for task in TASKS} for split, arrays in splits.items()}
+    if resume is not None:
+        log(f"[release] {name}: resuming after epoch {resume['epoch']} of {train_cfg.epochs} from {state_path}")
+    state_path.parent.mkdir(parents=True, exist_ok=True)
 
     def on_epoch(report: Any) -> None:
         m = report.metrics
-        log(f"[release] seed {seed} epoch {report.epoch}/{train_cfg.epochs}: val age MAE {m['val_age_mae']:.2f}, gender "
+        log(f"[release] {name} epoch {report.epoch}/{train_cfg.epochs}: val age MAE {m['val_age_mae']:.2f}, gender "
             f"{m['val_gender_accuracy']:.2%}, ethnicity {m['val_ethnicity_accuracy']:.2%}, "
             f"{m['epoch_seconds']:.0f} s, {m['images_per_second']:.0f} img/s{' *' if report.is_best else ''}")
-        state = report.training_state() | {"recipe": member, "limit": limit}
+        state = report.training_state() | extra_state
         partial = state_path.with_suffix(".tmp")
         torch.save(state, partial)
         os.replace(partial, state_path)  # a kill mid-save leaves the previous epoch's state
@@ -322,12 +388,14 @@ def _train_member(
 
 def _read_shipped(
     out: Path, recipe: dict[str, Any], data_record: dict[str, Any], epochs: int | None,
-) -> dict[int, tuple[Any, dict[str, Any]]]:
-    """seed -> (model, fit figures) for the members already in the release folder `out` that this
-    recipe would train again: same member recipe (every TrainConfig default filled in, epochs as
-    run), same data file, split seed and split sizes, and stored at least as precisely as this
-    recipe stores them. A release thus grows by a member without retraining the others, also on
-    a machine whose work folder is gone."""
+) -> dict[int, tuple[Any, dict[str, Any], bool]]:
+    """seed -> (model, fit figures, fine-tuned) for the members already in the release folder `out`
+    that this recipe would train again: same member recipe (every TrainConfig default filled in,
+    epochs as run), same data file, split seed and split sizes, and stored at least as precisely as
+    this recipe stores them. A member shipped without a second stage serves as the first stage of
+    a recipe that adds one (fine-tuned False); one shipped with a second stage only as itself. A
+    release thus grows by a member, or by a second stage, without retraining the rest, also on a
+    machine whose work folder is gone."""
     import json
 
     from facetune.config_schema import RELEASE, with_defaults
@@ -359,9 +427,15 @@ def _read_shipped(
         if old_train != new_train or any(
                 old_members[seed].get(k) != new.get(k) for k in MEMBER_KEYS if k != "train"):
             continue
+        old_finetune = (entry.get("finetune") or {}).get("train_config")
+        new_finetune = new["finetune"] and TrainConfig.from_dict(
+            {**new["finetune"], **({"epochs": epochs} if epochs else {})}).to_dict()
+        if old_finetune is not None and old_finetune != new_finetune:
+            continue
         model, _ = load_model(out / MEMBERS_DIR / f"seed-{seed}")
         reusable[seed] = (model, {"train_config": old_train} | {k: entry[k] for k in
-                                  ("best_epoch", "epochs_run", "train_seconds", "val_at_best_epoch")})
+                                  ("best_epoch", "epochs_run", "train_seconds", "val_at_best_epoch", "finetune") if k in entry},
+                          old_finetune is not None)
     return reusable
 
 

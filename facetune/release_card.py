@@ -79,6 +79,9 @@ def model_card(out_dir: Path, metrics: dict[str, Any]) -> str:
                   f"one recipe, seeds {seeds}; {', '.join(f'seed {s}' for s in differing)} with "
                   f"{'its' if len(differing) == 1 else 'their'} own training keys")
     epochs = ", ".join(f"seed {seed}: {m['best_epoch']} of {m['epochs_run']}" for seed, m in members.items())
+    if any("finetune" in m for m in members.values()):
+        epochs += "; second stage (`finetune`): " + ", ".join(
+            f"seed {seed}: {m['finetune']['best_epoch']} of {m['finetune']['epochs_run']}" for seed, m in members.items() if "finetune" in m)
     lines = [
         "# facetune pretrained models",
         "",
@@ -152,9 +155,12 @@ def readme_figures(metrics: dict[str, Any]) -> str:
     """The README's table of the shipped models' figures (between README_BEGIN and README_END)."""
     test, members = metrics["test"], metrics["members"]
     epochs = {m["epochs_run"] for m in members.values()}
+    finetuned = [m["finetune"] for m in members.values() if "finetune" in m]
+    second_stage = (f", then a second stage of {'/'.join(map(str, sorted({f['epochs_run'] for f in finetuned})))} epochs "
+                    f"(best epochs {', '.join(str(f['best_epoch']) for f in finetuned)})") if finetuned else ""
     lines = [
         f"Test split ({metrics['data']['rows']['test']:,} faces); {len(members)} members of {'/'.join(map(str, sorted(epochs)))} epochs "
-        f"(best epochs {', '.join(str(m['best_epoch']) for m in members.values())}), {metrics['train_seconds'] / 3600:.1f} hours "
+        f"(best epochs {', '.join(str(m['best_epoch']) for m in members.values())}){second_stage}, {metrics['train_seconds'] / 3600:.1f} hours "
         f"of training in all on {metrics['machine']}:",
         "",
         "| model | age MAE (years) | gender accuracy | ethnicity accuracy |",

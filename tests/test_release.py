@@ -168,6 +168,81 @@ def test_a_shipped_member_of_another_recipe_is_trained_again(tiny_release, tmp_p
     assert sum("epoch 1/1" in line for line in lines) == 3
 
 
+TINY_FINETUNE = {"epochs": 1, "lr": 0.001, "loss_weights": {"gender": 3.0}}
+
+
+@pytest.fixture(scope="module")
+def tiny_finetuned(tiny_release, tmp_path_factory):
+    """The tiny release given a second stage: its shipped members serve as the first stage."""
+    root = tmp_path_factory.mktemp("finetuned")
+    shutil.copytree(tiny_release["out"], root / "out")
+    recipe = root / "release.yaml"
+    recipe.write_text(yaml.safe_dump(TINY_RECIPE | {"finetune": TINY_FINETUNE}))
+    lines: list[str] = []
+    metrics = train_release(tiny_release["data"], root / "work", root / "out", recipe, log=lines.append)
+    return {"root": root, "recipe": recipe, "out": root / "out", "metrics": metrics, "log": lines, "data": tiny_release["data"],
+            "first_stage_out": tiny_release["out"]}
+
+
+def test_a_second_stage_takes_each_members_keys_under_its_own_and_a_fresh_seed():
+    members = member_recipes(TINY_RECIPE | {"finetune": TINY_FINETUNE})
+    assert members[4]["finetune"] == {**members[4]["train"], **TINY_FINETUNE, "seed": 104}
+    assert members[3]["finetune"]["batch_size"] == TINY_RECIPE["train"]["batch_size"]
+    assert member_recipes(TINY_RECIPE)[3]["finetune"] is None
+
+
+def test_a_second_stage_starts_from_the_shipped_members_without_retraining_them(tiny_finetuned):
+    lines = tiny_finetuned["log"]
+    assert sum("taken from" in line and "second stage is still to run" in line for line in lines) == 2
+    assert sum("fine-tune epoch 1/1" in line for line in lines) == 2
+    assert not any(line.startswith(("[release] seed 3 epoch", "[release] seed 4 epoch")) for line in lines)
+
+
+def test_a_second_stage_is_recorded_per_member_and_on_the_card(tiny_finetuned):
+    member = tiny_finetuned["metrics"]["members"]["3"]
+    assert member["finetune"]["train_config"]["lr"] == 0.001 and member["finetune"]["train_config"]["seed"] == 103
+    assert member["train_seconds"] > member["finetune"]["train_seconds"] > 0
+    assert "second stage (`finetune`): seed 3: 1 of 1, seed 4: 1 of 1" in (tiny_finetuned["out"] / CARD_FILE).read_text()
+    assert "then a second stage of 1 epochs (best epochs 1, 1)" in readme_figures(tiny_finetuned["metrics"])
+
+
+def test_a_rerun_resumes_the_finished_second_stages(tiny_finetuned, tmp_path):
+    shutil.copytree(tiny_finetuned["first_stage_out"], tmp_path / "out")
+    lines: list[str] = []
+    train_release(tiny_finetuned["data"], tiny_finetuned["root"] / "work", tmp_path / "out", tiny_finetuned["recipe"],
+                  log=lines.append)
+    assert sum("fine-tune: resuming after epoch 1 of 1" in line for line in lines) == 2
+    assert not any("epoch 1/1" in line for line in lines)
+
+
+def test_a_shipped_second_stage_is_reused_as_it_is(tiny_finetuned, tmp_path):
+    shutil.copytree(tiny_finetuned["out"], tmp_path / "out")
+    lines: list[str] = []
+    train_release(tiny_finetuned["data"], tmp_path / "new-work", tmp_path / "out", tiny_finetuned["recipe"], log=lines.append)
+    assert sum("taken from" in line and "still to run" not in line for line in lines) == 2
+    assert not any("epoch 1/1" in line for line in lines)
+
+
+def test_a_shipped_member_of_another_second_stage_is_trained_again_from_scratch(tiny_finetuned, tmp_path):
+    shutil.copytree(tiny_finetuned["out"], tmp_path / "out")
+    changed = tmp_path / "release.yaml"
+    changed.write_text(yaml.safe_dump(TINY_RECIPE | {"finetune": TINY_FINETUNE | {"lr": 0.0005}}))
+    lines: list[str] = []
+    train_release(tiny_finetuned["data"], tmp_path / "new-work", tmp_path / "out", changed, log=lines.append)
+    assert not any("taken from" in line for line in lines)
+    assert sum(line.startswith("[release] seed 3 epoch 1/1") for line in lines) == 1
+    assert sum("fine-tune epoch 1/1" in line for line in lines) == 2
+
+
+def test_a_misspelt_finetune_key_is_named(tmp_path):
+    from facetune.release import load_recipe
+
+    path = tmp_path / "release.yaml"
+    path.write_text(yaml.safe_dump({**TINY_RECIPE, "finetune": {"lrr": 0.001}}))
+    with pytest.raises(InvalidInputError, match="unknown key 'finetune.lrr' .did you mean 'finetune.lr'"):
+        load_recipe(path)
+
+
 def test_a_rerun_can_rewrite_the_readmes_release_figures(tiny_release, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\nbefore\n{README_BEGIN}\nold figures\n{README_END}\nafter\n")
