@@ -38,6 +38,9 @@ FINETUNE_SEED_OFFSET = 100
 #: The recipe's `weights_dtype`: how the shipped weights are stored (float16 halves the files).
 WEIGHTS_DTYPES: tuple[str, ...] = ("float32", "float16")
 MEMBERS_DIR = "members"
+#: What metrics.json records of each member's fit (and of its second stage under `finetune`); written
+#: by the release and read back when a shipped member is reused.
+FIT_FIGURES: tuple[str, ...] = ("best_epoch", "epochs_run", "train_seconds", "val_at_best_epoch")
 AGE_BANDS: tuple[tuple[int, int], ...] = ((0, 12), (13, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, MAX_AGE))
 
 
@@ -232,10 +235,7 @@ def train_release(
         "members": {
             str(seed): {
                 "train_config": result["train_config"],
-                "best_epoch": result["best_epoch"],
-                "epochs_run": result["epochs_run"],
-                "train_seconds": result["train_seconds"],
-                "val_at_best_epoch": result["val_at_best_epoch"],
+                **{k: result[k] for k in FIT_FIGURES},
                 **({"finetune": result["finetune"]} if "finetune" in result else {}),
                 "test_tta_flip": evaluate(shipped[seed], "test", True)["overall"],
             }
@@ -294,9 +294,9 @@ def _train_member(
     from facetune.config_schema import RELEASE, with_defaults
     from facetune.models import build_model, make_context
     from facetune.tasks import MULTITASK
-    from facetune.training.loop import TrainConfig, seed_everything
+    from facetune.training.loop import seed_everything
 
-    train_cfg = TrainConfig.from_dict({**member["train"], **({"epochs": epochs} if epochs else {})})
+    train_cfg = _train_config(member["train"], epochs)
     seed_everything(train_cfg.seed)
     context = make_context(MULTITASK, splits["train"].age, loss=train_cfg.loss)
     model = build_model(member["family"], member["arch"], MULTITASK, context)
@@ -326,9 +326,9 @@ def _finetune_member(
 
     import torch
 
-    from facetune.training.loop import TrainConfig, seed_everything
+    from facetune.training.loop import seed_everything
 
-    train_cfg = TrainConfig.from_dict({**member["finetune"], **({"epochs": epochs} if epochs else {})})
+    train_cfg = _train_config(member["finetune"], epochs)
     seed_everything(train_cfg.seed)
     model = copy.deepcopy(base).float()
     stored = getattr(torch, weights_dtype)
@@ -347,6 +347,13 @@ def _finetune_member(
     model, fitted = _fit_resumably(model, train_cfg, splits, state_path, resume, {"identity": identity},
                                    f"seed {member['train']['seed']} fine-tune", log)
     return model, base_fitted | {"train_seconds": base_fitted["train_seconds"] + fitted["train_seconds"], "finetune": fitted}
+
+
+def _train_config(keys: dict[str, Any], epochs: int | None) -> Any:
+    """The TrainConfig a stage runs: its recipe keys, with --epochs (a quick check's shrink) over them."""
+    from facetune.training.loop import TrainConfig
+
+    return TrainConfig.from_dict({**keys, **({"epochs": epochs} if epochs else {})})
 
 
 def _fit_resumably(
@@ -423,18 +430,21 @@ def _read_shipped(
         old_train = entry.get("train_config") or (None if shipped_metrics.get("shrunk_for_test")
                                                    else TrainConfig.from_dict(old_members[seed]["train"]).to_dict())
         new = new_members[seed]
-        new_train = TrainConfig.from_dict({**new["train"], **({"epochs": epochs} if epochs else {})}).to_dict()
+        new_train = _train_config(new["train"], epochs).to_dict()
         if old_train != new_train or any(
                 old_members[seed].get(k) != new.get(k) for k in MEMBER_KEYS if k != "train"):
             continue
         old_finetune = (entry.get("finetune") or {}).get("train_config")
-        new_finetune = new["finetune"] and TrainConfig.from_dict(
-            {**new["finetune"], **({"epochs": epochs} if epochs else {})}).to_dict()
+        new_finetune = new["finetune"] and _train_config(new["finetune"], epochs).to_dict()
         if old_finetune is not None and old_finetune != new_finetune:
             continue
+        missing = [k for k in FIT_FIGURES if k not in entry]
+        if missing:
+            raise InvalidInputError(f"{metrics_path}: members.{seed_key} lacks {', '.join(missing)}; "
+                                    "rebuild the release or restore the file")
         model, _ = load_model(out / MEMBERS_DIR / f"seed-{seed}")
-        reusable[seed] = (model, {"train_config": old_train} | {k: entry[k] for k in
-                                  ("best_epoch", "epochs_run", "train_seconds", "val_at_best_epoch", "finetune") if k in entry},
+        fitted = {"train_config": old_train} | {k: entry[k] for k in FIT_FIGURES}
+        reusable[seed] = (model, fitted | ({"finetune": entry["finetune"]} if old_finetune is not None else {}),
                           old_finetune is not None)
     return reusable
 

@@ -160,6 +160,18 @@ def test_a_release_written_before_train_config_was_recorded_still_lends_its_memb
     assert [line.split(":")[0] for line in lines if "taken from" in line] == ["[release] seed 3", "[release] seed 4"]
 
 
+def test_a_shipped_member_missing_its_fit_figures_is_named_before_training(tiny_release, tmp_path):
+    grown_recipe = _grown_recipe(tiny_release, tmp_path)
+    metrics_path = tmp_path / "out" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    del metrics["members"]["3"]["best_epoch"]
+    metrics_path.write_text(json.dumps(metrics))
+    lines: list[str] = []
+    with pytest.raises(InvalidInputError, match=r"metrics.json: members.3 lacks best_epoch"):
+        train_release(tiny_release["data"], tmp_path / "new-work", tmp_path / "out", grown_recipe, log=lines.append)
+    assert not any("epoch 1/1" in line for line in lines)
+
+
 def test_a_shipped_member_of_another_recipe_is_trained_again(tiny_release, tmp_path):
     lines: list[str] = []
     train_release(tiny_release["data"], tmp_path / "new-work", tmp_path / "out", _grown_recipe(tiny_release, tmp_path, lr=0.001),
