@@ -174,17 +174,17 @@ def train_release(
 
     manifest = PreparedManifest.read(prepared)
     data_record = {"source": manifest.source, "rows": {k: len(v) for k, v in splits.items()}, "split_seed": manifest.seed}
-    shipped = _read_shipped(out, recipe, data_record, epochs)
+    reusable = _read_shipped(out, recipe, data_record, epochs)
     started = time.time()
     members = {}
     for seed, member in member_recipes(recipe).items():
-        if seed in shipped and not (work / f"seed-{seed}" / STATE_FILE).is_file():
-            model, fitted, finetuned = shipped[seed]
+        if seed in reusable and not (work / f"seed-{seed}" / STATE_FILE).is_file():
+            model, fitted = reusable[seed]
             log(f"[release] seed {seed}: taken from {out} (trained by the same member recipe on the same split"
-                f"{'' if finetuned or member['finetune'] is None else '; its second stage is still to run'})")
+                f"{'' if 'finetune' in fitted or member['finetune'] is None else '; its second stage is still to run'})")
         else:
-            (model, fitted), finetuned = _train_member(member, splits, work / f"seed-{seed}", epochs, limit, log), False
-        if member["finetune"] is not None and not finetuned:
+            model, fitted = _train_member(member, splits, work / f"seed-{seed}", epochs, limit, log)
+        if member["finetune"] is not None and "finetune" not in fitted:
             model, fitted = _finetune_member(model, fitted, member, recipe["weights_dtype"], splits, work / f"seed-{seed}",
                                              epochs, limit, log)
         members[seed] = (model, fitted)
@@ -395,12 +395,12 @@ def _fit_resumably(
 
 def _read_shipped(
     out: Path, recipe: dict[str, Any], data_record: dict[str, Any], epochs: int | None,
-) -> dict[int, tuple[Any, dict[str, Any], bool]]:
-    """seed -> (model, fit figures, fine-tuned) for the members already in the release folder `out`
+) -> dict[int, tuple[Any, dict[str, Any]]]:
+    """seed -> (model, fit figures) for the members already in the release folder `out`
     that this recipe would train again: same member recipe (every TrainConfig default filled in,
     epochs as run), same data file, split seed and split sizes, and stored at least as precisely as
     this recipe stores them. A member shipped without a second stage serves as the first stage of
-    a recipe that adds one (fine-tuned False); one shipped with a second stage only as itself. A
+    a recipe that adds one (no `finetune` in its figures); one shipped with a second stage only as itself. A
     release thus grows by a member, or by a second stage, without retraining the rest, also on a
     machine whose work folder is gone."""
     import json
@@ -438,14 +438,16 @@ def _read_shipped(
         new_finetune = new["finetune"] and _train_config(new["finetune"], epochs).to_dict()
         if old_finetune is not None and old_finetune != new_finetune:
             continue
-        missing = [k for k in FIT_FIGURES if k not in entry]
-        if missing:
-            raise InvalidInputError(f"{metrics_path}: members.{seed_key} lacks {', '.join(missing)}; "
-                                    "rebuild the release or restore the file")
+        records = {f"members.{seed_key}": entry} | ({f"members.{seed_key}.finetune": entry["finetune"]}
+                                                     if old_finetune is not None else {})
+        for name, record in records.items():
+            missing = [k for k in FIT_FIGURES if k not in record]
+            if missing:
+                raise InvalidInputError(f"{metrics_path}: {name} lacks {', '.join(missing)}; "
+                                        "rebuild the release or restore the file")
         model, _ = load_model(out / MEMBERS_DIR / f"seed-{seed}")
         fitted = {"train_config": old_train} | {k: entry[k] for k in FIT_FIGURES}
-        reusable[seed] = (model, fitted | ({"finetune": entry["finetune"]} if old_finetune is not None else {}),
-                          old_finetune is not None)
+        reusable[seed] = (model, fitted | ({"finetune": entry["finetune"]} if old_finetune is not None else {}))
     return reusable
 
 

@@ -235,6 +235,18 @@ def test_a_shipped_second_stage_is_reused_as_it_is(tiny_finetuned, tmp_path):
     assert not any("epoch 1/1" in line for line in lines)
 
 
+def test_a_shipped_second_stage_missing_its_fit_figures_is_named_before_training(tiny_finetuned, tmp_path):
+    shutil.copytree(tiny_finetuned["out"], tmp_path / "out")
+    metrics_path = tmp_path / "out" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    del metrics["members"]["4"]["finetune"]["epochs_run"]
+    metrics_path.write_text(json.dumps(metrics))
+    lines: list[str] = []
+    with pytest.raises(InvalidInputError, match=r"metrics.json: members.4.finetune lacks epochs_run"):
+        train_release(tiny_finetuned["data"], tmp_path / "new-work", tmp_path / "out", tiny_finetuned["recipe"], log=lines.append)
+    assert not any("epoch 1/1" in line for line in lines)
+
+
 def test_a_shipped_member_of_another_second_stage_is_trained_again_from_scratch(tiny_finetuned, tmp_path):
     shutil.copytree(tiny_finetuned["out"], tmp_path / "out")
     changed = tmp_path / "release.yaml"
