@@ -14,8 +14,10 @@ Rows (test split; every model trained on train, epoch chosen on val):
   9 + ensemble: greedy selection on val over the models of rows 2-8
  10 + final fit: row 7's recipe retrained on train+val for row 7's best epoch count
 Also prints the training time each recipe took to reach the study's gender accuracy (88.56%) on
-validation, against the study's CNN (row 1), as a ratio. A full run takes 5-6 hours on 2 CPU
-cores, so each trained row is kept in --work (its figures and its models' val and test outputs):
+validation, against the study's CNN (row 1), as a ratio. A full run takes 5-6 hours on the 2-core
+machines that trained the release (65-85 s a residual-network epoch) and more than a day on a 2-core
+AVX2-only EPYC (about 400 s such an epoch; row 1 alone took 60 min there), so each trained row is
+kept in --work (its figures and its models' val and test outputs):
 a rerun with the same settings skips finished rows, and the table can be built across sessions.
 --epochs and --limit shrink it for a quick check (and key the kept rows, so they never mix).
 Rows 8-10 need row 7, and row 9 rows 2-8; a row that is needed is trained (or reused) as well.
@@ -89,7 +91,12 @@ class Bench:
         x = torch.cat([self.x[s] for s in splits])
         labels = {t: torch.cat([self.y[s][t] for s in splits]) for t in self.y["train"]}
         pick = (lambda y: y) if task == MULTITASK else (lambda y: y[task])
-        result = fit(model, task, x, pick(labels), self.x["val"], pick(self.y["val"]), cfg)
+
+        def progress(report) -> None:  # to stderr, so stdout stays the table; a row can take hours
+            print(f"  {family} {task} epoch {report.epoch}/{cfg.epochs}: {report.metrics['epoch_seconds']:.0f} s",
+                  file=sys.stderr, flush=True)
+
+        result = fit(model, task, x, pick(labels), self.x["val"], pick(self.y["val"]), cfg, on_epoch=progress)
         return model, result
 
     def outputs(self, module: torch.nn.Module, split: str, tta: bool) -> np.ndarray:
