@@ -5,7 +5,8 @@
 Rows (test split; every model trained on train, epoch chosen on val):
   1 study CNN (raycfg/models/paper.yaml), one model per task
   2 tuned CNN (raycfg/search/cnn.yaml defaults), one model per task
-  3 resnet, one model per task (age by MSE)
+  3 resnet, one model per task (age by MSE); rows 3-7 take their architecture and training keys
+    from raycfg/release.yaml, so row 7 is one release member trained for --epochs
   4 multitask resnet: one trunk, three heads
   5 + age as a label distribution (dldl)
   6 + affine and brightness/contrast augmentation
@@ -36,10 +37,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 STUDY_GENDER_ACCURACY = 0.8856
-TRUNK = {"widths": [32, 64, 128, 256], "blocks": [1, 1, 2, 1], "dropout": 0.2}
-MODERN_TRAIN = {"optimizer": "adamw", "scheduler": "cosine", "warmup_epochs": 1, "lr": 2e-3, "weight_decay": 0.05,
-                "batch_size": 128, "augment": "flip_shift", "label_smoothing": 0.05, "patience": 0,
-                "precision": "auto", "channels_last": True}
+#: The release recipe's (raycfg/release.yaml) training switches that rows 5-7 turn on one at a time.
+#: Before its row a switch is at TrainConfig's default (augmentation: whole-pixel shifts and flips), so
+#: row 7 is the release recipe's one member; flip averaging (row 8) is applied outside training.
+RELEASE_STEPS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (5, "+ dldl", ("loss",)),
+    (6, "+ affine/jitter augmentation", ("augment", "affine_probability", "color_jitter")),
+    (7, "+ EMA", ("ema_decay",)),
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -151,6 +156,23 @@ class RowStore:
         partial = self.folder / f"row-{row}.json.tmp"
         partial.write_text(json.dumps({"spec": spec, **facts}, indent=2))
         partial.replace(self.folder / f"row-{row}.json")
+
+
+def release_rows() -> tuple[dict, dict, list[tuple[int, str, dict]]]:
+    """(single-task resnet arch, multitask arch, rows 4-7 as (row, name, train keys)) from the release
+    recipe, so the ablation ends at what ships whenever the recipe changes. Row 3 trains row 4's keys."""
+    from facetune.release import load_recipe
+
+    recipe = load_recipe()
+    multitask_arch = dict(recipe["arch"])
+    # A single-task resnet has no separate head: its own dropout before the classifier stands in.
+    trunk = {**multitask_arch["trunk_arch"], "dropout": multitask_arch["head_dropout"]}
+    switched = {key for _, _, keys in RELEASE_STEPS for key in keys}
+    train = {k: v for k, v in recipe["train"].items() if k not in switched | {"epochs", "tta_flip"}}
+    rows = [(4, "multitask", train | {"augment": "flip_shift", "patience": 0})]
+    for row, name, keys in RELEASE_STEPS:
+        rows.append((row, name, rows[-1][2] | {key: recipe["train"][key] for key in keys}))
+    return trunk, multitask_arch, rows
 
 
 def full_train(train: dict) -> dict:
@@ -265,17 +287,12 @@ def main() -> int:
         tuned = {t: combination_config("cnn", t, {}) for t in TASKS}
         recipe = {t: (b["arch"], {**b["train"], "patience": 0}) for t, (b, _) in tuned.items()}
         record(2, "tuned CNN", *single_task_row(2, "tuned CNN", "cnn", recipe))
+    trunk, multitask_arch, multitask_rows = release_rows()
     if 3 in rows:
-        record(3, "resnet", *single_task_row(3, "resnet", "resnet", {t: (TRUNK, MODERN_TRAIN) for t in TASKS}))
+        record(3, "resnet", *single_task_row(3, "resnet", "resnet", {t: (trunk, multitask_rows[0][2]) for t in TASKS}))
 
-    multitask_arch = {"trunk": "resnet", "trunk_arch": {**TRUNK, "dropout": 0.0}, "head_dropout": 0.2}
-    steps = [(4, "multitask", {}), (5, "+ dldl", {"loss": "dldl"}),
-             (6, "+ affine/jitter augmentation", {"augment": "flip_affine", "color_jitter": 0.15}),
-             (7, "+ EMA", {"ema_decay": 0.998})]
-    train: dict = dict(MODERN_TRAIN)
     last: tuple[dict, dict, dict] | None = None  # row 7's (facts, outputs, train config)
-    for row, name, change in steps:
-        train = {**train, **change}
+    for row, name, train in multitask_rows:
         if row not in rows:
             continue
 
@@ -315,10 +332,15 @@ def main() -> int:
 
     study = gender_seconds.get("study CNN")
     for name, seconds in gender_seconds.items():
-        if name != "study CNN":
-            ratio = f"{study / seconds:.2f}x as fast as the study CNN" if study and seconds else "n/a (one side never reached it)"
-            shown = f"{seconds:.0f} s" if seconds else "never"
-            print(f"time to {STUDY_GENDER_ACCURACY:.2%} val gender: {name}: {shown} ({ratio})")
+        if not seconds:
+            shown = f"not reached within {args.epochs} epochs"
+        elif name == "study CNN":
+            shown = f"{seconds:.0f} s"
+        elif not study:
+            shown = f"{seconds:.0f} s (no ratio: the study CNN {'did not reach it' if 'study CNN' in gender_seconds else 'was not run'})"
+        else:
+            shown = f"{seconds:.0f} s, {study / seconds:.2f}x as fast as the study CNN"
+        print(f"time to {STUDY_GENDER_ACCURACY:.2%} val gender: {name}: {shown}")
     if args.json:
         args.json.write_text(json.dumps({"table": table, "seconds_to_study_gender": gender_seconds}, indent=2))
     return 0
