@@ -38,8 +38,8 @@ import torch  # noqa: E402
 
 STUDY_GENDER_ACCURACY = 0.8856
 #: The release recipe's (raycfg/release.yaml) training switches that rows 5-7 turn on one at a time.
-#: Before its row a switch is at TrainConfig's default (augmentation: whole-pixel shifts and flips), so
-#: row 7 is the release recipe's one member; flip averaging (row 8) is applied outside training.
+#: Before its row a switch is at TrainConfig's default, except the augmentation, which is flips and
+#: whole-pixel shifts; so row 7 is one release member. Flip averaging (row 8) is applied outside training.
 RELEASE_STEPS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (5, "+ dldl", ("loss",)),
     (6, "+ affine/jitter augmentation", ("augment", "affine_probability", "color_jitter")),
@@ -336,8 +336,8 @@ def main() -> int:
             shown = f"not reached within {args.epochs} epochs"
         elif name == "study CNN":
             shown = f"{seconds:.0f} s"
-        elif not study:
-            shown = f"{seconds:.0f} s (no ratio: the study CNN {'did not reach it' if 'study CNN' in gender_seconds else 'was not run'})"
+        elif not study:  # the study CNN's own line (or its absence) says why
+            shown = f"{seconds:.0f} s (no ratio without the study CNN's time)"
         else:
             shown = f"{seconds:.0f} s, {study / seconds:.2f}x as fast as the study CNN"
         print(f"time to {STUDY_GENDER_ACCURACY:.2%} val gender: {name}: {shown}")
