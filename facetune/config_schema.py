@@ -176,7 +176,22 @@ RELEASE: dict[str, Any] = {
     # features (fitted on the train split after the members) instead of their averaged heads;
     # c is sklearn's C, the inverse L2 strength.
     "stacked_head": {"tasks": Free([]), "c": 0.1},
+    # {name: TASK_MEMBER}: single-task models that join the ensemble for their task only
+    # (each entry is checked against TASK_MEMBER with its own family's arch keys)
+    "task_members": Free({}),
     "torch_threads": 2,
+}
+
+#: One entry of the release's `task_members`: a single-task classifier trained on the train split
+#: like a seed (val picks its epoch), whose probabilities join its task's average with `weight`
+#: (a multitask member weighs 1).
+TASK_MEMBER: dict[str, Any] = {
+    "family": REQUIRED,
+    "task": REQUIRED,
+    "weight": 1.0,
+    "weights_dtype": None,  # how its weights are stored: float32 | float16; null: the recipe's weights_dtype
+    "arch": ARCH,
+    "train": TRAIN,
 }
 
 # ---- CGAN: raycfg/cgan.yaml (its `defaults:` section holds the run defaults) ------------------

@@ -1,17 +1,19 @@
 """The release models: trained by one recipe (raycfg/release.yaml), shipped in facetune/pretrained/.
 
 `train_release` prepares the data and trains the recipe once per seed in `seeds` on the train
-split (val chooses each member's epoch). The members are shipped as one ensemble (ensemble.json
-plus members/seed-N/), which averages their predictions task by task. The ensemble is evaluated
-once on test, overall and per group, beside each member alone, and a model card records the
-figures and the sha256 of every shipped file. Each member keeps its own per-epoch state in the
-work folder, so an interrupted release training loses at most one epoch of one member, and a
-rerun reuses finished members.
+split (val chooses each member's epoch), and each of its `task_members` (a single-task classifier
+of another family) the same way. They are shipped as one ensemble (ensemble.json plus
+members/seed-N/ and members/NAME/), which averages their predictions task by task, a task member
+joining its own task only. The ensemble is evaluated once on test, overall and per group, beside
+each member alone, and a model card records the figures and the sha256 of every shipped file.
+Each member keeps its own per-epoch state in the work folder, so an interrupted release training
+loses at most one epoch of one member, and a rerun reuses finished members.
 """
 from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ import yaml
 
 from facetune.errors import InputNotFoundError, InvalidInputError
 from facetune.json_files import write_json
-from facetune.release_card import figures_line, readme_block_span, write_model_card, write_readme_figures
+from facetune.release_card import figures_line, readme_block_span, task_figure_line, write_model_card, write_readme_figures
 from facetune.schema import ENSEMBLE_CONFIG_FILE, MAX_AGE, MODEL_CONFIG_FILE, SPLITS, PreparedManifest
 
 #: Where the shipped models live inside the installed package.
@@ -38,6 +40,10 @@ FINETUNE_SEED_OFFSET = 100
 #: The recipe's `weights_dtype`: how the shipped weights are stored (float16 halves the files).
 WEIGHTS_DTYPES: tuple[str, ...] = ("float32", "float16")
 MEMBERS_DIR = "members"
+#: A task member's name, which is also its folder under members/ (seed-N is taken by the seeds).
+TASK_MEMBER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+#: The keys of a task member's entry its training depends on (a changed weight does not retrain).
+TASK_MEMBER_KEYS = ("family", "task", "arch", "train", "torch_threads")
 #: What metrics.json records of each member's fit (and of its second stage under `finetune`); written
 #: by the release and read back when a shipped member is reused.
 FIT_FIGURES: tuple[str, ...] = ("best_epoch", "epochs_run", "train_seconds", "val_at_best_epoch")
@@ -82,7 +88,63 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         raise InvalidInputError(f"{recipe_path}: stacked_head.tasks must list distinct tasks of {classification}, got {tasks!r}")
     if not isinstance(stacked["c"], (int, float)) or isinstance(stacked["c"], bool) or stacked["c"] <= 0:
         raise InvalidInputError(f"{recipe_path}: stacked_head.c must be a positive number, got {stacked['c']!r}")
+    recipe["task_members"] = recipe["task_members"] or {}  # a bare `task_members:` is none
+    if not isinstance(recipe["task_members"], dict):
+        raise InvalidInputError(f"{recipe_path}: task_members should be a mapping of name to member, not "
+                                f"{type(recipe['task_members']).__name__}")
+    recipe["task_members"] = {name: _checked_task_member(recipe_path, name, entry, tasks)
+                              for name, entry in recipe["task_members"].items()}
     return recipe
+
+
+def _checked_task_member(recipe_path: Path, name: Any, entry: Any, stacked_tasks: list[str]) -> dict[str, Any]:
+    """One `task_members` entry with its defaults filled in; anything the release could not train
+    or ship (a bad name, family, task, key or train config) is refused with the entry named."""
+    from facetune.config_schema import TASK_MEMBER, check, with_defaults
+    from facetune.models import build_model
+    from facetune.models.registry import families, is_multitask_family
+    from facetune.tasks import TASKS
+    from facetune.training.loop import TrainConfig
+
+    where = f"{recipe_path}: task_members.{name}"
+    if not isinstance(name, str) or not TASK_MEMBER_NAME.fullmatch(name) or re.fullmatch(r"seed-\d+", name):
+        raise InvalidInputError(f"{where}: a task member's name is lower-case letters, digits, '-' and '_' "
+                                "(and not seed-N, the seeds' folders)")
+    if not isinstance(entry, dict):
+        raise InvalidInputError(f"{where} should be a mapping, not {type(entry).__name__}")
+    single_task = [family for family in families() if not is_multitask_family(family)]
+    if entry.get("family") not in single_task:
+        raise InvalidInputError(f"{where}.family: {entry.get('family')!r}; a task member is one of {single_task}")
+    classification = [task for task, spec in TASKS.items() if spec.kind == "classification"]
+    if entry.get("task") not in classification:
+        raise InvalidInputError(f"{where}.task: {entry.get('task')!r}; a task member answers one of {classification} "
+                                "(averaging ages of differently shaped heads is not defined)")
+    if entry["task"] in stacked_tasks:
+        raise InvalidInputError(f"{where}.task: {entry['task']} has a stacked head (stacked_head.tasks), which would ignore it")
+    entry = with_defaults(entry, TASK_MEMBER, str(recipe_path), prefix=f"task_members.{name}.")
+    check(entry, TASK_MEMBER, str(recipe_path), prefix=f"task_members.{name}.", context={"family": entry["family"]})
+    weight = entry["weight"]
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
+        raise InvalidInputError(f"{where}.weight must be a positive number, got {weight!r}")
+    if entry["weights_dtype"] not in (None, *WEIGHTS_DTYPES):
+        raise InvalidInputError(f"{where}.weights_dtype: {entry['weights_dtype']!r}; known: {list(WEIGHTS_DTYPES)} or null")
+    try:
+        TrainConfig.from_dict(entry["train"])
+        build_model(entry["family"], entry["arch"], entry["task"], {})
+    except (ValueError, TypeError, KeyError) as err:
+        raise InvalidInputError(f"{where}: {err}") from None
+    return entry
+
+
+def task_member_dtype(recipe: dict[str, Any], name: str) -> str:
+    """How task member `name`'s weights are stored: its own weights_dtype, else the recipe's."""
+    return recipe["task_members"][name].get("weights_dtype") or recipe["weights_dtype"]
+
+
+def task_member_recipes(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """name -> what that task member is trained from (TASK_MEMBER_KEYS; torch_threads is the recipe's)."""
+    return {name: {key: entry[key] for key in TASK_MEMBER_KEYS if key in entry} | {"torch_threads": recipe["torch_threads"]}
+            for name, entry in (recipe.get("task_members") or {}).items()}
 
 
 def member_recipes(recipe: dict[str, Any]) -> dict[int, dict[str, Any]]:
@@ -175,6 +237,7 @@ def train_release(
     manifest = PreparedManifest.read(prepared)
     data_record = {"source": manifest.source, "rows": {k: len(v) for k, v in splits.items()}, "split_seed": manifest.seed}
     reusable = _read_shipped(out, recipe, data_record, epochs)
+    reusable_tasks = _read_shipped_task_members(out, recipe, data_record, epochs)
     started = time.time()
     members = {}
     for seed, member in member_recipes(recipe).items():
@@ -188,6 +251,13 @@ def train_release(
             model, fitted = _finetune_member(model, fitted, member, recipe["weights_dtype"], splits, work / f"seed-{seed}",
                                              epochs, limit, log)
         members[seed] = (model, fitted)
+    task_members = {}
+    for name, entry in task_member_recipes(recipe).items():
+        if name in reusable_tasks and not (work / name / STATE_FILE).is_file():
+            task_members[name] = reusable_tasks[name]
+            log(f"[release] task member {name}: taken from {out} (trained by the same recipe on the same split)")
+        else:
+            task_members[name] = _train_member(entry, splits, work / name, epochs, limit, log, task=entry["task"])
     wall = time.time() - started
 
     # Written beside `out` and swapped in, so a failure never leaves half a release behind.
@@ -196,7 +266,12 @@ def train_release(
     for seed, (model, _) in members.items():
         save_model(model, staging / MEMBERS_DIR / f"seed-{seed}", family=recipe["family"], task=MULTITASK, arch=recipe["arch"],
                    weights_dtype=getattr(torch, recipe["weights_dtype"]))
+    for name, (model, _) in task_members.items():
+        entry = recipe["task_members"][name]
+        save_model(model, staging / MEMBERS_DIR / name, family=entry["family"], task=entry["task"], arch=entry["arch"],
+                   weights_dtype=getattr(torch, task_member_dtype(recipe, name)))
     entries = [{"dir": f"{MEMBERS_DIR}/seed-{seed}", "weight": 1.0} for seed in members]
+    entries += [{"dir": f"{MEMBERS_DIR}/{name}", "weight": float(recipe["task_members"][name]["weight"])} for name in task_members]
     write_ensemble_config(staging, MULTITASK, entries)
     # The figures are those of what ships: the ensemble and its members loaded back from the files.
     ensemble, _ = load_model(staging)
@@ -207,25 +282,36 @@ def train_release(
         write_ensemble_config(staging, MULTITASK, entries, extra={"stacked_heads": sorted(heads)})
         averaged_heads, (ensemble, _) = ensemble, load_model(staging)
     shipped = dict(zip(members, ensemble.members))
+    shipped_tasks = dict(zip(task_members, ensemble.task_members))
 
     def evaluate(model: torch.nn.Module, split: str, tta: bool) -> dict[str, dict]:
         arrays = splits[split]
         outputs = predict_outputs(model, arrays.images(), tta_flip=tta)
         return group_metrics(outputs, {name: np.asarray(arrays.labels(name)) for name in TASKS}, model.split_outputs)
 
+    def evaluate_task_member(name: str, split: str) -> dict[str, float]:
+        """A task member alone, flip averaging, on its own task."""
+        task = recipe["task_members"][name]["task"]
+        outputs = predict_outputs(shipped_tasks[name], splits[split].images(), tta_flip=True)
+        return {"task": task, **TASKS[task].metrics(np.asarray(splits[split].labels(task)), outputs)}
+
     # One evaluation of val, which a validation-only run returns and a release records.
     val = evaluate(ensemble, "val", True)
     val_averaged_heads = evaluate(averaged_heads, "val", True) if averaged_heads is not None else None
     if val_only:
         shutil.rmtree(staging, ignore_errors=True)
-        figures = {"val": val, "members": {str(seed): evaluate(model, "val", True) for seed, model in shipped.items()}}
+        figures = {"val": val, "members": {str(seed): evaluate(model, "val", True) for seed, model in shipped.items()},
+                   "task_members": {name: evaluate_task_member(name, "val") for name in shipped_tasks}}
         if val_averaged_heads is not None:
             figures["val_averaged_heads"] = val_averaged_heads
-        log(f"[release] val, ensemble of {len(shipped)}, flip averaging: {figures_line(figures['val']['overall'])}")
+        log(f"[release] val, ensemble of {' + '.join([str(len(shipped)), *shipped_tasks])}, flip averaging: "
+            f"{figures_line(figures['val']['overall'])}")
         if val_averaged_heads is not None:
             log(f"[release] val, the same with averaged heads: {figures_line(val_averaged_heads['overall'])}")
         for seed, groups in figures["members"].items():
             log(f"[release] val, seed {seed} alone, flip averaging: {figures_line(groups['overall'])}")
+        for name, figure in figures["task_members"].items():
+            log(f"[release] val, task member {name} alone, flip averaging: {task_figure_line(figure)}")
         return figures
 
     evaluation = {("tta_flip" if tta else "single_view"): evaluate(ensemble, "test", tta) for tta in (False, True)}
@@ -241,7 +327,15 @@ def train_release(
             }
             for seed, (_, result) in members.items()
         },
-        "train_seconds": sum(result["train_seconds"] for _, result in members.values()),
+        "task_members": {
+            name: {
+                "train_config": result["train_config"],
+                **{k: result[k] for k in FIT_FIGURES},
+                "test_tta_flip": evaluate_task_member(name, "test"),
+            }
+            for name, (_, result) in task_members.items()
+        },
+        "train_seconds": sum(result["train_seconds"] for _, result in [*members.values(), *task_members.values()]),
         "wall_seconds": wall,
         "shrunk_for_test": bool(epochs or limit),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
@@ -258,7 +352,7 @@ def train_release(
     _swap_in(staging, out)
     if readme is not None:
         write_readme_figures(Path(readme), metrics)
-    log(f"[release] wrote {out}: {len(members)} members, {metrics['train_seconds'] / 60:.0f} min of training in all "
+    log(f"[release] wrote {out}: {len(members)} members{f' and {len(task_members)} task members' if task_members else ''}, {metrics['train_seconds'] / 60:.0f} min of training in all "
         f"({wall / 60:.1f} min in this run)")
     return metrics
 
@@ -286,9 +380,10 @@ def _fit_stacked_heads(
 
 def _train_member(
     member: dict[str, Any], splits: dict[str, Any], work: Path, epochs: int | None, limit: int | None,
-    log: Callable[[str], None],
+    log: Callable[[str], None], task: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train (or resume, or reuse when finished) one seed's model; returns it with its fit figures."""
+    """Train (or resume, or reuse when finished) one seed's model, or with `task` one task member
+    (`member` then being its task_member_recipes entry); returns it with its fit figures."""
     import torch
 
     from facetune.config_schema import RELEASE, with_defaults
@@ -298,21 +393,24 @@ def _train_member(
 
     train_cfg = _train_config(member["train"], epochs)
     seed_everything(train_cfg.seed)
-    context = make_context(MULTITASK, splits["train"].age, loss=train_cfg.loss)
-    model = build_model(member["family"], member["arch"], MULTITASK, context)
+    context = make_context(task or MULTITASK, splits["train"].age, loss=train_cfg.loss)
+    model = build_model(member["family"], member["arch"], task or MULTITASK, context)
 
     state_path = work / STATE_FILE
     resume = None
     if state_path.is_file():
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        # Compared with every default filled in, so a state saved before a key was declared still matches.
-        saved_member = with_defaults({k: v for k, v in (saved.get("recipe") or {}).items() if k in MEMBER_KEYS},
-                                     {k: RELEASE[k] for k in MEMBER_KEYS}, str(state_path))
-        same_recipe = all(saved_member.get(k) == member.get(k) for k in MEMBER_KEYS if k != "train")
+        if task is None:
+            # Compared with every default filled in, so a state saved before a key was declared still matches.
+            saved_member = with_defaults({k: v for k, v in (saved.get("recipe") or {}).items() if k in MEMBER_KEYS},
+                                         {k: RELEASE[k] for k in MEMBER_KEYS}, str(state_path))
+            same_recipe = all(saved_member.get(k) == member.get(k) for k in MEMBER_KEYS if k != "train")
+        else:
+            same_recipe = saved.get("recipe") == member
         if saved.get("train_config") == train_cfg.to_dict() and same_recipe and saved.get("limit") == limit:
             resume = saved
-    return _fit_resumably(model, train_cfg, splits, state_path, resume, {"recipe": member, "limit": limit},
-                          f"seed {member['train']['seed']}", log)
+    name = f"seed {member['train']['seed']}" if task is None else f"task member {work.name}"
+    return _fit_resumably(model, train_cfg, splits, state_path, resume, {"recipe": member, "limit": limit}, name, log, task=task)
 
 
 def _finetune_member(
@@ -358,32 +456,38 @@ def _train_config(keys: dict[str, Any], epochs: int | None) -> Any:
 
 def _fit_resumably(
     model: Any, train_cfg: Any, splits: dict[str, Any], state_path: Path, resume: dict | None, extra_state: dict[str, Any],
-    name: str, log: Callable[[str], None],
+    name: str, log: Callable[[str], None], task: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """fit() on the train split (val picks the epoch), saving its state to `state_path` after every
-    epoch (with `extra_state`, which the caller compares before resuming from it)."""
+    epoch (with `extra_state`, which the caller compares before resuming from it). `task`: a
+    single-task model's task; None for a multitask model."""
     import torch
 
     from facetune.tasks import MULTITASK, TASKS
     from facetune.training.loop import fit
 
-    labels = {split: {task: torch.as_tensor(np.array(arrays.labels(task))) for task in TASKS} for split, arrays in splits.items()}
+    labels = {split: {name: torch.as_tensor(np.array(arrays.labels(name))) for name in TASKS} for split, arrays in splits.items()}
     if resume is not None:
         log(f"[release] {name}: resuming after epoch {resume['epoch']} of {train_cfg.epochs} from {state_path}")
     state_path.parent.mkdir(parents=True, exist_ok=True)
 
     def on_epoch(report: Any) -> None:
         m = report.metrics
-        log(f"[release] {name} epoch {report.epoch}/{train_cfg.epochs}: val age MAE {m['val_age_mae']:.2f}, gender "
-            f"{m['val_gender_accuracy']:.2%}, ethnicity {m['val_ethnicity_accuracy']:.2%}, "
+        if task is None:
+            figures = (f"val age MAE {m['val_age_mae']:.2f}, gender {m['val_gender_accuracy']:.2%}, "
+                       f"ethnicity {m['val_ethnicity_accuracy']:.2%}")
+        else:
+            figures = f"val {task} {TASKS[task].metric} {m['val_' + TASKS[task].metric]:.4f}"
+        log(f"[release] {name} epoch {report.epoch}/{train_cfg.epochs}: {figures}, "
             f"{m['epoch_seconds']:.0f} s, {m['images_per_second']:.0f} img/s{' *' if report.is_best else ''}")
         state = report.training_state() | extra_state
         partial = state_path.with_suffix(".tmp")
         torch.save(state, partial)
         os.replace(partial, state_path)  # a kill mid-save leaves the previous epoch's state
 
-    result = fit(model, MULTITASK, splits["train"].images(), labels["train"], splits["val"].images(), labels["val"],
-                 train_cfg, on_epoch=on_epoch, resume_state=resume)
+    pick = (lambda y: y) if task is None else (lambda y: y[task])
+    result = fit(model, task or MULTITASK, splits["train"].images(), pick(labels["train"]), splits["val"].images(),
+                 pick(labels["val"]), train_cfg, on_epoch=on_epoch, resume_state=resume)
     return model, {
         "train_config": train_cfg.to_dict(),
         "best_epoch": result.best_epoch,
@@ -391,6 +495,28 @@ def _fit_resumably(
         "train_seconds": result.train_seconds,  # summed over epochs, so a resumed member reports its whole training
         "val_at_best_epoch": {k: v for k, v in result.best_metrics.items() if k.startswith("val_")},
     }
+
+
+def _shipped_metrics(out: Path, recipe: dict[str, Any], data_record: dict[str, Any]) -> tuple[dict, dict] | None:
+    """(metrics.json, its recipe with every default filled in) of the release in `out` when its models
+    could serve this recipe: trained on the same data file, split seed and split sizes, and stored
+    at least as precisely as this recipe stores them; None otherwise."""
+    import json
+
+    from facetune.config_schema import RELEASE, with_defaults
+
+    metrics_path = out / METRICS_FILE
+    if not metrics_path.is_file():
+        return None
+    shipped_metrics = json.loads(metrics_path.read_text())
+    data = shipped_metrics.get("data") or {}
+    same_data = (Path(str(data.get("source"))).name == Path(data_record["source"]).name
+                 and data.get("split_seed") == data_record["split_seed"] and data.get("rows") == data_record["rows"])
+    old_recipe = with_defaults(shipped_metrics.get("recipe") or {}, RELEASE, str(metrics_path))
+    old_recipe["member_train"] = {int(seed): keys for seed, keys in old_recipe["member_train"].items()}  # JSON keys are text
+    if not same_data or old_recipe["weights_dtype"] not in ("float32", recipe["weights_dtype"]):
+        return None
+    return shipped_metrics, old_recipe
 
 
 def _read_shipped(
@@ -403,23 +529,14 @@ def _read_shipped(
     a recipe that adds one (no `finetune` in its figures); one shipped with a second stage only as itself. A
     release thus grows by a member, or by a second stage, without retraining the rest, also on a
     machine whose work folder is gone."""
-    import json
-
-    from facetune.config_schema import RELEASE, with_defaults
     from facetune.models import load_model
     from facetune.training.loop import TrainConfig
 
     metrics_path = out / METRICS_FILE
-    if not metrics_path.is_file():
+    shipped = _shipped_metrics(out, recipe, data_record)
+    if shipped is None:
         return {}
-    shipped_metrics = json.loads(metrics_path.read_text())
-    data = shipped_metrics.get("data") or {}
-    same_data = (Path(str(data.get("source"))).name == Path(data_record["source"]).name
-                 and data.get("split_seed") == data_record["split_seed"] and data.get("rows") == data_record["rows"])
-    old_recipe = with_defaults(shipped_metrics.get("recipe") or {}, RELEASE, str(metrics_path))
-    old_recipe["member_train"] = {int(seed): keys for seed, keys in old_recipe["member_train"].items()}  # JSON keys are text
-    if not same_data or old_recipe["weights_dtype"] not in ("float32", recipe["weights_dtype"]):
-        return {}
+    shipped_metrics, old_recipe = shipped
     old_members, new_members = member_recipes(old_recipe), member_recipes(recipe)
     reusable = {}
     for seed_key, entry in (shipped_metrics.get("members") or {}).items():
@@ -448,6 +565,37 @@ def _read_shipped(
         model, _ = load_model(out / MEMBERS_DIR / f"seed-{seed}")
         fitted = {"train_config": old_train} | {k: entry[k] for k in FIT_FIGURES}
         reusable[seed] = (model, fitted | ({"finetune": entry["finetune"]} if old_finetune is not None else {}))
+    return reusable
+
+
+def _read_shipped_task_members(
+    out: Path, recipe: dict[str, Any], data_record: dict[str, Any], epochs: int | None,
+) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """name -> (model, fit figures) for the task members already in the release folder `out` that
+    this recipe would train again (same entry but its weight, same data and split, stored at least
+    as precisely), as _read_shipped does for the seeds."""
+    from facetune.models import load_model
+
+    metrics_path = out / METRICS_FILE
+    shipped = _shipped_metrics(out, recipe, data_record)
+    if shipped is None:
+        return {}
+    shipped_metrics, old_recipe = shipped
+    old_members, new_members = task_member_recipes(old_recipe), task_member_recipes(recipe)
+    reusable = {}
+    for name, entry in (shipped_metrics.get("task_members") or {}).items():
+        if name not in new_members or old_members.get(name) != new_members[name]:
+            continue
+        if task_member_dtype(old_recipe, name) not in ("float32", task_member_dtype(recipe, name)):
+            continue  # stored less precisely than this recipe stores it
+        if entry.get("train_config") != _train_config(new_members[name]["train"], epochs).to_dict():
+            continue
+        missing = [k for k in FIT_FIGURES if k not in entry]
+        if missing:
+            raise InvalidInputError(f"{metrics_path}: task_members.{name} lacks {', '.join(missing)}; "
+                                    "rebuild the release or restore the file")
+        model, _ = load_model(out / MEMBERS_DIR / name)
+        reusable[name] = (model, {"train_config": entry["train_config"]} | {k: entry[k] for k in FIT_FIGURES})
     return reusable
 
 

@@ -43,6 +43,41 @@ def _figures(m: dict[str, dict]) -> str:
     return f"{m['age']['mae']:.2f} | {m['gender']['accuracy']:.2%} | {m['ethnicity']['accuracy']:.2%}"
 
 
+#: The card's figure columns, in order: (task, the metric shown).
+_COLUMNS: tuple[tuple[str, str], ...] = (("age", "mae"), ("gender", "accuracy"), ("ethnicity", "accuracy"))
+
+
+def task_figure_line(figure: dict[str, Any]) -> str:
+    """A task member's figure in words (`figure`: its task and that task's metrics), for a log line."""
+    return f"{figure['task']} accuracy {figure['accuracy']:.2%}"
+
+
+def _task_member_figures(figure: dict[str, Any]) -> str:
+    """The card's three figure cells for a task member: its own task's, a dash in the others."""
+    return " | ".join((f"{figure[metric]:.2%}" if figure["task"] == task else "-") for task, metric in _COLUMNS)
+
+
+def _task_member_rows(metrics: dict[str, Any], label: str) -> list[str]:
+    """Test-split rows for the task members alone ({name}, {family}, {task} in `label`)."""
+    entries = metrics.get("task_members") or {}
+    return [f"| {label.format(name=name, family=metrics['recipe']['task_members'][name]['family'], task=m['test_tta_flip']['task'])}"
+            f" | {_task_member_figures(m['test_tta_flip'])} |" for name, m in entries.items()]
+
+
+def _task_member_text(metrics: dict[str, Any]) -> list[str]:
+    """The card's lines on the task members, if the release has any."""
+    entries = (metrics["recipe"].get("task_members") or {}) if metrics.get("task_members") else {}
+    return ["", *[f"For {entry['task']}, a {entry['family']} network trained on {entry['task']} alone (`task_members.{name}`, "
+                  f"best epoch {metrics['task_members'][name]['best_epoch']} of {metrics['task_members'][name]['epochs_run']}) "
+                  f"joins the average with weight {entry['weight']:g} (a multitask member weighs 1)."
+                  for name, entry in entries.items()]] if entries else []
+
+
+def _shipped_name(metrics: dict[str, Any]) -> str:
+    """`4-seed ensemble`, with its task members named (`4-seed ensemble + cnn-gender`)."""
+    return " + ".join([f"{len(metrics['members'])}-seed ensemble", *(metrics.get("task_members") or {})])
+
+
 def _own_keys(recipe: dict[str, Any], seed: str) -> str:
     """` (train.loss_weights: ...)` for a member with its own training keys, else ``."""
     own = {str(k): v for k, v in (recipe.get("member_train") or {}).items()}.get(seed)
@@ -90,6 +125,7 @@ def model_card(out_dir: Path, metrics: dict[str, Any]) -> str:
         "UTKFace's \"aligned & cropped\" faces. The members' predictions are averaged task by task (class",
         "and age-bin probabilities), so one call runs every member once.",
         *_stacked_text(metrics),
+        *_task_member_text(metrics),
         "",
         "## Data",
         f"- Source: UTKFace (the Kaggle age_gender.csv layout, `{metrics['data']['source']}`), research use only.",
@@ -117,6 +153,7 @@ def model_card(out_dir: Path, metrics: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
         *[f"| member seed {seed}{_own_keys(recipe, seed)} alone, flip averaging | {_figures(m['test_tta_flip'])} |"
           for seed, m in members.items()],
+        *_task_member_rows(metrics, "task member {name} ({family}, {task} only) alone, flip averaging"),
         f"| ensemble, one view | {_figures(single['overall'])} |",
         *_averaged_heads_row(metrics, "ensemble with the members' {tasks} heads averaged instead, flip averaging"),
         f"| **ensemble with flip averaging (what predict uses)** | {_figures(best['overall'])} |",
@@ -165,12 +202,13 @@ def readme_figures(metrics: dict[str, Any]) -> str:
         "",
         "| model | age MAE (years) | gender accuracy | ethnicity accuracy |",
         "| --- | --- | --- | --- |",
-        f"| **shipped: {len(members)}-seed ensemble, flip TTA** | "
+        f"| **shipped: {_shipped_name(metrics)}, flip TTA** | "
         + " | ".join(f"**{part}**" for part in _figures(test["tta_flip"]["overall"]).split(" | ")) + " |",
         f"| the same, one view | {_figures(test['single_view']['overall'])} |",
         *_averaged_heads_row(metrics, "the same with the members' {tasks} heads averaged instead of the stacked head"),
         *[f"| seed {seed}{_own_keys(metrics['recipe'], seed)} alone, flip TTA | {_figures(m['test_tta_flip'])} |"
           for seed, m in members.items()],
+        *_task_member_rows(metrics, "{name} ({family}, {task} only) alone, flip TTA"),
         f"| issue 10's bar for shipping | <= {SHIPPING_BAR[0]} | >= {SHIPPING_BAR[1]:.1%} | >= {SHIPPING_BAR[2]:.1%} |",
         f"| project target | <= {TARGETS[0]} | >= {TARGETS[1]:.0%} | >= {TARGETS[2]:.0%} |",
         "",

@@ -10,7 +10,9 @@ columns are combined on their own (a distribution age head stays a distribution:
 the members' distributions, whose expectation is the mean of their expectations), so it slots in
 wherever one multitask model does. A classification task may instead have a stacked head: one
 linear layer over the members' trunk features joined side by side (fitted after the members,
-facetune.training.stacking), whose log-softmax replaces the averaged probabilities.
+facetune.training.stacking), whose log-softmax replaces the averaged probabilities. It may also
+hold task members: single-task classifiers (any family) whose probabilities join the average of
+their own task only, so a model of another family can add its view of one task.
 """
 from __future__ import annotations
 
@@ -55,10 +57,15 @@ class Ensemble(nn.Module):
 
 
 class MultiTaskEnsemble(nn.Module):
-    """Members that are multitask models with one output layout, combined task by task."""
+    """Members that are multitask models with one output layout, combined task by task.
+
+    `task_members` are (single-task classifier, its task, its weight): each joins the weighted mean
+    of its task's probabilities beside the multitask members (weights are relative to theirs).
+    """
 
     def __init__(self, members: Sequence[nn.Module], weights: Sequence[float],
-                 stacked_heads: dict[str, nn.Linear] | None = None) -> None:
+                 stacked_heads: dict[str, nn.Linear] | None = None,
+                 task_members: Sequence[tuple[nn.Module, str, float]] = ()) -> None:
         super().__init__()
         if not members or len(members) != len(weights):
             raise ValueError(f"an ensemble needs one weight per member ({len(members)} members, {len(weights)} weights)")
@@ -67,7 +74,13 @@ class MultiTaskEnsemble(nn.Module):
             raise ValueError(f"multitask ensemble members must share one output layout, got {sorted(layouts)}")
         self.members = nn.ModuleList(members)
         self.slices: dict[str, slice] = dict(members[0].slices)
-        self.register_buffer("weights", torch.tensor([float(w) for w in weights]) / float(sum(weights)))
+        member_weights = [float(w) for w in weights] + [float(w) for _, _, w in task_members]
+        if min(member_weights) <= 0:
+            raise ValueError(f"ensemble weights must be positive, got {member_weights}")
+        self.register_buffer("weights", torch.tensor(member_weights[:len(members)]))
+        self.task_members = nn.ModuleList([module for module, _, _ in task_members])
+        self.task_member_tasks = [task for _, task, _ in task_members]
+        self.register_buffer("task_member_weights", torch.tensor(member_weights[len(members):]))
         self.stacked_heads = nn.ModuleDict(stacked_heads or {})
         for name, head in self.stacked_heads.items():
             if name not in self.slices or TASKS[name].kind != "classification":
@@ -75,6 +88,11 @@ class MultiTaskEnsemble(nn.Module):
             classes = self.slices[name].stop - self.slices[name].start
             if head.out_features != classes:
                 raise ValueError(f"stacked head {name!r} gives {head.out_features} outputs; the task has {classes} classes")
+        for name in self.task_member_tasks:
+            if name not in self.slices or TASKS[name].kind != "classification":
+                raise ValueError(f"task member for {name!r}: only a classification task of the members can have one")
+            if name in self.stacked_heads:
+                raise ValueError(f"task member for {name!r}: that task has a stacked head, which would ignore it")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stacked_heads:
@@ -83,15 +101,19 @@ class MultiTaskEnsemble(nn.Module):
             joined = torch.cat(features, dim=1).float()
         else:
             outputs = [m(x).float() for m in self.members]
+        extra = [(module(x).float(), task, w) for module, task, w
+                 in zip(self.task_members, self.task_member_tasks, self.task_member_weights)]
         combined = []
         for name, s in self.slices.items():
-            columns = [out[:, s] for out in outputs]
+            columns = [(out[:, s], w) for out, w in zip(outputs, self.weights)]
+            columns += [(out, w) for out, task, w in extra if task == name]
+            total = sum(w for _, w in columns)
             if name in self.stacked_heads:
                 combined.append(torch.log_softmax(self.stacked_heads[name](joined), dim=1))
-            elif columns[0].shape[1] == 1:  # a scalar age: the mean age
-                combined.append(sum(w * c for w, c in zip(self.weights, columns)))
+            elif columns[0][0].shape[1] == 1:  # a scalar age: the mean age
+                combined.append(sum(w * c for c, w in columns) / total)
             else:  # class or age-bin probabilities: log of their mean, so softmax gives the mean back
-                mean = sum(w * torch.softmax(c, dim=1) for w, c in zip(self.weights, columns))
+                mean = sum(w * torch.softmax(c, dim=1) for c, w in columns) / total
                 combined.append(torch.log(mean.clamp_min(1e-12)))
         return torch.cat(combined, dim=1)
 
@@ -136,7 +158,11 @@ def assemble_ensemble(config: dict, members: Sequence[tuple[nn.Module, dict]],
         heads = stacked_heads_from_state(stacked_state) if config.get("stacked_heads") else None
         if heads is not None and sorted(heads) != sorted(config["stacked_heads"]):
             raise ValueError(f"ensemble.json names stacked heads {config['stacked_heads']}, the weights hold {sorted(heads)}")
-        return MultiTaskEnsemble([module for module, _ in members], weights, heads)
+        # A member saved for one task (its model_config says which) is a task member.
+        multitask = [(module, w) for (module, member_config), w in zip(members, weights) if member_config["task"] == MULTITASK]
+        single = [(module, member_config["task"], w) for (module, member_config), w in zip(members, weights)
+                  if member_config["task"] != MULTITASK]
+        return MultiTaskEnsemble([m for m, _ in multitask], [w for _, w in multitask], heads, single)
     modules = [TaskView(module, config["task"]) if member_config["task"] == MULTITASK else module
                for module, member_config in members]
     return Ensemble(modules, weights, config["task"])
