@@ -86,7 +86,7 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     tasks = stacked["tasks"]
     if not isinstance(tasks, list) or any(task not in classification for task in tasks) or len(set(tasks)) != len(tasks):
         raise InvalidInputError(f"{recipe_path}: stacked_head.tasks must list distinct tasks of {classification}, got {tasks!r}")
-    if not isinstance(stacked["c"], (int, float)) or isinstance(stacked["c"], bool) or stacked["c"] <= 0:
+    if not _is_positive_number(stacked["c"]):
         raise InvalidInputError(f"{recipe_path}: stacked_head.c must be a positive number, got {stacked['c']!r}")
     recipe["task_members"] = recipe["task_members"] or {}  # a bare `task_members:` is none
     if not isinstance(recipe["task_members"], dict):
@@ -95,6 +95,11 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     recipe["task_members"] = {name: _checked_task_member(recipe_path, name, entry, tasks)
                               for name, entry in recipe["task_members"].items()}
     return recipe
+
+
+def _is_positive_number(value: Any) -> bool:
+    """A YAML number above zero (a bool is not a number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 def _checked_task_member(recipe_path: Path, name: Any, entry: Any, stacked_tasks: list[str]) -> dict[str, Any]:
@@ -123,9 +128,8 @@ def _checked_task_member(recipe_path: Path, name: Any, entry: Any, stacked_tasks
         raise InvalidInputError(f"{where}.task: {entry['task']} has a stacked head (stacked_head.tasks), which would ignore it")
     entry = with_defaults(entry, TASK_MEMBER, str(recipe_path), prefix=f"task_members.{name}.")
     check(entry, TASK_MEMBER, str(recipe_path), prefix=f"task_members.{name}.", context={"family": entry["family"]})
-    weight = entry["weight"]
-    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
-        raise InvalidInputError(f"{where}.weight must be a positive number, got {weight!r}")
+    if not _is_positive_number(entry["weight"]):
+        raise InvalidInputError(f"{where}.weight must be a positive number, got {entry['weight']!r}")
     if entry["weights_dtype"] not in (None, *WEIGHTS_DTYPES):
         raise InvalidInputError(f"{where}.weights_dtype: {entry['weights_dtype']!r}; known: {list(WEIGHTS_DTYPES)} or null")
     try:
@@ -236,8 +240,9 @@ def train_release(
 
     manifest = PreparedManifest.read(prepared)
     data_record = {"source": manifest.source, "rows": {k: len(v) for k, v in splits.items()}, "split_seed": manifest.seed}
-    reusable = _read_shipped(out, recipe, data_record, epochs)
-    reusable_tasks = _read_shipped_task_members(out, recipe, data_record, epochs)
+    shipped_release = _shipped_metrics(out, recipe, data_record)
+    reusable = _read_shipped(out, shipped_release, recipe, epochs)
+    reusable_tasks = _read_shipped_task_members(out, shipped_release, recipe, epochs)
     started = time.time()
     members = {}
     for seed, member in member_recipes(recipe).items():
@@ -352,7 +357,8 @@ def train_release(
     _swap_in(staging, out)
     if readme is not None:
         write_readme_figures(Path(readme), metrics)
-    log(f"[release] wrote {out}: {len(members)} members{f' and {len(task_members)} task members' if task_members else ''}, {metrics['train_seconds'] / 60:.0f} min of training in all "
+    counted = f"{len(members)} members" + (f" and {len(task_members)} task members" if task_members else "")
+    log(f"[release] wrote {out}: {counted}, {metrics['train_seconds'] / 60:.0f} min of training in all "
         f"({wall / 60:.1f} min in this run)")
     return metrics
 
@@ -519,24 +525,29 @@ def _shipped_metrics(out: Path, recipe: dict[str, Any], data_record: dict[str, A
     return shipped_metrics, old_recipe
 
 
+def _check_fit_figures(out: Path, name: str, record: dict[str, Any]) -> None:
+    """A shipped member's record `name` in out/metrics.json must hold every FIT_FIGURES key to be reused."""
+    missing = [k for k in FIT_FIGURES if k not in record]
+    if missing:
+        raise InvalidInputError(f"{out / METRICS_FILE}: {name} lacks {', '.join(missing)}; rebuild the release or restore the file")
+
+
 def _read_shipped(
-    out: Path, recipe: dict[str, Any], data_record: dict[str, Any], epochs: int | None,
+    out: Path, shipped_release: tuple[dict, dict] | None, recipe: dict[str, Any], epochs: int | None,
 ) -> dict[int, tuple[Any, dict[str, Any]]]:
     """seed -> (model, fit figures) for the members already in the release folder `out`
     that this recipe would train again: same member recipe (every TrainConfig default filled in,
     epochs as run), same data file, split seed and split sizes, and stored at least as precisely as
-    this recipe stores them. A member shipped without a second stage serves as the first stage of
+    this recipe stores them (`shipped_release`: _shipped_metrics of `out`). A member shipped without a second stage serves as the first stage of
     a recipe that adds one (no `finetune` in its figures); one shipped with a second stage only as itself. A
     release thus grows by a member, or by a second stage, without retraining the rest, also on a
     machine whose work folder is gone."""
     from facetune.models import load_model
     from facetune.training.loop import TrainConfig
 
-    metrics_path = out / METRICS_FILE
-    shipped = _shipped_metrics(out, recipe, data_record)
-    if shipped is None:
+    if shipped_release is None:
         return {}
-    shipped_metrics, old_recipe = shipped
+    shipped_metrics, old_recipe = shipped_release
     old_members, new_members = member_recipes(old_recipe), member_recipes(recipe)
     reusable = {}
     for seed_key, entry in (shipped_metrics.get("members") or {}).items():
@@ -558,10 +569,7 @@ def _read_shipped(
         records = {f"members.{seed_key}": entry} | ({f"members.{seed_key}.finetune": entry["finetune"]}
                                                      if old_finetune is not None else {})
         for name, record in records.items():
-            missing = [k for k in FIT_FIGURES if k not in record]
-            if missing:
-                raise InvalidInputError(f"{metrics_path}: {name} lacks {', '.join(missing)}; "
-                                        "rebuild the release or restore the file")
+            _check_fit_figures(out, name, record)
         model, _ = load_model(out / MEMBERS_DIR / f"seed-{seed}")
         fitted = {"train_config": old_train} | {k: entry[k] for k in FIT_FIGURES}
         reusable[seed] = (model, fitted | ({"finetune": entry["finetune"]} if old_finetune is not None else {}))
@@ -569,18 +577,16 @@ def _read_shipped(
 
 
 def _read_shipped_task_members(
-    out: Path, recipe: dict[str, Any], data_record: dict[str, Any], epochs: int | None,
+    out: Path, shipped_release: tuple[dict, dict] | None, recipe: dict[str, Any], epochs: int | None,
 ) -> dict[str, tuple[Any, dict[str, Any]]]:
     """name -> (model, fit figures) for the task members already in the release folder `out` that
     this recipe would train again (same entry but its weight, same data and split, stored at least
     as precisely), as _read_shipped does for the seeds."""
     from facetune.models import load_model
 
-    metrics_path = out / METRICS_FILE
-    shipped = _shipped_metrics(out, recipe, data_record)
-    if shipped is None:
+    if shipped_release is None:
         return {}
-    shipped_metrics, old_recipe = shipped
+    shipped_metrics, old_recipe = shipped_release
     old_members, new_members = task_member_recipes(old_recipe), task_member_recipes(recipe)
     reusable = {}
     for name, entry in (shipped_metrics.get("task_members") or {}).items():
@@ -590,10 +596,7 @@ def _read_shipped_task_members(
             continue  # stored less precisely than this recipe stores it
         if entry.get("train_config") != _train_config(new_members[name]["train"], epochs).to_dict():
             continue
-        missing = [k for k in FIT_FIGURES if k not in entry]
-        if missing:
-            raise InvalidInputError(f"{metrics_path}: task_members.{name} lacks {', '.join(missing)}; "
-                                    "rebuild the release or restore the file")
+        _check_fit_figures(out, f"task_members.{name}", entry)
         model, _ = load_model(out / MEMBERS_DIR / name)
         reusable[name] = (model, {"train_config": entry["train_config"]} | {k: entry[k] for k in FIT_FIGURES})
     return reusable

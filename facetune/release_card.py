@@ -39,12 +39,16 @@ def figures_line(m: dict[str, dict]) -> str:
     return f"age MAE {m['age']['mae']:.2f}, gender {m['gender']['accuracy']:.2%}, ethnicity {m['ethnicity']['accuracy']:.2%}"
 
 
-def _figures(m: dict[str, dict]) -> str:
-    return f"{m['age']['mae']:.2f} | {m['gender']['accuracy']:.2%} | {m['ethnicity']['accuracy']:.2%}"
-
-
 #: The card's figure columns, in order: (task, the metric shown).
 _COLUMNS: tuple[tuple[str, str], ...] = (("age", "mae"), ("gender", "accuracy"), ("ethnicity", "accuracy"))
+
+
+def _cell(metric: str, value: float) -> str:
+    return f"{value:.2f}" if metric == "mae" else f"{value:.2%}"
+
+
+def _figures(m: dict[str, dict]) -> str:
+    return " | ".join(_cell(metric, m[task][metric]) for task, metric in _COLUMNS)
 
 
 def task_figure_line(figure: dict[str, Any]) -> str:
@@ -54,7 +58,7 @@ def task_figure_line(figure: dict[str, Any]) -> str:
 
 def _task_member_figures(figure: dict[str, Any]) -> str:
     """The card's three figure cells for a task member: its own task's, a dash in the others."""
-    return " | ".join((f"{figure[metric]:.2%}" if figure["task"] == task else "-") for task, metric in _COLUMNS)
+    return " | ".join((_cell(metric, figure[metric]) if figure["task"] == task else "-") for task, metric in _COLUMNS)
 
 
 def _task_member_rows(metrics: dict[str, Any], label: str) -> list[str]:

@@ -74,13 +74,13 @@ class MultiTaskEnsemble(nn.Module):
             raise ValueError(f"multitask ensemble members must share one output layout, got {sorted(layouts)}")
         self.members = nn.ModuleList(members)
         self.slices: dict[str, slice] = dict(members[0].slices)
-        member_weights = [float(w) for w in weights] + [float(w) for _, _, w in task_members]
-        if min(member_weights) <= 0:
-            raise ValueError(f"ensemble weights must be positive, got {member_weights}")
-        self.register_buffer("weights", torch.tensor(member_weights[:len(members)]))
+        member_weights, task_weights = [float(w) for w in weights], [float(w) for _, _, w in task_members]
+        if min(member_weights + task_weights) <= 0:
+            raise ValueError(f"ensemble weights must be positive, got {member_weights + task_weights}")
+        self.register_buffer("weights", torch.tensor(member_weights))
         self.task_members = nn.ModuleList([module for module, _, _ in task_members])
         self.task_member_tasks = [task for _, task, _ in task_members]
-        self.register_buffer("task_member_weights", torch.tensor(member_weights[len(members):]))
+        self.register_buffer("task_member_weights", torch.tensor(task_weights, dtype=torch.float32))
         self.stacked_heads = nn.ModuleDict(stacked_heads or {})
         for name, head in self.stacked_heads.items():
             if name not in self.slices or TASKS[name].kind != "classification":
