@@ -40,8 +40,9 @@ FAST_FAILURE_DETECTION = {
 class NodeRemover(threading.Thread):
     """Watches the trials' reports and removes the first worker node caught mid-trial.
 
-    "Mid-trial": a trial on that node has reported (so it has a checkpoint) but not its
-    last epoch, so removing the node forces a restore from that checkpoint elsewhere.
+    "Mid-trial": a trial on that node has reported (each report carries a checkpoint) but not
+    its last epoch, so removing the node forces a restore elsewhere: from that report's
+    checkpoint, or from the one before when the driver had not registered it yet.
     """
 
     def __init__(self, cluster: Any, worker_nodes: dict[str, Any], storage: Path,

@@ -18,6 +18,7 @@ from facetune.tuning.pool import (
     SweepHandlers,
     TrialTime,
     results_of,
+    without_replayed_epochs,
     sample_configs,
     slot_occupancy,
     sweep_handlers,
@@ -119,6 +120,25 @@ def test_results_carry_each_trials_config_and_history():
     (result,) = results_of([one], {one.trial_id: history})
     assert result.config == one.config and result.error is None
     assert list(result.metrics_dataframe["val_mae"]) == [9.0, 7.0]
+
+
+def test_an_epoch_replayed_after_a_resume_keeps_only_its_later_report():
+    # Epoch 3 reached the driver, its node died before the checkpoint landed; resumed from epoch 2.
+    history = [{"training_iteration": i, "val_mae": v} for i, v in [(1, 9.0), (2, 8.0), (3, 7.5), (3, 7.0), (4, 6.0)]]
+    assert without_replayed_epochs(history) == [history[0], history[1], history[3], history[4]]
+
+
+def test_a_history_without_replays_is_kept_whole():
+    history = [{"training_iteration": i, "val_mae": 10.0 - i} for i in range(1, 6)]
+    assert without_replayed_epochs(history) == history
+
+
+def test_results_carry_a_resumed_trials_history_once_per_epoch():
+    one = trial("cnn", "age", 0, "TERMINATED")
+    history = [{"training_iteration": i, "val_mae": v} for i, v in [(1, 9.0), (2, 8.0), (2, 7.5), (3, 7.0)]]
+    (result,) = results_of([one], {one.trial_id: history})
+    assert list(result.metrics_dataframe["training_iteration"]) == [1, 2, 3]
+    assert list(result.metrics_dataframe["val_mae"]) == [9.0, 7.5, 7.0]
 
 
 def test_results_are_not_built_from_a_history_that_misses_its_first_epochs():
