@@ -18,7 +18,7 @@ Also prints the training time each recipe took to reach the study's gender accur
 validation, against the study's CNN (row 1), as a ratio. A full run takes 5-6 hours on the 2-core
 machines that trained the release (65-85 s a residual-network epoch) and more than a day on a 2-core
 AVX2-only EPYC (about 400 s such an epoch; row 1 alone took 60 min there), so each trained row is
-kept in --work (its figures and its models' val and test outputs):
+kept in --work (its figures and its models' val and test outputs; rows 1-3 model by model):
 a rerun with the same settings skips finished rows, and the table can be built across sessions.
 --epochs and --limit shrink it for a quick check (and key the kept rows, so they never mix).
 Rows 8-10 need row 7, and row 9 rows 2-8; a row that is needed is trained (or reused) as well.
@@ -132,15 +132,17 @@ def needed_rows(wanted: set[int]) -> set[int]:
 
 class RowStore:
     """Finished rows in WORK/ablation: row-N.json (spec, figures, seconds) and row-N.npz (outputs).
+    A row of one model per task also keeps each finished model's part (row-N-TASK.*), so such a
+    row (over an hour and a half for row 3) can be trained across sessions.
 
-    A row is reused only when its spec (recipe, epochs, train rows, data) is the one asked for now.
+    A row or part is reused only when its spec (recipe, epochs, train rows, data) is the one asked for now.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    def load(self, row: int, spec: dict) -> tuple[dict, dict] | None:
+    def load(self, row: int | str, spec: dict) -> tuple[dict, dict] | None:
         meta, arrays = self.folder / f"row-{row}.json", self.folder / f"row-{row}.npz"
         if not (meta.is_file() and arrays.is_file()):
             return None
@@ -150,7 +152,7 @@ class RowStore:
         with np.load(arrays) as npz:
             return saved, {key: npz[key] for key in npz.files}
 
-    def save(self, row: int, spec: dict, facts: dict, outputs: dict[str, np.ndarray]) -> None:
+    def save(self, row: int | str, spec: dict, facts: dict, outputs: dict[str, np.ndarray]) -> None:
         # Outputs first, then the json that marks the row finished: a kill in between retrains the row.
         np.savez(self.folder / f"row-{row}.npz", **outputs)
         partial = self.folder / f"row-{row}.json.tmp"
@@ -219,29 +221,41 @@ def main() -> int:
         return {output_key(split, tta, t): b.outputs(module, split, tta)
                 for t, module in modules.items() for split in ("val", "test") for tta in (False, True)}
 
-    def run_row(row: int, name: str, spec: dict, train_models) -> tuple[dict, dict]:
-        """(facts, outputs) of a row: from the store, or trained now by `train_models` and stored."""
+    def run_row(row: int, name: str, spec: dict, train_models, trained_outputs: bool = False) -> tuple[dict, dict]:
+        """(facts, outputs) of a row: from the store, or trained now by `train_models` and stored.
+        `train_models` gives (modules, facts), or (outputs, facts) with `trained_outputs`."""
         spec = {"recipe": name, **spec, **settings}
         cached = store.load(row, spec)
         if cached is not None:
             return cached
-        modules, facts = train_models()
-        outputs = all_outputs(modules)
+        trained, facts = train_models()
+        outputs = trained if trained_outputs else all_outputs(trained)
         store.save(row, spec, facts, outputs)
         return {"spec": spec, **facts}, outputs
 
     def single_task_row(row: int, name: str, family: str, recipe: dict[str, tuple[dict, dict]]) -> tuple[dict, dict]:
-        def train_models():
-            modules, seconds, to_gender = {}, 0.0, None
-            for task_name in TASKS:
-                arch, train = recipe[task_name]
-                model, result = get_bench().train(family, task_name, arch, train)
-                modules[task_name], seconds = model, seconds + result.train_seconds
-                if task_name == "gender":
-                    to_gender = seconds_to_gender(result.history, "val_accuracy")
-            return modules, {"train_seconds": seconds, "seconds_to_study_gender": to_gender}
         spec = {t: {"arch": arch, "train": full_train(train)} for t, (arch, train) in recipe.items()}
-        return run_row(row, name, {"family": family, "tasks": spec}, train_models)
+
+        def train_part(task_name: str) -> tuple[dict, dict]:
+            """One task's model, kept as a part of the row as soon as it is trained."""
+            part_spec = {"recipe": name, "family": family, "task": task_name, **spec[task_name], **settings}
+            kept = store.load(f"{row}-{task_name}", part_spec)
+            if kept is not None:
+                return kept
+            arch, train = recipe[task_name]
+            model, result = get_bench().train(family, task_name, arch, train)
+            to_gender = seconds_to_gender(result.history, "val_accuracy") if task_name == "gender" else None
+            facts = {"train_seconds": result.train_seconds, "seconds_to_study_gender": to_gender}
+            outputs = all_outputs({task_name: model})
+            store.save(f"{row}-{task_name}", part_spec, facts, outputs)
+            return facts, outputs
+
+        def train_models():
+            parts = {task_name: train_part(task_name) for task_name in TASKS}
+            outputs = {key: value for _, part_outputs in parts.values() for key, value in part_outputs.items()}
+            return outputs, {"train_seconds": sum(facts["train_seconds"] for facts, _ in parts.values()),
+                             "seconds_to_study_gender": parts["gender"][0]["seconds_to_study_gender"]}
+        return run_row(row, name, {"family": family, "tasks": spec}, train_models, trained_outputs=True)
 
     labels: dict[str, dict[str, np.ndarray]] = {}
 
