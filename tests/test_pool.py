@@ -18,10 +18,10 @@ from facetune.tuning.pool import (
     SweepHandlers,
     TrialTime,
     results_of,
-    without_replayed_epochs,
     sample_configs,
     slot_occupancy,
     sweep_handlers,
+    without_replayed_epochs,
 )
 from facetune.tuning.space import param_space
 
