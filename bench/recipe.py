@@ -221,15 +221,14 @@ def main() -> int:
         return {output_key(split, tta, t): b.outputs(module, split, tta)
                 for t, module in modules.items() for split in ("val", "test") for tta in (False, True)}
 
-    def run_row(row: int, name: str, spec: dict, train_models, trained_outputs: bool = False) -> tuple[dict, dict]:
-        """(facts, outputs) of a row: from the store, or trained now by `train_models` and stored.
-        `train_models` gives (modules, facts), or (outputs, facts) with `trained_outputs`."""
+    def run_row(row: int, name: str, spec: dict, train_models) -> tuple[dict, dict]:
+        """(facts, outputs) of a row: from the store, or trained now by `train_models`, which gives
+        (outputs, facts), and stored."""
         spec = {"recipe": name, **spec, **settings}
         cached = store.load(row, spec)
         if cached is not None:
             return cached
-        trained, facts = train_models()
-        outputs = trained if trained_outputs else all_outputs(trained)
+        outputs, facts = train_models()
         store.save(row, spec, facts, outputs)
         return {"spec": spec, **facts}, outputs
 
@@ -255,7 +254,7 @@ def main() -> int:
             outputs = {key: value for _, part_outputs in parts.values() for key, value in part_outputs.items()}
             return outputs, {"train_seconds": sum(facts["train_seconds"] for facts, _ in parts.values()),
                              "seconds_to_study_gender": parts["gender"][0]["seconds_to_study_gender"]}
-        return run_row(row, name, {"family": family, "tasks": spec}, train_models, trained_outputs=True)
+        return run_row(row, name, {"family": family, "tasks": spec}, train_models)
 
     labels: dict[str, dict[str, np.ndarray]] = {}
 
@@ -312,7 +311,7 @@ def main() -> int:
 
         def train_models(train: dict = train) -> tuple[dict, dict]:
             model, result = get_bench().train("multitask", MULTITASK, multitask_arch, train)
-            return {t: TaskView(model, t) for t in TASKS}, {
+            return all_outputs({t: TaskView(model, t) for t in TASKS}), {
                 "train_seconds": result.train_seconds, "best_epoch": result.best_epoch,
                 "seconds_to_study_gender": seconds_to_gender(result.history, "val_gender_accuracy")}
 
@@ -338,7 +337,8 @@ def main() -> int:
             started = time.perf_counter()
             model, _ = get_bench().train("multitask", MULTITASK, multitask_arch, train7, splits=("train", "val"),
                                          epochs=facts7["best_epoch"])
-            return {t: TaskView(model, t) for t in TASKS}, {"train_seconds": time.perf_counter() - started}
+            seconds = time.perf_counter() - started  # training only, not the evaluation below
+            return all_outputs({t: TaskView(model, t) for t in TASKS}), {"train_seconds": seconds}
 
         facts, outputs = run_row(10, "+ final fit (train+val)", {"family": "multitask", "arch": multitask_arch, "train": full_train(train7),
                                                                  "epochs_from_row_7": facts7["best_epoch"]}, final_fit)
