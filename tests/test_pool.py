@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import numpy as np
-import pandas as pd
 import pytest
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from facetune.tuning.export import best_result
 from facetune.tuning.pool import (
     CombinationQueue,
     PerCombinationScheduler,
@@ -21,7 +18,6 @@ from facetune.tuning.pool import (
     sample_configs,
     slot_occupancy,
     sweep_handlers,
-    without_replayed_epochs,
 )
 from facetune.tuning.space import param_space
 
@@ -122,39 +118,9 @@ def test_results_carry_each_trials_config_and_history():
     assert list(result.metrics_dataframe["val_mae"]) == [9.0, 7.0]
 
 
-def test_an_epoch_replayed_after_a_resume_keeps_only_its_later_report():
-    # Epoch 3 reached the driver, its node died before the checkpoint landed; resumed from epoch 2.
-    history = [{"training_iteration": i, "val_mae": v} for i, v in [(1, 9.0), (2, 8.0), (3, 7.5), (3, 7.0), (4, 6.0)]]
-    assert without_replayed_epochs(history) == [history[0], history[1], history[3], history[4]]
-
-
-def test_a_history_without_replays_is_kept_whole():
-    history = [{"training_iteration": i, "val_mae": 10.0 - i} for i in range(1, 6)]
-    assert without_replayed_epochs(history) == history
-
-
-def test_results_carry_a_resumed_trials_history_once_per_epoch():
-    one = trial("cnn", "age", 0, "TERMINATED")
-    history = [{"training_iteration": i, "val_mae": v} for i, v in [(1, 9.0), (2, 8.0), (2, 7.5), (3, 7.0)]]
-    (result,) = results_of([one], {one.trial_id: history})
-    assert list(result.metrics_dataframe["training_iteration"]) == [1, 2, 3]
-    assert list(result.metrics_dataframe["val_mae"]) == [9.0, 7.5, 7.0]
-
-
 def test_results_are_not_built_from_a_history_that_misses_its_first_epochs():
     one = trial("cnn", "age", 0)
     assert results_of([one], {one.trial_id: [{"training_iteration": 4, "val_mae": 7.0}]}) is None
-
-
-def test_the_best_result_is_chosen_over_every_epoch_ignoring_nan_and_trials_without_a_checkpoint():
-    def result(values, checkpoint=True):
-        return SimpleNamespace(checkpoint=object() if checkpoint else None,
-                               metrics_dataframe=pd.DataFrame({"val_mae": values}))
-
-    early_best, late, unsaved = result([5.0, 8.0]), result([np.nan, 6.0]), result([1.0], checkpoint=False)
-    assert best_result([late, early_best, unsaved], "val_mae", "min") is early_best
-    assert best_result([late, early_best], "val_mae", "max") is early_best
-    assert best_result([unsaved, result([np.nan])], "val_mae", "min") is None
 
 
 @pytest.mark.parametrize(("spans", "slots", "expected"), [

@@ -5,6 +5,7 @@ test_predictions.csv, model.pt + model_config.json, trials.csv; returns the summ
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -40,6 +41,29 @@ def validation_metric(family: str, task_name: str) -> str:
     from facetune.tasks import TASKS
 
     return VAL_PREFIX + (f"{task_name}_" if is_multitask_family(family) else "") + TASKS[task_name].metric
+
+
+def without_replayed_epochs(history: pd.DataFrame | None) -> pd.DataFrame | None:
+    """A trial's history minus the reports a resume superseded.
+
+    Tune delivers results at least once: when a node dies after a trial's epoch-N report reached
+    the driver (and result.json) but before its checkpoint was registered, the trial resumes from
+    epoch N-1's checkpoint and reports epoch N again. The later report is the one its weights went
+    on from, so a report whose training_iteration a later one repeats (or precedes) is dropped.
+    """
+    if history is None or "training_iteration" not in history:
+        return history
+    iterations = history["training_iteration"].to_numpy(dtype=float)
+    # The smallest iteration reported after each row: a row is kept when it is below that.
+    later = np.append(np.minimum.accumulate(iterations[::-1])[::-1][1:], np.inf)
+    return history[iterations < later].reset_index(drop=True)
+
+
+def once_per_epoch(result: Any) -> Any:
+    """A copy of `result` (a ray.tune.Result) whose metrics_dataframe is `without_replayed_epochs`."""
+    kept = copy.copy(result)
+    kept.metrics_dataframe = without_replayed_epochs(result.metrics_dataframe)
+    return kept
 
 
 def best_result(results: Iterable[Any], metric: str, mode: str) -> Any | None:
@@ -82,6 +106,8 @@ def export_best(
     from facetune.tasks import MULTITASK, TASKS
     from facetune.training.loop import evaluate
 
+    # Both paths (the driver's reports, a ResultGrid read back from storage) enter here.
+    results = [once_per_epoch(result) for result in results]
     task = TASKS[task_name]
     multitask = is_multitask_family(family)
     metric = validation_metric(family, task_name)
@@ -104,7 +130,7 @@ def export_best(
     history = best.metrics_dataframe
     history_columns = ["epoch"] + [c for c in history.columns if c.startswith(("train_", "val_"))] + \
         [c for c in ("epoch_seconds", "images_per_second") if c in history.columns]
-    history = history[history_columns].drop_duplicates("epoch", keep="last").sort_values("epoch")
+    history = history[history_columns]
     history.to_csv(out_dir / HISTORY_FILE, index=False)
 
     started = time.perf_counter()

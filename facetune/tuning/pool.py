@@ -221,33 +221,16 @@ class SweepEvents(tune.Callback):
             handlers.combination_done(name, mine, {t.trial_id: self.results.get(t.trial_id, []) for t in mine})
 
 
-def without_replayed_epochs(history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A trial's reports minus those a resume superseded.
-
-    Tune delivers results at least once: when a node dies after a trial's epoch-N report reached
-    the driver but before its checkpoint was registered, the trial resumes from epoch N-1's
-    checkpoint and reports epoch N again. The later report is the one the trial's weights went on
-    from, so an earlier report whose training_iteration a later one repeats (or precedes) is dropped.
-    """
-    kept: list[dict[str, Any]] = []
-    next_iteration = float("inf")
-    for row in reversed(history):
-        iteration = int(row.get("training_iteration", 0))
-        if iteration < next_iteration:
-            kept.append(row)
-            next_iteration = iteration
-    return kept[::-1]
-
-
 def results_of(trials: Sequence[Trial], reported: dict[str, list[dict[str, Any]]]) -> list[Any] | None:
     """The trials as ray.tune.Result objects, their histories from `reported` (SweepEvents);
-    None when this driver did not see every epoch of them (a trial resumed from before a restart)."""
+    None when this driver did not see every epoch of them (a trial resumed from before a restart).
+    A history keeps every report, replays too: export drops the superseded ones for every path."""
     import pandas as pd
     from ray.tune import Result
 
     results = []
     for trial in trials:
-        history = without_replayed_epochs(reported.get(trial.trial_id, []))
+        history = reported.get(trial.trial_id, [])
         if history and min(int(row.get("training_iteration", 0)) for row in history) != 1:
             return None
         results.append(Result(
