@@ -168,6 +168,9 @@ RELEASE: dict[str, Any] = {
     "train": TRAIN,
     # {seed: {train key: value}}: members that differ from `train` (a seed's other keys are `train`'s)
     "member_train": Table(TRAIN, default={}),
+    # {seed: {arch key: value}}: members of another shape (a key given replaces the recipe's whole,
+    # e.g. trunk_arch); each member's own model_config.json says what it is
+    "member_arch": Table(ARCH, default={}),
     # A second stage for every member: from its best weights (as stored in weights_dtype), trained
     # again with these keys over its own `train` keys; empty: no second stage.
     "finetune": Section(TRAIN.keys, default={}),

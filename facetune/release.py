@@ -74,9 +74,10 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         raise ValueError(f"{recipe_path}: seeds must be distinct non-negative integers, got {seeds!r}")
     if recipe["weights_dtype"] not in WEIGHTS_DTYPES:
         raise InvalidInputError(f"{recipe_path}: weights_dtype {recipe['weights_dtype']!r}; known: {list(WEIGHTS_DTYPES)}")
-    strangers = [seed for seed in recipe["member_train"] if seed not in seeds]
-    if strangers:
-        raise InvalidInputError(f"{recipe_path}: member_train names seed {strangers[0]!r}, which is not in seeds {seeds}")
+    for own in ("member_train", "member_arch"):
+        strangers = [seed for seed in recipe[own] if seed not in seeds]
+        if strangers:
+            raise InvalidInputError(f"{recipe_path}: {own} names seed {strangers[0]!r}, which is not in seeds {seeds}")
     for member in member_recipes(recipe).values():  # `train` with each seed's own keys: every member's config
         TrainConfig.from_dict(member["train"])
         if member["finetune"] is not None:
@@ -153,14 +154,15 @@ def task_member_recipes(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def member_recipes(recipe: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """seed -> what that member is trained from: the recipe's training keys, with the seed's own
-    `member_train` keys and train.seed set, and under "finetune" its second stage's whole train
-    config (None without one)."""
-    own = recipe.get("member_train") or {}
+    `member_train` keys and train.seed set, its arch with its own `member_arch` keys, and under
+    "finetune" its second stage's whole train config (None without one)."""
+    own_train, own_arch = recipe.get("member_train") or {}, recipe.get("member_arch") or {}
     members = {}
     for seed in recipe["seeds"]:
-        train = {**recipe["train"], **own.get(seed, {}), "seed": seed}
+        train = {**recipe["train"], **own_train.get(seed, {}), "seed": seed}
         finetune = recipe.get("finetune") or {}
-        members[seed] = ({key: recipe[key] for key in MEMBER_KEYS if key in recipe} | {"train": train}
+        shape = {"arch": {**recipe["arch"], **own_arch[seed]}} if seed in own_arch else {}
+        members[seed] = ({key: recipe[key] for key in MEMBER_KEYS if key in recipe} | shape | {"train": train}
                          | {"finetune": {**train, **finetune, "seed": seed + FINETUNE_SEED_OFFSET} if finetune else None})
     return members
 
@@ -244,8 +246,8 @@ def train_release(
     reusable = _read_shipped(out, shipped_release, recipe, epochs)
     reusable_tasks = _read_shipped_task_members(out, shipped_release, recipe, epochs)
     started = time.time()
-    members = {}
-    for seed, member in member_recipes(recipe).items():
+    members, recipes = {}, member_recipes(recipe)
+    for seed, member in recipes.items():
         if seed in reusable and not (work / f"seed-{seed}" / STATE_FILE).is_file():
             model, fitted = reusable[seed]
             log(f"[release] seed {seed}: taken from {out} (trained by the same member recipe on the same split"
@@ -269,7 +271,7 @@ def train_release(
     staging = out.with_name(f".{out.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     for seed, (model, _) in members.items():
-        save_model(model, staging / MEMBERS_DIR / f"seed-{seed}", family=recipe["family"], task=MULTITASK, arch=recipe["arch"],
+        save_model(model, staging / MEMBERS_DIR / f"seed-{seed}", family=recipe["family"], task=MULTITASK, arch=recipes[seed]["arch"],
                    weights_dtype=getattr(torch, recipe["weights_dtype"]))
     for name, (model, _) in task_members.items():
         entry = recipe["task_members"][name]
@@ -519,7 +521,8 @@ def _shipped_metrics(out: Path, recipe: dict[str, Any], data_record: dict[str, A
     same_data = (Path(str(data.get("source"))).name == Path(data_record["source"]).name
                  and data.get("split_seed") == data_record["split_seed"] and data.get("rows") == data_record["rows"])
     old_recipe = with_defaults(shipped_metrics.get("recipe") or {}, RELEASE, str(metrics_path))
-    old_recipe["member_train"] = {int(seed): keys for seed, keys in old_recipe["member_train"].items()}  # JSON keys are text
+    for own in ("member_train", "member_arch"):  # JSON keys are text
+        old_recipe[own] = {int(seed): keys for seed, keys in old_recipe[own].items()}
     if not same_data or old_recipe["weights_dtype"] not in ("float32", recipe["weights_dtype"]):
         return None
     return shipped_metrics, old_recipe

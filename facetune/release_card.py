@@ -83,11 +83,14 @@ def _shipped_name(metrics: dict[str, Any]) -> str:
 
 
 def _own_keys(recipe: dict[str, Any], seed: str) -> str:
-    """` (train.loss_weights: ...)` for a member with its own training keys, else ``."""
-    own = {str(k): v for k, v in (recipe.get("member_train") or {}).items()}.get(seed)
+    """` (train.loss_weights: ...; arch.trunk_arch: ...)` for a member with its own training or arch
+    keys (`member_train`, `member_arch`), else ``."""
+    own = [(f"{section}.{key}", value)
+           for section, table in (("train", "member_train"), ("arch", "member_arch"))
+           for key, value in ({str(k): v for k, v in (recipe.get(table) or {}).items()}.get(seed) or {}).items()]
     if not own:
         return ""
-    return " (" + "; ".join(f"train.{key}: {yaml.safe_dump(value, default_flow_style=True).strip()}" for key, value in own.items()) + ")"
+    return " (" + "; ".join(f"{key}: {yaml.safe_dump(value, default_flow_style=True).strip()}" for key, value in own) + ")"
 
 
 def _stacked_text(metrics: dict[str, Any]) -> list[str]:
@@ -116,7 +119,7 @@ def model_card(out_dir: Path, metrics: dict[str, Any]) -> str:
     differing = [seed for seed in members if _own_keys(recipe, seed)]
     one_recipe = (f"one recipe, seeds {seeds}" if not differing else
                   f"one recipe, seeds {seeds}; {', '.join(f'seed {s}' for s in differing)} with "
-                  f"{'its' if len(differing) == 1 else 'their'} own training keys")
+                  f"{'its' if len(differing) == 1 else 'their'} own keys")
     epochs = ", ".join(f"seed {seed}: {m['best_epoch']} of {m['epochs_run']}" for seed, m in members.items())
     if any("finetune" in m for m in members.values()):
         epochs += "; second stage (`finetune`): " + ", ".join(

@@ -14,7 +14,7 @@ from facetune.predict import Predictor
 from facetune.release import member_recipes, shipped_models_present, train_release
 from facetune.errors import InvalidInputError
 from facetune.release_card import README_BEGIN, README_END, CARD_FILE, card_checksums, file_sha256, readme_figures, shipped_files
-from facetune.schema import ENSEMBLE_CONFIG_FILE
+from facetune.schema import ENSEMBLE_CONFIG_FILE, MODEL_CONFIG_FILE
 from facetune.tasks import MULTITASK
 
 TINY_RECIPE = {
@@ -24,6 +24,7 @@ TINY_RECIPE = {
     "arch": {"trunk": "resnet", "trunk_arch": {"widths": [8, 16], "blocks": [1, 1]}, "head_dropout": 0.0},
     "train": {"epochs": 1, "batch_size": 64, "lr": 0.002, "loss": "dldl", "ema_decay": 0.9, "seed": 0},
     "member_train": {4: {"loss_weights": {"gender": 2.0}}},
+    "member_arch": {4: {"trunk_arch": {"widths": [8, 24], "blocks": [1, 1]}}},
     "weights_dtype": "float16",
     "stacked_head": {"tasks": ["gender"], "c": 0.1},
     "torch_threads": 1,
@@ -55,6 +56,19 @@ def test_a_member_with_its_own_training_keys_keeps_the_rest_of_the_recipe():
         {k: v for k, v in members[3]["train"].items() if k != "seed"}
 
 
+def test_a_member_with_its_own_arch_keys_keeps_the_rest_of_the_recipes_arch():
+    members = member_recipes(TINY_RECIPE)
+    assert members[3]["arch"] == TINY_RECIPE["arch"]
+    assert members[4]["arch"] == TINY_RECIPE["arch"] | {"trunk_arch": {"widths": [8, 24], "blocks": [1, 1]}}
+
+
+def test_a_member_of_another_shape_ships_as_its_own_model(tiny_release):
+    seed_3, seed_4 = (json.loads((tiny_release["out"] / f"members/seed-{seed}" / MODEL_CONFIG_FILE).read_text())
+                      for seed in (3, 4))
+    assert seed_3["arch"]["trunk_arch"]["widths"] == [8, 16]
+    assert seed_4["arch"]["trunk_arch"]["widths"] == [8, 24]
+
+
 def test_the_release_folder_is_an_ensemble_of_the_seeds(tiny_release):
     out = tiny_release["out"]
     config = json.loads((out / ENSEMBLE_CONFIG_FILE).read_text())
@@ -83,8 +97,8 @@ def test_the_card_checksums_every_shipped_file(tiny_release):
 def test_the_card_shows_each_member_and_the_ensemble(tiny_release):
     card = (tiny_release["out"] / CARD_FILE).read_text()
     assert "member seed 3 alone" in card
-    assert "member seed 4 (train.loss_weights: {gender: 2.0}) alone" in card
-    assert "seed 4 with its own training keys" in card
+    assert "member seed 4 (train.loss_weights: {gender: 2.0}; arch.trunk_arch: {blocks: [1, 1], widths: [8, 24]}) alone" in card
+    assert "seed 4 with its own keys" in card
     assert "ensemble with flip averaging" in card
     assert "shrunk test build" not in card
 
@@ -95,7 +109,7 @@ def test_a_stacked_gender_head_ships_beside_the_members(tiny_release):
     assert "stacked_heads.pt" in card_checksums(out / CARD_FILE)
     ensemble = Predictor.from_model_dirs({MULTITASK: out}, device="cpu").models["gender"].module.model
     assert list(ensemble.stacked_heads) == ["gender"]
-    assert metrics["stacked_head"]["features"] == 2 * 16  # two members' trunks of width 16, side by side
+    assert metrics["stacked_head"]["features"] == 16 + 24  # the two members' trunk widths, side by side
     assert set(metrics["stacked_head"]["test_averaged_heads"]) == {"age", "gender", "ethnicity"}
     assert any("stacked heads ['gender']: fitted on" in line for line in tiny_release["log"])
 
@@ -276,7 +290,7 @@ def test_a_rerun_can_rewrite_the_readmes_release_figures(tiny_release, tmp_path)
     assert "old figures" not in text
     assert text == f"# Title\n\nbefore\n{README_BEGIN}\n{readme_figures(metrics)}\n{README_END}\nafter\n"
     assert "| **shipped: 2-seed ensemble, flip TTA** |" in text
-    assert "| seed 4 (train.loss_weights: {gender: 2.0}) alone, flip TTA |" in text
+    assert "| seed 4 (train.loss_weights: {gender: 2.0}; arch.trunk_arch: {blocks: [1, 1], widths: [8, 24]}) alone, flip TTA |" in text
 
 
 def test_a_readme_without_the_figures_block_is_refused_before_training(tiny_release, tmp_path):
@@ -344,6 +358,24 @@ def test_member_train_names_only_seeds_of_the_recipe(tmp_path):
     path = tmp_path / "release.yaml"
     path.write_text(yaml.safe_dump({**TINY_RECIPE, "member_train": {5: {"lr": 0.01}}}))
     with pytest.raises(InvalidInputError, match="member_train names seed 5, which is not in seeds"):
+        load_recipe(path)
+
+
+def test_member_arch_names_only_seeds_of_the_recipe(tmp_path):
+    from facetune.release import load_recipe
+
+    path = tmp_path / "release.yaml"
+    path.write_text(yaml.safe_dump({**TINY_RECIPE, "member_arch": {5: {"head_dropout": 0.1}}}))
+    with pytest.raises(InvalidInputError, match="member_arch names seed 5, which is not in seeds"):
+        load_recipe(path)
+
+
+def test_a_misspelt_member_arch_key_is_named(tmp_path):
+    from facetune.release import load_recipe
+
+    path = tmp_path / "release.yaml"
+    path.write_text(yaml.safe_dump({**TINY_RECIPE, "member_arch": {4: {"trunk_ach": {"widths": [8, 24]}}}}))
+    with pytest.raises(InvalidInputError, match="unknown key 'member_arch.4.trunk_ach' .did you mean 'member_arch.4.trunk_arch'"):
         load_recipe(path)
 
 
