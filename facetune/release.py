@@ -60,7 +60,8 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The release recipe; unknown keys (facetune.config_schema.RELEASE) and a bad TrainConfig
     fail here, before any training."""
     from facetune.config_schema import RELEASE, check, with_defaults
-    from facetune.tasks import TASKS
+    from facetune.models import build_model, make_context
+    from facetune.tasks import MULTITASK, TASKS
     from facetune.training.loop import TrainConfig
 
     recipe_path = Path(path) if path is not None else default_recipe_path()
@@ -78,10 +79,14 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         strangers = [seed for seed in recipe[own] if seed not in seeds]
         if strangers:
             raise InvalidInputError(f"{recipe_path}: {own} names seed {strangers[0]!r}, which is not in seeds {seeds}")
-    for member in member_recipes(recipe).values():  # `train` with each seed's own keys: every member's config
-        TrainConfig.from_dict(member["train"])
+    for seed, member in member_recipes(recipe).items():  # each seed's own keys merged: every member's config
+        train = TrainConfig.from_dict(member["train"])
         if member["finetune"] is not None:
             TrainConfig.from_dict(member["finetune"])
+        try:  # a member's shape is built once now (milliseconds), not after the members before it trained
+            build_model(recipe["family"], member["arch"], MULTITASK, make_context(MULTITASK, [0.0, 116.0], loss=train.loss))
+        except (ValueError, TypeError, KeyError) as err:
+            raise InvalidInputError(f"{recipe_path}: seed {seed}'s arch: {err}") from None
     stacked = recipe["stacked_head"]
     classification = [name for name, task in TASKS.items() if task.kind == "classification"]
     tasks = stacked["tasks"]

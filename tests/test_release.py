@@ -370,6 +370,15 @@ def test_member_arch_names_only_seeds_of_the_recipe(tmp_path):
         load_recipe(path)
 
 
+def test_a_member_arch_that_cannot_be_built_is_refused_before_training(tmp_path):
+    from facetune.release import load_recipe
+
+    path = tmp_path / "release.yaml"
+    path.write_text(yaml.safe_dump({**TINY_RECIPE, "member_arch": {4: {"trunk_arch": {"widths": [8], "blocks": [1, 1]}}}}))
+    with pytest.raises(InvalidInputError, match="seed 4's arch: resnet: widths .8. and blocks .1, 1. need the same"):
+        load_recipe(path)
+
+
 def test_a_misspelt_member_arch_key_is_named(tmp_path):
     from facetune.release import load_recipe
 
