@@ -269,14 +269,15 @@ def main() -> int:
     table: list[dict] = []
     row_seconds: dict[int, float] = {}
     gender_seconds: dict[str, float | None] = {}
-    pool: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {t: [] for t in TASKS}  # (val, test) per candidate
+    pool: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {t: [] for t in TASKS}  # (row, val, test) per candidate
+    ensemble_members: dict[str, dict[int, int]] = {}  # row 9: task -> {row: times chosen}
 
     def record(row: int, name: str, facts: dict, outputs: dict, tta: bool = False) -> None:
         figures = {t: TASKS[t].metrics(label("test", t), outputs[output_key("test", tta, t)]) for t in TASKS}
         if 2 <= row <= 8:
             for t, task in TASKS.items():
-                pool[t].append(tuple(to_prediction_space(torch.from_numpy(outputs[output_key(split, tta, t)]), task).numpy()
-                                     for split in ("val", "test")))
+                pool[t].append((row, *(to_prediction_space(torch.from_numpy(outputs[output_key(split, tta, t)]), task).numpy()
+                                       for split in ("val", "test"))))
         if "seconds_to_study_gender" in facts:
             gender_seconds[name] = facts["seconds_to_study_gender"]
         row_seconds[row] = facts["train_seconds"]
@@ -324,12 +325,15 @@ def main() -> int:
     if 9 in rows:
         figures = {}
         for task_name, task in TASKS.items():
-            chosen, _ = greedy_selection(task, [val for val, _ in pool[task_name]], label("val", task_name), max_members=5)
+            chosen, _ = greedy_selection(task, [val for _, val, _ in pool[task_name]], label("val", task_name), max_members=5)
             members = sorted(set(chosen))
-            figures[task_name] = ensemble_metrics(task, [pool[task_name][i][1] for i in members],
+            figures[task_name] = ensemble_metrics(task, [pool[task_name][i][2] for i in members],
                                                   [chosen.count(i) for i in members], label("test", task_name))
+            ensemble_members[task_name] = {pool[task_name][i][0]: chosen.count(i) for i in members}
         seconds = sum(row_seconds[row] for row in range(2, 8))
         emit(9, "+ ensemble", figures["age"]["mae"], figures["gender"]["accuracy"], figures["ethnicity"]["accuracy"], seconds)
+        for task_name, picks in ensemble_members.items():
+            print(f"row 9 {task_name}: " + " + ".join(f"row {row} x{times}" for row, times in picks.items()), flush=True)
     if 10 in rows and last is not None:
         facts7, _, train7 = last
 
@@ -356,7 +360,8 @@ def main() -> int:
             shown = f"{seconds:.0f} s, {study / seconds:.2f}x as fast as the study CNN"
         print(f"time to {STUDY_GENDER_ACCURACY:.2%} val gender: {name}: {shown}")
     if args.json:
-        args.json.write_text(json.dumps({"table": table, "seconds_to_study_gender": gender_seconds}, indent=2))
+        args.json.write_text(json.dumps({"table": table, "seconds_to_study_gender": gender_seconds,
+                                         "ensemble_members": ensemble_members}, indent=2))
     return 0
 
 
