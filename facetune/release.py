@@ -84,7 +84,7 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         if member["finetune"] is not None:
             TrainConfig.from_dict(member["finetune"])
         try:  # a member's shape is built once now (milliseconds), not after the members before it trained
-            build_model(recipe["family"], member["arch"], MULTITASK, make_context(MULTITASK, [0.0, 116.0], loss=train.loss))
+            build_model(recipe["family"], member["arch"], MULTITASK, make_context(MULTITASK, [0, MAX_AGE], loss=train.loss))
         except (ValueError, TypeError, KeyError) as err:
             raise InvalidInputError(f"{recipe_path}: seed {seed}'s arch: {err}") from None
     stacked = recipe["stacked_head"]
