@@ -326,10 +326,10 @@ def main() -> int:
         figures = {}
         for task_name, task in TASKS.items():
             chosen, _ = greedy_selection(task, [val for _, val, _ in pool[task_name]], label("val", task_name), max_members=5)
-            members = sorted(set(chosen))
-            figures[task_name] = ensemble_metrics(task, [pool[task_name][i][2] for i in members],
-                                                  [chosen.count(i) for i in members], label("test", task_name))
-            ensemble_members[task_name] = {pool[task_name][i][0]: chosen.count(i) for i in members}
+            times = {i: chosen.count(i) for i in sorted(set(chosen))}  # greedy selection may pick a candidate again
+            figures[task_name] = ensemble_metrics(task, [pool[task_name][i][2] for i in times],
+                                                  list(times.values()), label("test", task_name))
+            ensemble_members[task_name] = {pool[task_name][i][0]: n for i, n in times.items()}
         seconds = sum(row_seconds[row] for row in range(2, 8))
         emit(9, "+ ensemble", figures["age"]["mae"], figures["gender"]["accuracy"], figures["ethnicity"]["accuracy"], seconds)
         for task_name, picks in ensemble_members.items():

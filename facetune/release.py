@@ -60,7 +60,6 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The release recipe; unknown keys (facetune.config_schema.RELEASE) and a bad TrainConfig
     fail here, before any training."""
     from facetune.config_schema import RELEASE, check, with_defaults
-    from facetune.models import build_model, make_context
     from facetune.tasks import MULTITASK, TASKS
     from facetune.training.loop import TrainConfig
 
@@ -83,10 +82,9 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         train = TrainConfig.from_dict(member["train"])
         if member["finetune"] is not None:
             TrainConfig.from_dict(member["finetune"])
-        try:  # a member's shape is built once now (milliseconds), not after the members before it trained
-            build_model(recipe["family"], member["arch"], MULTITASK, make_context(MULTITASK, [0, MAX_AGE], loss=train.loss))
-        except (ValueError, TypeError, KeyError) as err:
-            raise InvalidInputError(f"{recipe_path}: seed {seed}'s arch: {err}") from None
+        refusal = _why_unbuildable(recipe["family"], member["arch"], MULTITASK, train.loss)
+        if refusal:
+            raise InvalidInputError(f"{recipe_path}: seed {seed}'s arch: {refusal}")
     stacked = recipe["stacked_head"]
     classification = [name for name, task in TASKS.items() if task.kind == "classification"]
     tasks = stacked["tasks"]
@@ -112,7 +110,6 @@ def _checked_task_member(recipe_path: Path, name: Any, entry: Any, stacked_tasks
     """One `task_members` entry with its defaults filled in; anything the release could not train
     or ship (a bad name, family, task, key or train config) is refused with the entry named."""
     from facetune.config_schema import TASK_MEMBER, check, with_defaults
-    from facetune.models import build_model
     from facetune.models.registry import families, is_multitask_family
     from facetune.tasks import TASKS
     from facetune.training.loop import TrainConfig
@@ -139,11 +136,26 @@ def _checked_task_member(recipe_path: Path, name: Any, entry: Any, stacked_tasks
     if entry["weights_dtype"] not in (None, *WEIGHTS_DTYPES):
         raise InvalidInputError(f"{where}.weights_dtype: {entry['weights_dtype']!r}; known: {list(WEIGHTS_DTYPES)} or null")
     try:
-        TrainConfig.from_dict(entry["train"])
-        build_model(entry["family"], entry["arch"], entry["task"], {})
+        train = TrainConfig.from_dict(entry["train"])
     except (ValueError, TypeError, KeyError) as err:
         raise InvalidInputError(f"{where}: {err}") from None
+    refusal = _why_unbuildable(entry["family"], entry["arch"], entry["task"], train.loss)
+    if refusal:
+        raise InvalidInputError(f"{where}: {refusal}")
     return entry
+
+
+def _why_unbuildable(family: str, arch: dict[str, Any], task: str, loss: str | None) -> str | None:
+    """Why a member of this shape cannot be built (None when it can). Seeds and task members are
+    built once when the recipe is read (milliseconds), with the context the release trains them
+    with, so a shape that cannot be built is refused before the members ahead of it train for hours."""
+    from facetune.models import build_model, make_context
+
+    try:
+        build_model(family, arch, task, make_context(task, [0, MAX_AGE], loss=loss))
+    except (ValueError, TypeError, KeyError) as err:
+        return str(err)
+    return None
 
 
 def task_member_dtype(recipe: dict[str, Any], name: str) -> str:

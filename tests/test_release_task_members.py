@@ -140,6 +140,8 @@ def test_a_task_member_joins_only_its_tasks_average():
     ("cnn-gender", {"train": {"optimizer": "adamm"}}, r"task_members.cnn-gender: TrainConfig.optimizer='adamm'"),
     ("seed-1", {}, r"task_members.seed-1: a task member's name is lower-case letters"),
     ("cnn-gender", {"weights_dtype": "bfloat16"}, r"task_members.cnn-gender.weights_dtype: 'bfloat16'; known: \['float32', 'float16'\] or null"),
+    ("resnet-gender", {"family": "resnet", "arch": {"widths": [8, 16], "blocks": [1]}},
+     r"task_members.resnet-gender: resnet: widths \[8, 16\] and blocks \[1\] need the same"),
 ])
 def test_a_bad_task_member_is_refused_before_training(tmp_path, name, change, message):
     path = tmp_path / "release.yaml"
