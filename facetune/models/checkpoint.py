@@ -39,7 +39,10 @@ def save_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(getattr(model, "context_meta", {}) if context_meta is None else context_meta)
-    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    # Row-major strides: a model trained channels_last would otherwise store its conv weights in that
+    # layout, so saving the same weights again after a reload (a release reusing a shipped member)
+    # would write other bytes and change the file's sha256.
+    state = {name: tensor.detach().cpu().clone(memory_format=torch.contiguous_format) for name, tensor in model.state_dict().items()}
     if weights_dtype is not None:
         state = {name: tensor.to(weights_dtype) if tensor.is_floating_point() else tensor for name, tensor in state.items()}
     torch.save(state, out / MODEL_WEIGHTS_FILE)
