@@ -82,9 +82,7 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         train = TrainConfig.from_dict(member["train"])
         if member["finetune"] is not None:
             TrainConfig.from_dict(member["finetune"])
-        refusal = _why_unbuildable(recipe["family"], member["arch"], MULTITASK, train.loss)
-        if refusal:
-            raise InvalidInputError(f"{recipe_path}: seed {seed}'s arch: {refusal}")
+        _refuse_unbuildable(f"{recipe_path}: seed {seed}'s arch", recipe["family"], member["arch"], MULTITASK, train.loss)
     stacked = recipe["stacked_head"]
     classification = [name for name, task in TASKS.items() if task.kind == "classification"]
     tasks = stacked["tasks"]
@@ -139,23 +137,20 @@ def _checked_task_member(recipe_path: Path, name: Any, entry: Any, stacked_tasks
         train = TrainConfig.from_dict(entry["train"])
     except (ValueError, TypeError, KeyError) as err:
         raise InvalidInputError(f"{where}: {err}") from None
-    refusal = _why_unbuildable(entry["family"], entry["arch"], entry["task"], train.loss)
-    if refusal:
-        raise InvalidInputError(f"{where}: {refusal}")
+    _refuse_unbuildable(where, entry["family"], entry["arch"], entry["task"], train.loss)
     return entry
 
 
-def _why_unbuildable(family: str, arch: dict[str, Any], task: str, loss: str | None) -> str | None:
-    """Why a member of this shape cannot be built (None when it can). Seeds and task members are
-    built once when the recipe is read (milliseconds), with the context the release trains them
-    with, so a shape that cannot be built is refused before the members ahead of it train for hours."""
+def _refuse_unbuildable(where: str, family: str, arch: dict[str, Any], task: str, loss: str | None) -> None:
+    """Raise InvalidInputError (`where: reason`) when a member of this shape cannot be built. Seeds
+    and task members are built once when the recipe is read (milliseconds), with the context the
+    release trains them with, so such a shape is refused before the members ahead of it train for hours."""
     from facetune.models import build_model, make_context
 
     try:
         build_model(family, arch, task, make_context(task, [0, MAX_AGE], loss=loss))
     except (ValueError, TypeError, KeyError) as err:
-        return str(err)
-    return None
+        raise InvalidInputError(f"{where}: {err}") from None
 
 
 def task_member_dtype(recipe: dict[str, Any], name: str) -> str:

@@ -151,10 +151,11 @@ def test_saved_model_reloads_from_its_json_alone(tmp_path, faces, pca, family, t
 
 
 def test_a_channels_last_model_saves_the_bytes_of_its_reloaded_copy(tmp_path):
-    model = build_model("resnet", {"widths": [8, 16], "blocks": [1, 1]}, "gender", {}).to(memory_format=torch.channels_last)
-    save_model(model, tmp_path / "trained", family="resnet", task="gender", arch={"widths": [8, 16], "blocks": [1, 1]})
+    arch = {"widths": [8, 16], "blocks": [1, 1]}
+    model = build_model("resnet", arch, "gender", {}).to(memory_format=torch.channels_last)
+    save_model(model, tmp_path / "trained", family="resnet", task="gender", arch=arch)
     reloaded, _ = load_model(tmp_path / "trained")
-    save_model(reloaded, tmp_path / "again", family="resnet", task="gender", arch={"widths": [8, 16], "blocks": [1, 1]})
+    save_model(reloaded, tmp_path / "again", family="resnet", task="gender", arch=arch)
     assert (tmp_path / "trained" / "model.pt").read_bytes() == (tmp_path / "again" / "model.pt").read_bytes()
 
 
