@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import http.client
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,7 +28,24 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A free port that Ray will not take while the server starts.
+
+    A port the kernel hands out (bind to 0) lies in the ephemeral range, where Ray's own daemons
+    and workers draw their ports too: one of them can take it between this check and the HTTP
+    proxy's bind (a CI run once got a gRPC answer on /health). Below the ephemeral range and
+    above Ray's worker-port range (10002-19999 under `ray start`) Ray binds nothing by itself.
+    """
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    candidates = list(range(20_000, ephemeral_low))
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # an unusual ephemeral range: take what the kernel gives
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
@@ -108,12 +127,13 @@ def start_serve(models: Path, log: Path, extra: list[str] | None = None, ready_s
 
     Start-up takes ~20 s on two quiet cores; `ready_s` is generous because Ray's start-up
     stretches to minutes when the cores are shared with other jobs. Ray gives its raylet a fixed
-    30 s to register, which a saturated machine can miss: that one failure is retried once.
+    30 s to register, which a saturated machine can miss; and another process may take the port
+    before the proxy binds it. Each of those failures is retried once, on a new port.
     """
     for attempt in (1, 2):
         try:
             return _start_once(models, log, extra, ready_s)
-        except RayStartTimeout:
+        except (RayStartTimeout, PortTaken):
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
@@ -121,6 +141,10 @@ def start_serve(models: Path, log: Path, extra: list[str] | None = None, ready_s
 
 class RayStartTimeout(RuntimeError):
     pass
+
+
+class PortTaken(RuntimeError):
+    """Something other than an HTTP server answered on the chosen port."""
 
 
 def _start_once(models: Path, log: Path, extra: list[str] | None, ready_s: float) -> ServeProcess:
@@ -138,13 +162,17 @@ def _start_once(models: Path, log: Path, extra: list[str] | None, ready_s: float
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 output = log.read_text()
-                error = RayStartTimeout if "timed out during startup" in output else RuntimeError
+                error = (RayStartTimeout if "timed out during startup" in output
+                         else PortTaken if "cannot listen on" in output else RuntimeError)  # taken before the bind
                 raise error(f"facetune serve exited with {process.returncode}:\n{output[-3000:]}")
             try:
                 if server.request("/health", timeout=5).status == 200:
                     return server
-            except OSError:
+            except OSError:  # not listening yet, or closed without an answer (RemoteDisconnected)
                 pass
+            except http.client.HTTPException as err:
+                raise PortTaken(f"port {port} answers, but not in HTTP ({type(err).__name__}): "
+                                "another process holds it") from err
             time.sleep(0.5)
         raise RuntimeError(f"facetune serve not ready after {ready_s}s:\n{log.read_text()[-3000:]}")
     except BaseException:

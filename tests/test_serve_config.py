@@ -51,3 +51,22 @@ def test_serve_command_without_models_or_shipped_ones_says_what_to_pass(monkeypa
     monkeypatch.setattr(facetune.release, "PRETRAINED_DIR", tmp_path)
     assert main(["serve"]) == 2
     assert "pass --models RESULTS_DIR" in capsys.readouterr().err
+
+
+def test_serve_command_refuses_a_port_in_use_before_starting_ray(monkeypatch, capsys):
+    import socket
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"facetune serve: cannot listen on 127.0.0.1:{port}") and "\n" not in err
+
+
+def test_serve_command_refuses_a_port_out_of_range(monkeypatch, capsys):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert main(["serve", "--port", "70000"]) == 2
+    assert "--port 70000: not a TCP port" in capsys.readouterr().err

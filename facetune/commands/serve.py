@@ -4,9 +4,12 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 import threading
 from dataclasses import asdict
+
+from facetune.errors import UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -35,6 +38,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def refuse_unbindable(host: str, port: int) -> None:
+    """Raise ValueError naming host:port when the HTTP proxy could not listen there.
+
+    Without this, Ray starts, Serve's proxy fails to bind, and the command waits on a proxy that
+    never comes up. SO_REUSEADDR as uvicorn sets it, so a port left in TIME_WAIT is not refused.
+    """
+    if not 0 < port < 65536:
+        raise ValueError(f"--port {port}: not a TCP port (1-65535)")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ValueError(f"cannot listen on {host}:{port}: {reason} (pass another --port or --host)") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from facetune.predict.choice import read_summary
     from facetune.serve.app import APP_NAME, ServeSettings, build_app
@@ -49,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
             if not shipped_models_present():
                 raise FileNotFoundError(f"no --models given and no shipped models in {PRETRAINED_DIR}: "
                                         "pass --models RESULTS_DIR (a sweep's results directory)")
+        if not os.environ.get("RAY_ADDRESS"):
+            # A local instance's proxy binds here; on a cluster the proxies bind on its nodes.
+            refuse_unbindable(args.host, args.port)
     except (FileNotFoundError, ValueError) as err:
         print(f"facetune serve: {err}", file=sys.stderr)
         return 2
@@ -73,7 +97,14 @@ def run(args: argparse.Namespace) -> int:
     ray.init(address=address or "local", include_dashboard=False, configure_logging=False,
              log_to_driver=False)
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
+        try:
+            serve.start(http_options={"host": args.host, "port": args.port})
+        except ray.exceptions.RayTaskError as err:
+            # The port was free at the check above but was taken before the proxy bound it.
+            if "Failed to bind" not in str(err.cause):
+                raise
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: another process took the port "
+                             "while Ray started (pass another --port)") from None
         serve.run(build_app(asdict(settings)), name=APP_NAME, route_prefix="/")
         print(f"facetune serve: http://{args.host}:{args.port}/ (models: {args.models or 'pretrained'}); "
               "Ctrl-C stops", file=sys.stderr, flush=True)
