@@ -10,9 +10,7 @@ import io
 import json
 import http.client
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,30 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from facetune.cluster.local_head import free_ports
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """A free port that Ray will not take while the server starts.
-
-    A port the kernel hands out (bind to 0) lies in the ephemeral range, where Ray's own daemons
-    and workers draw their ports too: one of them can take it between this check and the HTTP
-    proxy's bind (a CI run once got a gRPC answer on /health). Below the ephemeral range and
-    above Ray's worker-port range (10002-19999 under `ray start`) Ray binds nothing by itself.
-    """
-    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    candidates = list(range(20_000, ephemeral_low))
-    random.shuffle(candidates)
-    for port in candidates[:200]:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as sock:  # an unusual ephemeral range: take what the kernel gives
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def session_members(sid: int) -> list[int]:
@@ -148,7 +125,8 @@ class PortTaken(RuntimeError):
 
 
 def _start_once(models: Path, log: Path, extra: list[str] | None, ready_s: float) -> ServeProcess:
-    port = free_port()
+    # A port Ray never draws for itself: a CI run once got a gRPC answer on /health.
+    [port] = free_ports(1)
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", RAY_ADDRESS="")
     with log.open("wb") as handle:
         process = subprocess.Popen(

@@ -8,6 +8,7 @@ group (never `ray stop`, which would end every Ray on the machine).
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -48,14 +49,39 @@ class HeadStartError(RuntimeError):
     """The head process exited or did not become ready; the message carries its log tail."""
 
 
+# Ports Ray binds by itself: random ones at or above the kernel's ephemeral range (bind to 0, then
+# a random port above it) and workers' 10002-19999 under `ray start`. A port handed out from that
+# range can be taken by a starting Ray daemon before its intended owner binds it.
+_QUIET_PORTS_FROM = 20_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
-    """Return `count` distinct ports that are free on `host` right now."""
+    """Return `count` distinct ports that are free on `host` right now and that Ray does not draw
+    for itself (between 20000 and the ephemeral range), so they stay free while Ray starts."""
+    try:
+        ephemeral_low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = _QUIET_PORTS_FROM  # not Linux: only the kernel's choice is left
+    candidates = list(range(_QUIET_PORTS_FROM, ephemeral_low))
+    random.shuffle(candidates)
     with ExitStack() as stack:
-        sockets = [stack.enter_context(closing(socket.socket())) for _ in range(count)]
-        for sock in sockets:
-            # Hold all sockets open until every port is chosen, so the ports are distinct.
+        # Hold every socket open until all ports are chosen, so the ports are distinct.
+        chosen = []
+        for port in candidates:
+            if len(chosen) == count:
+                break
+            sock = stack.enter_context(closing(socket.socket()))
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            chosen.append(port)
+        while len(chosen) < count:
+            sock = stack.enter_context(closing(socket.socket()))
             sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
+            chosen.append(sock.getsockname()[1])
+        return chosen
 
 
 def ray_executable() -> str:
