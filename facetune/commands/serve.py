@@ -41,8 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def refuse_unbindable(host: str, port: int) -> None:
     """Raise ValueError naming host:port when the HTTP proxy could not listen there.
 
-    Without this, Ray starts, Serve's proxy fails to bind, and the command waits on a proxy that
-    never comes up. SO_REUSEADDR as uvicorn sets it, so a port left in TIME_WAIT is not refused.
+    Without this, Ray starts first and the proxy's failed bind then ends the command with Ray's
+    traceback. SO_REUSEADDR as uvicorn sets it, so a port left in TIME_WAIT is not refused.
     """
     if not 0 < port < 65536:
         raise ValueError(f"--port {port}: not a TCP port (1-65535)")
