@@ -6,9 +6,9 @@ started Ray, so the session id is what finds every one of them.
 """
 from __future__ import annotations
 
+import http.client
 import io
 import json
-import http.client
 import os
 import signal
 import subprocess
