@@ -38,22 +38,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def cannot_listen(host: str, port: int, reason: str) -> UsageError:
+    """The one error for an HTTP address the proxy cannot take, before Ray starts or after."""
+    return UsageError(f"cannot listen on {host}:{port}: {reason} (pass another --port or --host)")
+
+
 def refuse_unbindable(host: str, port: int) -> None:
-    """Raise ValueError naming host:port when the HTTP proxy could not listen there.
+    """Raise a UsageError naming host:port when the HTTP proxy could not listen there.
 
     Without this, Ray starts first and the proxy's failed bind then ends the command with Ray's
     traceback. SO_REUSEADDR as uvicorn sets it, so a port left in TIME_WAIT is not refused.
     """
     if not 0 < port < 65536:
-        raise ValueError(f"--port {port}: not a TCP port (1-65535)")
+        raise UsageError(f"--port {port}: not a TCP port (1-65535)")
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as err:
-        reason = err.strerror or str(err)
-        raise ValueError(f"cannot listen on {host}:{port}: {reason} (pass another --port or --host)") from None
+        raise cannot_listen(host, port, err.strerror or str(err)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,12 +74,12 @@ def run(args: argparse.Namespace) -> int:
             if not shipped_models_present():
                 raise FileNotFoundError(f"no --models given and no shipped models in {PRETRAINED_DIR}: "
                                         "pass --models RESULTS_DIR (a sweep's results directory)")
-        if not os.environ.get("RAY_ADDRESS"):
-            # A local instance's proxy binds here; on a cluster the proxies bind on its nodes.
-            refuse_unbindable(args.host, args.port)
     except (FileNotFoundError, ValueError) as err:
         print(f"facetune serve: {err}", file=sys.stderr)
         return 2
+    if not os.environ.get("RAY_ADDRESS"):
+        # A local instance's proxy binds here; on a cluster the proxies bind on its nodes.
+        refuse_unbindable(args.host, args.port)
     settings = ServeSettings(
         models=os.path.abspath(args.models) if args.models else None,
         family=args.family,
@@ -103,8 +107,7 @@ def run(args: argparse.Namespace) -> int:
             # The port was free at the check above but was taken before the proxy bound it.
             if "Failed to bind" not in str(err.cause):
                 raise
-            raise UsageError(f"cannot listen on {args.host}:{args.port}: another process took the port "
-                             "while Ray started (pass another --port)") from None
+            raise cannot_listen(args.host, args.port, "another process took the port while Ray started") from None
         serve.run(build_app(asdict(settings)), name=APP_NAME, route_prefix="/")
         print(f"facetune serve: http://{args.host}:{args.port}/ (models: {args.models or 'pretrained'}); "
               "Ctrl-C stops", file=sys.stderr, flush=True)
