@@ -15,6 +15,13 @@ def is_uri(location: str | Path) -> bool:
     return "://" in str(location)
 
 
+def filesystem_and_path(location: str | Path) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem holding `location` (a local path or a URI) and the path within it."""
+    if is_uri(location):
+        return pafs.FileSystem.from_uri(str(location))
+    return pafs.LocalFileSystem(), str(Path(location).resolve())
+
+
 class ResultsStore:
     """Writes and reads files under a results root, local or remote.
 
@@ -26,11 +33,10 @@ class ResultsStore:
     def __init__(self, root: str | Path) -> None:
         self.root = str(root).rstrip("/")
         self.remote = is_uri(self.root)
+        self._fs, self._base = filesystem_and_path(self.root)
         if self.remote:
-            self._fs, self._base = pafs.FileSystem.from_uri(self.root)
             self._staging = Path(tempfile.mkdtemp(prefix="facetune-results-"))
         else:
-            self._fs, self._base = pafs.LocalFileSystem(), str(Path(self.root).resolve())
             self._staging = Path(self._base)
             self._staging.mkdir(parents=True, exist_ok=True)
 

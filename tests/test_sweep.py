@@ -72,6 +72,16 @@ def test_all_combinations_share_one_experiment_and_start_in_the_sweeps_order(smo
     assert [order.index(name) for name in by_start] == sorted(order.index(name) for name in by_start)
 
 
+def test_each_trial_keeps_only_the_checkpoint_tune_names(smoke_results):
+    results, _ = smoke_results
+    trial_dirs = sorted(path.parent for path in (results / TUNE_DIR / POOL_EXPERIMENT).glob("*/params.json"))
+    sizes = load_profile("smoke")["num_samples"]
+    assert len(trial_dirs) == sum(sizes[f] for f, _ in SMOKE_PAIRS)
+    for trial_dir in trial_dirs:  # a checkpoint per epoch was written: the last epoch's stays
+        last_epoch = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])["training_iteration"]
+        assert [path.name for path in trial_dir.glob("checkpoint_*")] == [f"checkpoint_{last_epoch - 1:06d}"]
+
+
 def test_without_the_pool_each_combination_is_its_own_experiment(tmp_path, prepared_data, ray_session):
     profile = {**load_profile("smoke"), "slot_pool": False}
     summary = run_sweep(profile, prepared_data, tmp_path, only=["dnn/age", "dnn/gender"])

@@ -285,6 +285,7 @@ def _run_experiment(experiment_name: str, group: list[tuple[str, str]], profile:
     from ray.tune.schedulers import ASHAScheduler
 
     from facetune.tuning.console import TrialLines
+    from facetune.tuning.retention import CheckpointRetention, keep_latest_checkpoints
     from facetune.tuning.pool import (
         CombinationQueue,
         PerCombinationScheduler,
@@ -331,14 +332,17 @@ def _run_experiment(experiment_name: str, group: list[tuple[str, str]], profile:
             run_config=tune.RunConfig(
                 name=experiment_name,
                 storage_path=storage,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # Tune deletes nothing; CheckpointRetention deletes what the saved state no longer
+                # names, so a killed driver never leaves a trial without its checkpoint.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
                 failure_config=tune.FailureConfig(max_failures=int((profile.get("failure") or {}).get("max_failures", 2))),
                 # Tune's tables repeat every trial's full config every few seconds; TrialLines
                 # prints one line per finished trial instead (both under --verbose).
                 verbose=2 if verbose else 0,
                 callbacks=[TrialLines(c.name, c.metric, c.mode, c.num_trials, c.max_epochs, sorted(c.space))
                            for c in combinations.values()]
-                + [SweepEvents({c.name: c.num_trials for c in combinations.values()})],
+                + [SweepEvents({c.name: c.num_trials for c in combinations.values()}),
+                   CheckpointRetention(experiment)],
             ),
         )
     for c in combinations.values():
@@ -360,11 +364,12 @@ def _run_experiment(experiment_name: str, group: list[tuple[str, str]], profile:
 
     try:
         with sweep_handlers(SweepHandlers(combination_done=combination_done, trial_ended=progress.trial_ended)):
-            tuner.fit()
+            results = tuner.fit()
     finally:
         exports.shutdown(wait=True)
     for future in pending.values():
         future.result()  # an export's error, raised here
+    keep_latest_checkpoints(results)  # every trial has ended: only the checkpoint Tune names stays
     # Combinations not exported yet: their trials resumed from before a restart, or all ended before it.
     leftover = [c for c in combinations.values() if not progress.is_exported(c)]
     if leftover:
