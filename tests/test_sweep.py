@@ -23,6 +23,7 @@ from facetune.schema import (
 )
 from facetune.tasks import TASKS
 from facetune.tuning.profiles import combinations, load_profile
+from facetune.tuning.retention import KEPT_DIR
 from facetune.tuning.sweep import SweepExistsError, result_tasks, run_sweep
 
 pytestmark = pytest.mark.slow  # the smoke sweep of every family on Ray Tune (minutes)
@@ -72,7 +73,7 @@ def test_all_combinations_share_one_experiment_and_start_in_the_sweeps_order(smo
     assert [order.index(name) for name in by_start] == sorted(order.index(name) for name in by_start)
 
 
-def test_each_trial_keeps_only_the_checkpoint_tune_names(smoke_results):
+def test_each_trial_keeps_only_the_checkpoint_tune_names_and_no_copies(smoke_results):
     results, _ = smoke_results
     trial_dirs = sorted(path.parent for path in (results / TUNE_DIR / POOL_EXPERIMENT).glob("*/params.json"))
     sizes = load_profile("smoke")["num_samples"]
@@ -80,6 +81,7 @@ def test_each_trial_keeps_only_the_checkpoint_tune_names(smoke_results):
     for trial_dir in trial_dirs:  # a checkpoint per epoch was written: the last epoch's stays
         last_epoch = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])["training_iteration"]
         assert [path.name for path in trial_dir.glob("checkpoint_*")] == [f"checkpoint_{last_epoch - 1:06d}"]
+        assert not (trial_dir / KEPT_DIR).exists()
 
 
 def test_without_the_pool_each_combination_is_its_own_experiment(tmp_path, prepared_data, ray_session):

@@ -4,7 +4,7 @@ Two views, both plain JSON written by Tune (nothing unpickled):
 - every report a trial made (`<experiment>/<trial dir>/result.json`, one JSON object a line):
   which epoch, on which node (the `node_id` metric facetune's trainable reports), in which process;
 - each trial's final state (`<experiment>/experiment_state-*.json`): status and failure count, and
-  whether the checkpoint it would be resumed from is still there.
+  the checkpoint an unfinished trial would be resumed from.
 Each trial is named by its combination ("cnn_age", from its config), whether the sweep ran all
 combinations in one experiment (the pool of slots) or one experiment each.
 Used by the failure drill (tests/drill.py) and the tests that kill or lose part of a sweep, to show
@@ -86,20 +86,18 @@ def read_trial_states(storage: str | Path) -> list[TrialState]:
     return states
 
 
-def unrestorable_trials(storage: str | Path) -> list[str]:
-    """The trials (id, status, checkpoint) that the newest saved experiment state of each experiment
-    would resume from a checkpoint no longer on disk: `--resume` could only fail them."""
+def resume_checkpoints(storage: str | Path) -> list[Path]:
+    """The checkpoints that the newest saved experiment state of each experiment would resume its
+    unfinished trials from (whether or not they are still there)."""
     from ray.tune import ExperimentAnalysis
 
-    unrestorable = []
+    checkpoints = []
     for experiment_dir in sorted(path for path in Path(storage).iterdir() if path.is_dir()):
         if not any(experiment_dir.glob("experiment_state-*.json")):
             continue
-        for trial in ExperimentAnalysis(str(experiment_dir)).trials:
-            if trial.status != "TERMINATED" and trial.checkpoint is not None \
-                    and not Path(trial.checkpoint.path).is_dir():
-                unrestorable.append(f"{trial.trial_id} ({trial.status}): {trial.checkpoint.path}")
-    return unrestorable
+        checkpoints += [Path(trial.checkpoint.path) for trial in ExperimentAnalysis(str(experiment_dir)).trials
+                        if trial.status != "TERMINATED" and trial.checkpoint is not None]
+    return checkpoints
 
 
 def epochs_by_trial(reports: list[TrialReport]) -> dict[tuple[str, str], list[int]]:

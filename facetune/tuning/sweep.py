@@ -285,7 +285,7 @@ def _run_experiment(experiment_name: str, group: list[tuple[str, str]], profile:
     from ray.tune.schedulers import ASHAScheduler
 
     from facetune.tuning.console import TrialLines
-    from facetune.tuning.retention import CheckpointRetention, keep_latest_checkpoints
+    from facetune.tuning.retention import CheckpointKeeper, keep_latest_checkpoints, restore_kept_checkpoints
     from facetune.tuning.pool import (
         CombinationQueue,
         PerCombinationScheduler,
@@ -303,6 +303,12 @@ def _run_experiment(experiment_name: str, group: list[tuple[str, str]], profile:
     experiment = f"{storage.rstrip('/')}/{experiment_name}"
 
     if resume and tune.Tuner.can_restore(experiment):
+        restored, lost = restore_kept_checkpoints(experiment)
+        for path in restored:
+            print(f"[facetune] {path}: put back from its kept copy (Tune had deleted it before the saved "
+                  "state moved on)", flush=True)
+        for path in lost:
+            print(f"[facetune] {path}: missing and no copy kept; Tune will fail its trial", flush=True)
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
         started = {combination_of(result.config) for result in tuner.get_results() if result.config}
         for name in combinations:
@@ -332,9 +338,9 @@ def _run_experiment(experiment_name: str, group: list[tuple[str, str]], profile:
             run_config=tune.RunConfig(
                 name=experiment_name,
                 storage_path=storage,
-                # Tune deletes nothing; CheckpointRetention deletes what the saved state no longer
-                # names, so a killed driver never leaves a trial without its checkpoint.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+                # CheckpointKeeper keeps copies of what this deletes until the saved state has
+                # moved past them, so a killed driver never leaves a trial without its checkpoint.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=int((profile.get("failure") or {}).get("max_failures", 2))),
                 # Tune's tables repeat every trial's full config every few seconds; TrialLines
                 # prints one line per finished trial instead (both under --verbose).
@@ -342,7 +348,7 @@ def _run_experiment(experiment_name: str, group: list[tuple[str, str]], profile:
                 callbacks=[TrialLines(c.name, c.metric, c.mode, c.num_trials, c.max_epochs, sorted(c.space))
                            for c in combinations.values()]
                 + [SweepEvents({c.name: c.num_trials for c in combinations.values()}),
-                   CheckpointRetention(experiment)],
+                   CheckpointKeeper(experiment)],
             ),
         )
     for c in combinations.values():
