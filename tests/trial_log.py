@@ -1,10 +1,11 @@
 """What Ray Tune recorded about a sweep's trials, read from its experiment storage (RESULTS/tune).
 
-Two views, both plain JSON written by Tune (nothing unpickled):
+Two views from plain JSON written by Tune (nothing unpickled):
 - every report a trial made (`<experiment>/<trial dir>/result.json`, one JSON object a line):
   which epoch, on which node (the `node_id` metric facetune's trainable reports), in which process;
-- each trial's final state (`<experiment>/experiment_state-*.json`): status and failure count, and
-  the checkpoint an unfinished trial would be resumed from.
+- each trial's final state (`<experiment>/experiment_state-*.json`): status and failure count;
+and one through Tune's own reader (ExperimentAnalysis): the checkpoint each unfinished trial would
+be resumed from.
 Each trial is named by its combination ("cnn_age", from its config), whether the sweep ran all
 combinations in one experiment (the pool of slots) or one experiment each.
 Used by the failure drill (tests/drill.py) and the tests that kill or lose part of a sweep, to show

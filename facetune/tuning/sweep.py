@@ -285,7 +285,6 @@ def _run_experiment(experiment_name: str, group: list[tuple[str, str]], profile:
     from ray.tune.schedulers import ASHAScheduler
 
     from facetune.tuning.console import TrialLines
-    from facetune.tuning.retention import CheckpointKeeper, keep_latest_checkpoints, restore_kept_checkpoints
     from facetune.tuning.pool import (
         CombinationQueue,
         PerCombinationScheduler,
@@ -296,6 +295,7 @@ def _run_experiment(experiment_name: str, group: list[tuple[str, str]], profile:
         sample_configs,
         sweep_handlers,
     )
+    from facetune.tuning.retention import CheckpointKeeper, keep_latest_checkpoints, restore_kept_checkpoints
 
     combinations = {c.name: c for c in (_combination(family, task, profile) for family, task in group)}
     resources = {"cpu": float(profile["trial_resources"].get("cpu", 1)), "gpu": gpu_fraction}
