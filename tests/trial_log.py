@@ -4,8 +4,8 @@ Two views from plain JSON written by Tune (nothing unpickled):
 - every report a trial made (`<experiment>/<trial dir>/result.json`, one JSON object a line):
   which epoch, on which node (the `node_id` metric facetune's trainable reports), in which process;
 - each trial's final state (`<experiment>/experiment_state-*.json`): status and failure count;
-and one through Tune's own reader (ExperimentAnalysis): the checkpoint each unfinished trial would
-be resumed from.
+and one through Tune's own reader (ExperimentAnalysis, as `--resume` uses it): the checkpoint each
+unfinished trial would be resumed from.
 Each trial is named by its combination ("cnn_age", from its config), whether the sweep ran all
 combinations in one experiment (the pool of slots) or one experiment each.
 Used by the failure drill (tests/drill.py) and the tests that kill or lose part of a sweep, to show
@@ -90,15 +90,12 @@ def read_trial_states(storage: str | Path) -> list[TrialState]:
 def resume_checkpoints(storage: str | Path) -> list[Path]:
     """The checkpoints that the newest saved experiment state of each experiment would resume its
     unfinished trials from (whether or not they are still there)."""
-    from ray.tune import ExperimentAnalysis
+    from facetune.tuning.retention import resumable_checkpoints
 
-    checkpoints = []
-    for experiment_dir in sorted(path for path in Path(storage).iterdir() if path.is_dir()):
-        if not any(experiment_dir.glob("experiment_state-*.json")):
-            continue
-        checkpoints += [Path(trial.checkpoint.path) for trial in ExperimentAnalysis(str(experiment_dir)).trials
-                        if trial.status != "TERMINATED" and trial.checkpoint is not None]
-    return checkpoints
+    return [Path(checkpoint.path)
+            for experiment_dir in sorted(path for path in Path(storage).iterdir() if path.is_dir())
+            if any(experiment_dir.glob("experiment_state-*.json"))
+            for checkpoint in resumable_checkpoints(str(experiment_dir))]
 
 
 def epochs_by_trial(reports: list[TrialReport]) -> dict[tuple[str, str], list[int]]:

@@ -46,7 +46,7 @@ class SavedTrial:
 
 def checkpoint_index(name: str) -> int:
     """The number in a checkpoint folder's name: "checkpoint_000012" -> 12."""
-    return int(name.rstrip("/").rsplit("/", 1)[-1].removeprefix(CHECKPOINT_PREFIX))
+    return int(name.removeprefix(CHECKPOINT_PREFIX))
 
 
 def saved_trials(experiment: str) -> dict[str, SavedTrial] | None:
@@ -89,6 +89,12 @@ def _split(path: str) -> tuple[str, str]:
     return parent, name
 
 
+def _kept_path(checkpoint_path: str) -> str:
+    """Where the kept copy of the checkpoint at `checkpoint_path` lives."""
+    trial_dir, name = _split(checkpoint_path)
+    return f"{trial_dir}/{KEPT_DIR}/{name}"
+
+
 def _link_or_copy(filesystem: pafs.FileSystem, source: str, target: str) -> None:
     """`target` holding `source`'s files: hard links on a local disk (no space, no time), else a copy."""
     if isinstance(filesystem, pafs.LocalFileSystem):
@@ -124,14 +130,13 @@ class CheckpointKeeper(tune.Callback):
         self._kept: dict[str, dict[str, tuple[pafs.FileSystem, str]]] = {}
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: tune.Checkpoint, **info: Any) -> None:
-        trial_dir, name = _split(checkpoint.path)
-        kept = f"{trial_dir}/{KEPT_DIR}/{name}"
+        kept = _kept_path(checkpoint.path)
         try:
             _link_or_copy(checkpoint.filesystem, checkpoint.path, kept)
         except OSError as error:
             print(f"[facetune] could not keep a copy of {checkpoint.path}: {error}", flush=True)
             return
-        self._kept.setdefault(trial.trial_id, {})[name] = (checkpoint.filesystem, kept)
+        self._kept.setdefault(trial.trial_id, {})[_split(checkpoint.path)[1]] = (checkpoint.filesystem, kept)
 
     def get_state(self) -> None:
         # Tune calls this each time it saves the experiment state; nothing of ours needs saving.
@@ -153,19 +158,23 @@ def _subdirs(filesystem: pafs.FileSystem, path: str, prefix: str) -> list[str]:
             if info.type == pafs.FileType.Directory and info.base_name.startswith(prefix)]
 
 
+def resumable_checkpoints(experiment: str) -> list[tune.Checkpoint]:
+    """The checkpoints that the newest saved state of `experiment` would resume its unfinished
+    trials from, as Tune reads that state (whether or not they are still there)."""
+    from ray.tune import ExperimentAnalysis
+
+    return [trial.checkpoint for trial in ExperimentAnalysis(experiment).trials
+            if trial.status != TERMINATED and trial.checkpoint is not None]
+
+
 def restore_kept_checkpoints(experiment: str) -> tuple[list[str], list[str]]:
     """Before a resume: put back each checkpoint that the saved state would resume an unfinished
     trial from but that Tune had deleted. Returns (paths put back, paths with no kept copy)."""
-    from ray.tune import ExperimentAnalysis
-
     restored, lost = [], []
-    for trial in ExperimentAnalysis(experiment).trials:
-        checkpoint = trial.checkpoint
-        if trial.status == TERMINATED or checkpoint is None \
-                or checkpoint.filesystem.get_file_info(checkpoint.path).type != pafs.FileType.NotFound:
+    for checkpoint in resumable_checkpoints(experiment):
+        if checkpoint.filesystem.get_file_info(checkpoint.path).type != pafs.FileType.NotFound:
             continue
-        trial_dir, name = _split(checkpoint.path)
-        kept = f"{trial_dir}/{KEPT_DIR}/{name}"
+        kept = _kept_path(checkpoint.path)
         if checkpoint.filesystem.get_file_info(kept).type == pafs.FileType.Directory:
             _link_or_copy(checkpoint.filesystem, kept, checkpoint.path)
             restored.append(checkpoint.path)
