@@ -217,11 +217,14 @@ def train_release(
     readme: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = print,
     val_only: bool = False,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Train the release recipe's members and write the ensemble, metrics and model card into `out_dir`.
 
     `epochs` and `limit` (train rows) shrink the run for tests; a shrunk run's card says so.
     `readme` also gets its release-figures block rewritten (facetune.release_card.readme_figures).
+    `device` trains there (None: the first GPU when there is one, else the CPU; a member's state
+    moves between them on a rerun); the shipped files are evaluated on the CPU either way.
     `val_only` trains (or reuses) the members as usual but stops at the validation figures of the
     ensemble as it would ship and of each member ({"val": ..., "members": {seed: ...}}, each per
     group), writing nothing outside `work_dir` and never touching test: the way to judge a recipe
@@ -230,6 +233,7 @@ def train_release(
     import torch
 
     from facetune.data.loading import load_split
+    from facetune.devices import describe_device, resolve_device
     from facetune.models import load_model, save_model
     from facetune.models.ensemble import write_ensemble_config, write_stacked_heads
     from facetune.storage import ResultsStore
@@ -238,6 +242,7 @@ def train_release(
     from facetune.tuning.sweep import ensure_prepared
 
     recipe = load_recipe(recipe_path)
+    train_device = resolve_device(device)
     if val_only and readme is not None:
         raise InvalidInputError(f"{readme}: a validation-only run writes no figures; leave out the README")
     if readme is not None:
@@ -257,6 +262,7 @@ def train_release(
     shipped_release = _shipped_metrics(out, recipe, data_record)
     reusable = _read_shipped(out, shipped_release, recipe, epochs)
     reusable_tasks = _read_shipped_task_members(out, shipped_release, recipe, epochs)
+    log(f"[release] training on {describe_device(train_device)}")
     started = time.time()
     members, recipes = {}, member_recipes(recipe)
     for seed, member in recipes.items():
@@ -265,10 +271,10 @@ def train_release(
             log(f"[release] seed {seed}: taken from {out} (trained by the same member recipe on the same split"
                 f"{'' if 'finetune' in fitted or member['finetune'] is None else '; its second stage is still to run'})")
         else:
-            model, fitted = _train_member(member, splits, work / f"seed-{seed}", epochs, limit, log)
+            model, fitted = _train_member(member, splits, work / f"seed-{seed}", epochs, limit, log, train_device)
         if member["finetune"] is not None and "finetune" not in fitted:
             model, fitted = _finetune_member(model, fitted, member, recipe["weights_dtype"], splits, work / f"seed-{seed}",
-                                             epochs, limit, log)
+                                             epochs, limit, log, train_device)
         members[seed] = (model, fitted)
     task_members = {}
     for name, entry in task_member_recipes(recipe).items():
@@ -276,7 +282,7 @@ def train_release(
             task_members[name] = reusable_tasks[name]
             log(f"[release] task member {name}: taken from {out} (trained by the same recipe on the same split)")
         else:
-            task_members[name] = _train_member(entry, splits, work / name, epochs, limit, log, task=entry["task"])
+            task_members[name] = _train_member(entry, splits, work / name, epochs, limit, log, train_device, task=entry["task"])
     wall = time.time() - started
 
     # Written beside `out` and swapped in, so a failure never leaves half a release behind.
@@ -357,7 +363,8 @@ def train_release(
         "train_seconds": sum(result["train_seconds"] for _, result in [*members.values(), *task_members.values()]),
         "wall_seconds": wall,
         "shrunk_for_test": bool(epochs or limit),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs" + (f", {describe_device(train_device)}" if train_device.type != "cpu" else "")
+                   + f", torch {torch.__version__}",
         "val": val["overall"],
         "test": evaluation,
     }
@@ -400,7 +407,7 @@ def _fit_stacked_heads(
 
 def _train_member(
     member: dict[str, Any], splits: dict[str, Any], work: Path, epochs: int | None, limit: int | None,
-    log: Callable[[str], None], task: str | None = None,
+    log: Callable[[str], None], device: Any, task: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Train (or resume, or reuse when finished) one seed's model, or with `task` one task member
     (`member` then being its task_member_recipes entry); returns it with its fit figures."""
@@ -430,12 +437,13 @@ def _train_member(
         if saved.get("train_config") == train_cfg.to_dict() and same_recipe and saved.get("limit") == limit:
             resume = saved
     name = f"seed {member['train']['seed']}" if task is None else f"task member {work.name}"
-    return _fit_resumably(model, train_cfg, splits, state_path, resume, {"recipe": member, "limit": limit}, name, log, task=task)
+    return _fit_resumably(model, train_cfg, splits, state_path, resume, {"recipe": member, "limit": limit}, name, log, device,
+                          task=task)
 
 
 def _finetune_member(
     base: Any, base_fitted: dict[str, Any], member: dict[str, Any], weights_dtype: str, splits: dict[str, Any], work: Path,
-    epochs: int | None, limit: int | None, log: Callable[[str], None],
+    epochs: int | None, limit: int | None, log: Callable[[str], None], device: Any,
 ) -> tuple[Any, dict[str, Any]]:
     """A member's second stage (the recipe's `finetune`), from its first stage's weights as they
     would ship (rounded to `weights_dtype`), so that a rebuild from scratch and one that starts from
@@ -463,7 +471,7 @@ def _finetune_member(
         if saved.get("train_config") == train_cfg.to_dict() and saved.get("identity") == identity:
             resume = saved
     model, fitted = _fit_resumably(model, train_cfg, splits, state_path, resume, {"identity": identity},
-                                   f"seed {member['train']['seed']} fine-tune", log)
+                                   f"seed {member['train']['seed']} fine-tune", log, device)
     return model, base_fitted | {"train_seconds": base_fitted["train_seconds"] + fitted["train_seconds"], "finetune": fitted}
 
 
@@ -476,17 +484,20 @@ def _train_config(keys: dict[str, Any], epochs: int | None) -> Any:
 
 def _fit_resumably(
     model: Any, train_cfg: Any, splits: dict[str, Any], state_path: Path, resume: dict | None, extra_state: dict[str, Any],
-    name: str, log: Callable[[str], None], task: str | None = None,
+    name: str, log: Callable[[str], None], device: Any, task: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """fit() on the train split (val picks the epoch), saving its state to `state_path` after every
-    epoch (with `extra_state`, which the caller compares before resuming from it). `task`: a
-    single-task model's task; None for a multitask model."""
+    """fit() on the train split (val picks the epoch) on `device`, saving its state to `state_path`
+    after every epoch (with `extra_state`, which the caller compares before resuming from it).
+    `task`: a single-task model's task; None for a multitask model. The model comes back on the CPU."""
     import torch
 
     from facetune.tasks import MULTITASK, TASKS
     from facetune.training.loop import fit
 
-    labels = {split: {name: torch.as_tensor(np.array(arrays.labels(name))) for name in TASKS} for split, arrays in splits.items()}
+    # The images and labels go to the device once: fit() trains where its train images are.
+    images = {split: splits[split].images().to(device) for split in ("train", "val")}
+    labels = {split: {name: torch.as_tensor(np.array(splits[split].labels(name))).to(device) for name in TASKS}
+              for split in ("train", "val")}
     if resume is not None:
         log(f"[release] {name}: resuming after epoch {resume['epoch']} of {train_cfg.epochs} from {state_path}")
     state_path.parent.mkdir(parents=True, exist_ok=True)
@@ -506,8 +517,9 @@ def _fit_resumably(
         os.replace(partial, state_path)  # a kill mid-save leaves the previous epoch's state
 
     pick = (lambda y: y) if task is None else (lambda y: y[task])
-    result = fit(model, task or MULTITASK, splits["train"].images(), pick(labels["train"]), splits["val"].images(),
-                 pick(labels["val"]), train_cfg, on_epoch=on_epoch, resume_state=resume)
+    result = fit(model, task or MULTITASK, images["train"], pick(labels["train"]), images["val"], pick(labels["val"]),
+                 train_cfg, on_epoch=on_epoch, resume_state=resume)
+    model.to("cpu")
     return model, {
         "train_config": train_cfg.to_dict(),
         "best_epoch": result.best_epoch,

@@ -451,3 +451,32 @@ def test_a_sweep_where_nothing_finished_exits_3_without_claiming_a_summary(env: 
     assert code == EXIT_NO_DATA
     assert_one_clear_line(lines, "tune", r"no combination finished .*cnn/age; nothing added to .*summary\.json")
     assert "sweep finished" not in out
+
+
+# -------------------------------------------------------------------------------------------- --device
+
+DEVICE_ERRORS = [
+    Case("predict-misspelt", predict(at_tmp(ec.good_csv), extra=("--device", "cdua")), EXIT_USAGE,
+         r"--device cdua: not a device name; use auto, cpu, cuda, cuda:N or mps"),
+    Case("predict-no-such-gpu", predict(at_tmp(ec.good_csv), extra=("--device", "cuda:99")), EXIT_USAGE,
+         r"--device cuda:99: this machine has"),
+    Case("predict-unsupported", predict(at_tmp(ec.good_csv), extra=("--device", "xla")), EXIT_USAGE,
+         r"--device xla: not a device facetune runs on"),
+    Case("serve-misspelt", lambda env: ["serve", "--models", str(env.models), "--device", "gpu0"], EXIT_USAGE,
+         r"--device gpu0: not a device name"),
+    Case("train-release-no-such-gpu", lambda env: ["train-release", "--data", str(env.prepared), "--work", str(env.tmp / "work"),
+                                                   "--out", str(env.out), "--device", "cuda:99"], EXIT_USAGE,
+         r"--device cuda:99: this machine has"),
+]
+
+
+@pytest.mark.parametrize("case", [c.param() for c in DEVICE_ERRORS])
+def test_a_bad_device_is_refused_before_any_work(case: Case, env: Env, capsys, monkeypatch):
+    import ray
+
+    started = []
+    monkeypatch.setattr(ray, "init", lambda *a, **k: started.append(1))
+    code, lines, _ = run(case.argv(env), capsys)
+    assert code == case.code
+    assert_one_clear_line(lines, case.argv(env)[0], case.message)
+    assert not started and not (env.tmp / "work").exists() and not env.out.exists()

@@ -41,6 +41,14 @@ def tiny_release(tmp_path_factory, prepared_data):
     return {"root": root, "recipe": recipe, "out": root / "out", "metrics": metrics, "log": lines, "data": prepared_data}
 
 
+def test_the_release_says_where_it_trains_and_the_card_names_no_gpu_for_a_cpu_run(tiny_release):
+    from facetune.devices import describe_device, resolve_device
+
+    device = resolve_device()  # what a run without --device trains on
+    assert f"[release] training on {describe_device(device)}" in tiny_release["log"]
+    assert ("cuda" in tiny_release["metrics"]["machine"]) == (device.type == "cuda")
+
+
 def test_every_seed_becomes_one_member_with_that_seed():
     members = member_recipes(TINY_RECIPE)
     assert list(members) == [3, 4]

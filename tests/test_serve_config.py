@@ -34,6 +34,11 @@ def test_unknown_settings_and_bad_replica_bounds_are_refused():
         build_app({"min_replicas": 3, "max_replicas": 2})
 
 
+def test_a_misspelt_device_in_a_serve_config_is_refused_before_any_replica_starts():
+    with pytest.raises(ValueError, match=r"^device gpu: not a device name"):
+        ServeSettings.from_args({"device": "gpu"})
+
+
 def test_without_models_the_shipped_ones_answer_every_task():
     predictor = load_predictor(None, device="cpu")
     assert predictor.tasks == ("age", "gender", "ethnicity")

@@ -155,6 +155,30 @@ def test_resume_continues_exactly_where_the_state_was_taken(data):
     assert resumed.best_epoch == straight.best_epoch
 
 
+def test_a_state_saved_on_another_kind_of_device_resumes_with_fresh_augmentation_draws(data):
+    train_x, train_y, val_x, val_y = data
+    cfg = TrainConfig(epochs=3, batch_size=32, augment="flip_affine", patience=0)
+    saved = []
+
+    def save_as_if_on_a_gpu(report):
+        state = report.training_state()
+        state["rng"] |= {"augment": torch.zeros(16, dtype=torch.uint8), "augment_device": "cuda"}  # a CUDA generator's
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        saved.append(buffer.getvalue())
+
+    fit(small_model("gender", None), "gender", train_x, train_y["gender"], val_x, val_y["gender"], cfg, on_epoch=save_as_if_on_a_gpu)
+
+    def resume():
+        return fit(small_model("gender", None, seed=99), "gender", train_x, train_y["gender"], val_x, val_y["gender"], cfg,
+                   resume_state=torch.load(io.BytesIO(saved[0]), weights_only=True))
+
+    first, second = resume(), resume()
+    assert [h["epoch"] for h in first.history] == [1, 2, 3]
+    assert first.history[0] == torch.load(io.BytesIO(saved[0]), weights_only=True)["history"][0]  # kept, not trained again
+    assert [h["train_loss"] for h in first.history] == [h["train_loss"] for h in second.history]  # reseeded the same way
+
+
 def test_balanced_class_weighting_needs_every_class(data):
     train_x, train_y, val_x, val_y = data
     only_first_classes = train_y["ethnicity"].clamp(max=3)

@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="faces per batched forward pass (1 turns dynamic batching off)")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="longest wait to fill a batch")
     parser.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs reserved per replica")
-    parser.add_argument("--device", help="torch device in each replica (default: cuda when present)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default): in each replica, its first GPU when it has one")
     parser.set_defaults(func=run)
     return parser
 
@@ -61,9 +61,11 @@ def refuse_unbindable(host: str, port: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from facetune.devices import parse_device
     from facetune.predict.choice import read_summary
     from facetune.serve.app import APP_NAME, ServeSettings, build_app
 
+    parse_device(args.device)  # its spelling; whether it exists is for each replica's node
     # Refuse a bad --models here, in one line, rather than as a replica crash loop later.
     try:
         if args.models:

@@ -30,6 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--val-only", action="store_true",
                         help="train or reuse the members, then print the ensemble's and each member's validation "
                         "figures and stop: nothing is written outside --work and test is not evaluated")
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda, cuda:N, mps or auto (default): train on the first GPU when present, else the CPU")
     parser.set_defaults(func=run)
     return parser
 
@@ -38,5 +40,6 @@ def run(args: argparse.Namespace) -> int:
     from facetune.release import train_release
 
     train_release(args.data, args.work, args.out, args.recipe, epochs=args.epochs, limit=args.limit,
-                  readme=args.readme, log=lambda line: print(line, flush=True), val_only=args.val_only)
+                  readme=args.readme, log=lambda line: print(line, flush=True), val_only=args.val_only,
+                  device=args.device)
     return 0

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from facetune.data.loading import pixels_to_images
+from facetune.devices import resolve_device
 from facetune.models import load_model
 from facetune.models.inference import predict_outputs
 from facetune.models.multitask import TaskView, network_of
@@ -42,10 +43,6 @@ class TaskModel:
     summary: Mapping  # the summary.json entry ({} when built without one)
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class Predictor:
     """Predicts age, gender and ethnicity with one model per task."""
 
@@ -56,7 +53,7 @@ class Predictor:
         unknown = set(models) - set(TASKS)
         if unknown:
             raise ValueError(f"unknown tasks {sorted(unknown)}; known: {list(TASKS)}")
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device, where="device")
         # Keep TASKS order so columns and outputs come out the same way every time.
         self.models = {name: models[name] for name in TASKS if name in models}
         for task_model in self.models.values():

@@ -19,6 +19,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from facetune.devices import parse_device
 from facetune.serve import uploads
 from facetune.serve.faces import Face, faces_in
 from facetune.serve.inference import describe_models, face_entries, load_predictor, models_used
@@ -43,6 +44,10 @@ class ServeSettings:
     replica_cpus: float = 1.0
     replica_gpus: float = 0.0  # > 0 puts each replica on a GPU (the models then run on cuda)
     max_body_bytes: int = uploads.MAX_BODY_BYTES
+
+    def __post_init__(self) -> None:
+        # The spelling only: whether the device exists is for the replica, which may sit on a GPU node.
+        parse_device(self.device, "device")
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> ServeSettings:

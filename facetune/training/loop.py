@@ -348,7 +348,7 @@ def fit(
     {task: tensor}. Trains on train_x's device. Early stopping after `cfg.patience` epochs
     without a better validation metric. With `cfg.ema_decay` the moving average of the weights
     is what is evaluated, selected and returned. `resume_state` (an
-    EpochReport.training_state()) continues a run. With no validation set (`val_x` None, as in a
+    EpochReport.training_state()) continues a run, also one saved on another kind of device. With no validation set (`val_x` None, as in a
     final fit on train+val) every epoch counts as the best, so the last weights are returned.
     """
     objective = Objective(model, task, cfg)
@@ -403,8 +403,13 @@ def fit(
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         shuffle_rng.set_state(rng["shuffle"])
-        augment_rng.set_state(rng["augment"])
         start_epoch = int(resume_state["epoch"]) + 1
+        if rng.get("augment_device", device.type) == device.type:
+            augment_rng.set_state(rng["augment"])
+        else:
+            # A CPU generator's state does not fit a GPU's: a run moved to another kind of device
+            # goes on with fresh augmentation draws, seeded by the epoch it resumes at.
+            augment_rng.manual_seed(cfg.seed + 1 + start_epoch)
 
     def training_state(epoch: int) -> dict:
         return {
@@ -422,6 +427,7 @@ def fit(
                 "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
                 "shuffle": shuffle_rng.get_state(),
                 "augment": augment_rng.get_state().cpu(),
+                "augment_device": device.type,
             },
             "train_config": cfg.to_dict(),
         }
