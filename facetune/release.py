@@ -241,6 +241,9 @@ def train_release(
     from facetune.training.loop import predict_outputs
     from facetune.tuning.sweep import ensure_prepared
 
+    for flag, value in (("--epochs", epochs), ("--limit", limit)):
+        if value is not None and value < 1:
+            raise InvalidInputError(f"{flag} {value}: must be at least 1 (leave it out for the recipe's own)")
     recipe = load_recipe(recipe_path)
     train_device = resolve_device(device)
     if val_only and readme is not None:

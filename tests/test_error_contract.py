@@ -464,14 +464,23 @@ DEVICE_ERRORS = [
          r"--device xla: not a device facetune runs on"),
     Case("serve-misspelt", lambda env: ["serve", "--models", str(env.models), "--device", "gpu0"], EXIT_USAGE,
          r"--device gpu0: not a device name"),
-    Case("train-release-no-such-gpu", lambda env: ["train-release", "--data", str(env.prepared), "--work", str(env.tmp / "work"),
-                                                   "--out", str(env.out), "--device", "cuda:99"], EXIT_USAGE,
+    Case("train-release-no-such-gpu", lambda env: train_release(env, "--device", "cuda:99"), EXIT_USAGE,
          r"--device cuda:99: this machine has"),
 ]
 
+TRAIN_RELEASE_ERRORS = [
+    Case("epochs-zero", lambda env: train_release(env, "--epochs", "0"), EXIT_USAGE,
+         r"--epochs 0: must be at least 1 \(leave it out for the recipe's own\)"),
+    Case("limit-negative", lambda env: train_release(env, "--limit", "-5"), EXIT_USAGE, r"--limit -5: must be at least 1"),
+]
 
-@pytest.mark.parametrize("case", [c.param() for c in DEVICE_ERRORS])
-def test_a_bad_device_is_refused_before_any_work(case: Case, env: Env, capsys, monkeypatch):
+
+def train_release(env: Env, *extra: str) -> list[str]:
+    return ["train-release", "--data", str(env.prepared), "--work", str(env.tmp / "work"), "--out", str(env.out), *extra]
+
+
+@pytest.mark.parametrize("case", [c.param() for c in DEVICE_ERRORS + TRAIN_RELEASE_ERRORS])
+def test_a_bad_device_or_run_size_is_refused_before_any_work(case: Case, env: Env, capsys, monkeypatch):
     import ray
 
     started = []

@@ -1,6 +1,7 @@
 """raycfg/serve.yaml, the app builder and the command's seams, without starting Ray."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,28 @@ def test_serve_yaml_is_a_valid_serve_config_that_builds_the_app():
 def test_unknown_settings_and_bad_replica_bounds_are_refused():
     with pytest.raises(ValueError, match="unknown serve settings"):
         ServeSettings.from_args({"max_batchsize": 8})
-    with pytest.raises(ValueError, match="min_replicas"):
+    with pytest.raises(ValueError, match=r"max_replicas 2: must be at least min_replicas \(3\)"):
         build_app({"min_replicas": 3, "max_replicas": 2})
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("max_batch_size", 0, "max_batch_size 0: must be at least 1"),
+    ("min_replicas", 0, "min_replicas 0: must be at least 1"),
+    ("batch_wait_timeout_s", -0.1, "batch_wait_timeout_s -0.1: must be at least 0"),
+    ("replica_cpus", -1, "replica_cpus -1: must be at least 0"),
+    ("target_ongoing_requests", 0, "target_ongoing_requests 0: must be above 0"),
+])
+def test_a_setting_out_of_range_is_refused_before_any_replica_starts(key, value, message):
+    with pytest.raises(ValueError, match=rf"^{re.escape(message)}$"):
+        ServeSettings.from_args({key: value})
+
+
+def test_serve_command_refuses_a_batch_size_of_zero_before_starting_ray(monkeypatch, capsys):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
+    assert main(["serve", "--max-batch-size", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "facetune serve: max_batch_size 0: must be at least 1"
 
 
 def test_a_misspelt_device_in_a_serve_config_is_refused_before_any_replica_starts():

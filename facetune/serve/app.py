@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from facetune.devices import parse_device
+from facetune.errors import InvalidInputError
 from facetune.serve import uploads
 from facetune.serve.faces import Face, faces_in
 from facetune.serve.inference import describe_models, face_entries, load_predictor, models_used
@@ -46,8 +47,18 @@ class ServeSettings:
     max_body_bytes: int = uploads.MAX_BODY_BYTES
 
     def __post_init__(self) -> None:
-        # The spelling only: whether the device exists is for the replica, which may sit on a GPU node.
+        # Refused here, in one line, rather than as a replica that fails to start again and again.
+        # The device's spelling only: whether it exists is for the replica, which may sit on a GPU node.
         parse_device(self.device, "device")
+        limits = (("max_batch_size", 1), ("min_replicas", 1), ("max_ongoing_requests", 1), ("max_body_bytes", 1),
+                  ("batch_wait_timeout_s", 0), ("replica_cpus", 0), ("replica_gpus", 0))
+        for name, least in limits:
+            if not getattr(self, name) >= least:
+                raise InvalidInputError(f"{name} {getattr(self, name)}: must be at least {least}")
+        if not self.target_ongoing_requests > 0:
+            raise InvalidInputError(f"target_ongoing_requests {self.target_ongoing_requests}: must be above 0")
+        if self.max_replicas < self.min_replicas:
+            raise InvalidInputError(f"max_replicas {self.max_replicas}: must be at least min_replicas ({self.min_replicas})")
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> ServeSettings:
@@ -160,8 +171,6 @@ def _route(request: Request) -> str:
 def build_app(args: Mapping[str, Any] | None = None) -> serve.Application:
     """The application for `serve run` / `serve deploy` (import path facetune.serve.app:build_app)."""
     settings = ServeSettings.from_args(dict(args or {}))
-    if not 1 <= settings.min_replicas <= settings.max_replicas:
-        raise ValueError(f"need 1 <= min_replicas <= max_replicas, got {settings.min_replicas}..{settings.max_replicas}")
     service = FaceService.options(
         ray_actor_options={"num_cpus": settings.replica_cpus, "num_gpus": settings.replica_gpus},
         max_ongoing_requests=settings.max_ongoing_requests,
