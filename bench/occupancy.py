@@ -40,7 +40,8 @@ from facetune.ray_session import ray_session  # noqa: E402
 from facetune.schema import TRIAL_TIMES_FILE  # noqa: E402
 from facetune.tuning.pool import TrialTime, slot_occupancy  # noqa: E402
 from facetune.tuning.profiles import load_profile  # noqa: E402
-from facetune.tuning.sweep import ensure_prepared, run_sweep  # noqa: E402
+from facetune.data.prepare import ensure_prepared  # noqa: E402
+from facetune.tuning.sweep import run_sweep  # noqa: E402
 
 SCENARIOS = ("paper", "smoke", "local", "sim16")
 

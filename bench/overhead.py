@@ -80,7 +80,8 @@ def main() -> int:
     import ray
 
     from facetune.storage import ResultsStore
-    from facetune.tuning.sweep import ensure_prepared, load_sweep_data
+    from facetune.data.prepare import ensure_prepared
+    from facetune.tuning.sweep import load_sweep_data
 
     work = Path(tempfile.mkdtemp(prefix="facetune-bench-"))
     prepared = ensure_prepared(args.data, ResultsStore(work))

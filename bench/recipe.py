@@ -196,7 +196,7 @@ def main() -> int:
     from facetune.tasks import MULTITASK, TASKS
     from facetune.tuning.ensemble import ensemble_metrics, greedy_selection
     from facetune.tuning.space import combination_config
-    from facetune.tuning.sweep import ensure_prepared
+    from facetune.data.prepare import ensure_prepared
     from facetune.models.ensemble import to_prediction_space
 
     args = parse_args()

@@ -239,7 +239,7 @@ def train_release(
     from facetune.storage import ResultsStore
     from facetune.tasks import MULTITASK, TASKS
     from facetune.training.loop import predict_outputs
-    from facetune.tuning.sweep import ensure_prepared
+    from facetune.data.prepare import ensure_prepared
 
     for flag, value in (("--epochs", epochs), ("--limit", limit)):
         if value is not None and value < 1:

@@ -121,3 +121,41 @@ def test_find_cycle_returns_the_loop_closed_on_its_first_module(cycle_length):
     graph["outside"] = {"m0"}
     cycle = find_cycle(graph)
     assert cycle[0] == cycle[-1] and sorted(cycle[:-1]) == names
+
+
+def imports_ray_on_import(path: Path) -> bool:
+    """Whether importing the file imports Ray: an import of it outside functions and outside
+    `if TYPE_CHECKING:` (a function that imports Ray does so only when it is called)."""
+
+    def statements(body: list[ast.stmt]):
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                yield from statements(node.orelse)
+                continue
+            yield node
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                yield from statements(getattr(node, field, []) or [])
+
+    for node in statements(ast.parse(path.read_text(), filename=str(path)).body):
+        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+        if any(name == "ray" or name.startswith("ray.") for name in names):
+            return True
+    return False
+
+
+def test_the_release_trainer_needs_no_ray():
+    """`facetune train-release` runs where only torch is installed (a GPU box without Ray): of the
+    modules it can reach through any import, even one inside a function, none imports Ray when
+    imported (loading.py's Ray Dataset reader imports it when called, which the release never does)."""
+    modules, graph = module_names(PACKAGE_ROOT), import_graph(PACKAGE_ROOT)
+    reached, todo = set(), ["facetune.commands.train_release"]
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo.extend(graph[module])
+    assert "facetune.release" in reached
+    assert sorted(m for m in reached if imports_ray_on_import(modules[m])) == []

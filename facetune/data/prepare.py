@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -33,11 +34,17 @@ from facetune.schema import (
     PREPARED_FIGURES_DIR,
     PREPARED_MANIFEST,
     SPLITS,
+    PREPARED_DIR,
     PreparedManifest,
     is_any_prepared_dir,
+    is_prepared_dir,
     parquet_file_name,
+    require_prepared_dir,
 )
 from facetune.settings import require_data_path
+
+if TYPE_CHECKING:
+    from facetune.storage import ResultsStore
 
 ROWS_PER_FILE = 8192
 ROWS_PER_GROUP = 2048
@@ -213,3 +220,15 @@ def summary_lines(manifest: dict) -> list[str]:
         lines.append(f"  ... {manifest['rows_rejected'] - len(shown)} more in {PREPARED_MANIFEST}")
     return lines
 
+
+def ensure_prepared(data: str | os.PathLike[str] | None, store: "ResultsStore") -> Path:
+    """A prepared Parquet folder: `data` itself, or `data` prepared into RESULTS/data (once)."""
+    source = require_data_path(data)
+    if is_any_prepared_dir(source):
+        return require_prepared_dir(source)  # an old layout: one line saying to prepare it again
+    target = store.local_dir(PREPARED_DIR)
+    if is_prepared_dir(target):
+        return target
+    print(f"[facetune] preparing {source} into {target}", flush=True)
+    prepare(source, target, seed=0)
+    return target

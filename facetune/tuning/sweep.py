@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from facetune.ray_session import ray_session
+from facetune.data.prepare import ensure_prepared
 from facetune.schema import (
     MULTITASK,
     PCA_DIR,
@@ -36,9 +37,6 @@ from facetune.schema import (
     SummaryEntry,
     SweepRecord,
     combination_name,
-    is_any_prepared_dir,
-    is_prepared_dir,
-    require_prepared_dir,
     summary_from_json,
     summary_to_json,
 )
@@ -50,10 +48,6 @@ from facetune.tuning.profiles import check_combinations, load_profile, per_famil
 from facetune.tuning.pool import TrialTime
 from facetune.tuning.space import combination_config, combination_of, param_space
 from facetune.tuning.trainable import SweepData, run_trial
-
-#: The folder the sweep prepares a raw source into, inside RESULTS.
-PREPARED_DIR = "data"
-
 
 class SweepExistsError(RuntimeError):
     """The results location already holds a sweep and --resume was not given."""
@@ -142,21 +136,6 @@ def run_sweep(
 def result_tasks(task: str) -> tuple[str, ...]:
     """The tasks a combination's search yields summary entries for: all three for MULTITASK."""
     return TASK_NAMES if task == MULTITASK else (task,)
-
-
-def ensure_prepared(data: str | os.PathLike[str] | None, store: ResultsStore) -> Path:
-    """A prepared Parquet folder: `data` itself, or `data` prepared into RESULTS/data (once)."""
-    source = require_data_path(data)
-    if is_any_prepared_dir(source):
-        return require_prepared_dir(source)  # an old layout: one line saying to prepare it again
-    target = store.local_dir(PREPARED_DIR)
-    if is_prepared_dir(target):
-        return target
-    from facetune.data.prepare import prepare
-
-    print(f"[facetune] preparing {source} into {target}", flush=True)
-    prepare(source, target, seed=0)
-    return target
 
 
 def load_sweep_data(prepared: Path, profile: dict[str, Any], store: ResultsStore, need_pca: bool) -> SweepData:
