@@ -79,8 +79,8 @@ def main() -> int:
     args = parse_args()
     import ray
 
-    from facetune.storage import ResultsStore
     from facetune.data.prepare import ensure_prepared
+    from facetune.storage import ResultsStore
     from facetune.tuning.sweep import load_sweep_data
 
     work = Path(tempfile.mkdtemp(prefix="facetune-bench-"))

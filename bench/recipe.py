@@ -189,6 +189,7 @@ def output_key(split: str, tta: bool, task: str) -> str:
 
 
 def main() -> int:
+    from facetune.data.prepare import ensure_prepared
     from facetune.models.multitask import TaskView
     from facetune.models.presets import load_preset
     from facetune.schema import PreparedManifest
@@ -196,7 +197,6 @@ def main() -> int:
     from facetune.tasks import MULTITASK, TASKS
     from facetune.tuning.ensemble import ensemble_metrics, greedy_selection
     from facetune.tuning.space import combination_config
-    from facetune.data.prepare import ensure_prepared
     from facetune.models.ensemble import to_prediction_space
 
     args = parse_args()

@@ -233,13 +233,13 @@ def train_release(
     import torch
 
     from facetune.data.loading import load_split
+    from facetune.data.prepare import ensure_prepared
     from facetune.devices import describe_device, resolve_device
     from facetune.models import load_model, save_model
     from facetune.models.ensemble import write_ensemble_config, write_stacked_heads
     from facetune.storage import ResultsStore
     from facetune.tasks import MULTITASK, TASKS
     from facetune.training.loop import predict_outputs
-    from facetune.data.prepare import ensure_prepared
 
     for flag, value in (("--epochs", epochs), ("--limit", limit)):
         if value is not None and value < 1:

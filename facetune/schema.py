@@ -107,10 +107,10 @@ POOL_EXPERIMENT = "sweep"
 #: When each trial held a slot: [{combination, trial_id, start, end, status}] (facetune.tuning.pool.TrialTime).
 TRIAL_TIMES_FILE = "trial_times.json"
 PCA_DIR = "pca"
-#: The folder a raw source is prepared into, inside RESULTS (or a release's --work).
-PREPARED_DIR = "data"
 PCA_PARAMS_FILE = "pca.npz"
 PCA_INFO_FILE = "pca.json"
+#: The folder a raw source is prepared into, inside RESULTS (or a release's --work).
+PREPARED_DIR = "data"
 #: The files of one combination's folder <family>_<task>/.
 BEST_CONFIG_FILE = "best_config.json"
 HISTORY_FILE = "history.csv"

@@ -453,7 +453,7 @@ def test_a_sweep_where_nothing_finished_exits_3_without_claiming_a_summary(env: 
     assert "sweep finished" not in out
 
 
-# -------------------------------------------------------------------------------------------- --device
+# ------------------------------------------------------------------------- --device, train-release
 
 DEVICE_ERRORS = [
     Case("predict-misspelt", predict(at_tmp(ec.good_csv), extra=("--device", "cdua")), EXIT_USAGE,

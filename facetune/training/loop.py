@@ -348,8 +348,9 @@ def fit(
     {task: tensor}. Trains on train_x's device. Early stopping after `cfg.patience` epochs
     without a better validation metric. With `cfg.ema_decay` the moving average of the weights
     is what is evaluated, selected and returned. `resume_state` (an
-    EpochReport.training_state()) continues a run, also one saved on another kind of device. With no validation set (`val_x` None, as in a
-    final fit on train+val) every epoch counts as the best, so the last weights are returned.
+    EpochReport.training_state()) continues a run, also one saved on another kind of device. With
+    no validation set (`val_x` None, as in a final fit on train+val) every epoch counts as the
+    best, so the last weights are returned.
     """
     objective = Objective(model, task, cfg)
     validated = val_x is not None
