@@ -377,6 +377,12 @@ def only_cnn_age_profile(tmp: Path) -> Path:
 TUNE_ERRORS = [
     Case("unknown-profile", tune("--profile", "nope"), EXIT_USAGE,
          r"--profile nope: no such profile; available: .*local.*smoke"),
+    Case("max-epochs-zero", tune("--profile", "smoke", "--set", "max_epochs=0"), EXIT_USAGE,
+         r"smoke\.yaml with --set max_epochs=0: max_epochs 0: must be a whole number >= 1"),
+    Case("no-cpus-per-trial", tune("--profile", "smoke", "--set", "trial_resources.cpu=0"), EXIT_USAGE,
+         r"trial_resources\.cpu 0: must be a number of CPUs above 0"),
+    Case("unknown-scheduler", tune("--profile", "smoke", "--set", "scheduler.type=fifo"), EXIT_USAGE,
+         r"scheduler\.type 'fifo': must be asha"),
     Case("only-unknown", tune("--profile", "smoke", "--only", "cnn/foo"), EXIT_USAGE,
          r"--only cnn/foo: unknown combination 'cnn/foo': expected FAMILY/TASK"),
     Case("only-selects-nothing", lambda env: tune("--profile", str(only_cnn_age_profile(env.tmp)),

@@ -101,3 +101,12 @@ def test_every_shipped_search_space_samples_into_a_model_and_a_train_config(prof
             context["n_components"] = 8
         model = build_model(family, base["arch"], task, context)
         assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_a_profile_value_out_of_range_is_named_with_its_family(tmp_path):
+    from facetune.errors import InvalidInputError
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text("num_samples: {cnn: 2, dnn: 0}\nmax_epochs: 1\n")
+    with pytest.raises(InvalidInputError, match=r"tiny\.yaml: num_samples\.dnn 0: must be a whole number >= 1$"):
+        load_profile(str(path))
