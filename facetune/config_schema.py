@@ -243,6 +243,16 @@ CGAN_FILE: dict[str, Any] = {
 # ---- checking --------------------------------------------------------------------------------
 
 
+def is_number(value: Any) -> bool:
+    """A YAML number (a bool is not a number here, though Python counts it as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_whole_number(value: Any, least: int) -> bool:
+    """A YAML whole number >= `least` (3.0 is not one: counts and epochs are written as integers)."""
+    return is_number(value) and isinstance(value, int) and value >= least
+
+
 def unknown_key_error(source: str, dotted: str, known: Iterable[str]) -> InvalidInputError:
     """`SOURCE: unknown key 'a.b' (did you mean 'a.c'?)`, or the known keys when none is near."""
     known = sorted(known)

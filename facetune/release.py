@@ -59,7 +59,7 @@ def default_recipe_path() -> Path:
 def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The release recipe; unknown keys (facetune.config_schema.RELEASE) and a bad TrainConfig
     fail here, before any training."""
-    from facetune.config_schema import RELEASE, check, with_defaults
+    from facetune.config_schema import RELEASE, check, is_number, with_defaults
     from facetune.tasks import MULTITASK, TASKS
     from facetune.training.loop import TrainConfig
 
@@ -88,7 +88,7 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     tasks = stacked["tasks"]
     if not isinstance(tasks, list) or any(task not in classification for task in tasks) or len(set(tasks)) != len(tasks):
         raise InvalidInputError(f"{recipe_path}: stacked_head.tasks must list distinct tasks of {classification}, got {tasks!r}")
-    if not _is_positive_number(stacked["c"]):
+    if not (is_number(stacked["c"]) and stacked["c"] > 0):
         raise InvalidInputError(f"{recipe_path}: stacked_head.c must be a positive number, got {stacked['c']!r}")
     recipe["task_members"] = recipe["task_members"] or {}  # a bare `task_members:` is none
     if not isinstance(recipe["task_members"], dict):
@@ -99,15 +99,10 @@ def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     return recipe
 
 
-def _is_positive_number(value: Any) -> bool:
-    """A YAML number above zero (a bool is not a number here)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-
-
 def _checked_task_member(recipe_path: Path, name: Any, entry: Any, stacked_tasks: list[str]) -> dict[str, Any]:
     """One `task_members` entry with its defaults filled in; anything the release could not train
     or ship (a bad name, family, task, key or train config) is refused with the entry named."""
-    from facetune.config_schema import TASK_MEMBER, check, with_defaults
+    from facetune.config_schema import TASK_MEMBER, check, is_number, with_defaults
     from facetune.models.registry import families, is_multitask_family
     from facetune.tasks import TASKS
     from facetune.training.loop import TrainConfig
@@ -129,7 +124,7 @@ def _checked_task_member(recipe_path: Path, name: Any, entry: Any, stacked_tasks
         raise InvalidInputError(f"{where}.task: {entry['task']} has a stacked head (stacked_head.tasks), which would ignore it")
     entry = with_defaults(entry, TASK_MEMBER, str(recipe_path), prefix=f"task_members.{name}.")
     check(entry, TASK_MEMBER, str(recipe_path), prefix=f"task_members.{name}.", context={"family": entry["family"]})
-    if not _is_positive_number(entry["weight"]):
+    if not (is_number(entry["weight"]) and entry["weight"] > 0):
         raise InvalidInputError(f"{where}.weight must be a positive number, got {entry['weight']!r}")
     if entry["weights_dtype"] not in (None, *WEIGHTS_DTYPES):
         raise InvalidInputError(f"{where}.weights_dtype: {entry['weights_dtype']!r}; known: {list(WEIGHTS_DTYPES)} or null")

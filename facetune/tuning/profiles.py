@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from facetune.config import config_path, load_yaml
-from facetune.config_schema import PROFILE, apply_assignments, check, with_defaults
+from facetune.config_schema import PROFILE, apply_assignments, check, is_number, is_whole_number, with_defaults
 from facetune.errors import InvalidInputError
 from facetune.models.registry import is_multitask_family
 from facetune.schema import MULTITASK, TASK_NAMES
@@ -39,14 +39,6 @@ def resolve_profile(raw: dict[str, Any], source: str, default_name: str | None =
     return profile
 
 
-def _whole(value: Any, least: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def check_values(profile: dict[str, Any], source: str) -> None:
     """Refuse a profile value out of range (`--set max_epochs=0`, a CPU count of 0) here, in one
     line naming `source` and the key, rather than as failing trials after Ray has started."""
@@ -56,27 +48,27 @@ def check_values(profile: dict[str, Any], source: str) -> None:
     for key in ("num_samples", "max_epochs"):
         value = profile[key]
         for family, count in (value.items() if isinstance(value, dict) else [(None, value)]):
-            if not _whole(count, 1):
+            if not is_whole_number(count, 1):
                 refuse(f"{key}.{family}" if family else key, count, "a whole number >= 1")
     for key, least in (("pca_components", 1), ("torch_threads", 1)):
-        if not _whole(profile[key], least):
+        if not is_whole_number(profile[key], least):
             refuse(key, profile[key], f"a whole number >= {least}")
     for key, value in (("max_concurrent_trials", profile["max_concurrent_trials"]), ("row_limit", profile["row_limit"])):
-        if value is not None and not _whole(value, 1):
+        if value is not None and not is_whole_number(value, 1):
             refuse(key, value, "a whole number >= 1, or null for no limit")
     scheduler = profile["scheduler"]
     if scheduler["type"] != "asha":
         refuse("scheduler.type", scheduler["type"], "asha (the one scheduler configured)")
-    if not _whole(scheduler["grace_period"], 1):
+    if not is_whole_number(scheduler["grace_period"], 1):
         refuse("scheduler.grace_period", scheduler["grace_period"], "a whole number of epochs >= 1")
-    if not (_number(scheduler["reduction_factor"]) and scheduler["reduction_factor"] > 1):
+    if not (is_number(scheduler["reduction_factor"]) and scheduler["reduction_factor"] > 1):
         refuse("scheduler.reduction_factor", scheduler["reduction_factor"], "a number above 1")
     resources = profile["trial_resources"]
-    if not (_number(resources["cpu"]) and resources["cpu"] > 0):
+    if not (is_number(resources["cpu"]) and resources["cpu"] > 0):
         refuse("trial_resources.cpu", resources["cpu"], "a number of CPUs above 0")
-    if not (_number(resources["gpu"]) and resources["gpu"] >= 0):
+    if not (is_number(resources["gpu"]) and resources["gpu"] >= 0):
         refuse("trial_resources.gpu", resources["gpu"], "a number of GPUs >= 0")
-    if not _whole(profile["failure"]["max_failures"], -1):
+    if not is_whole_number(profile["failure"]["max_failures"], -1):
         refuse("failure.max_failures", profile["failure"]["max_failures"], "a whole number >= 0 (-1: retry for ever)")
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from facetune.ray_session import ray_session
 from facetune.data.prepare import ensure_prepared
+from facetune.ray_session import ray_session
 from facetune.schema import (
     MULTITASK,
     PCA_DIR,
@@ -48,6 +48,7 @@ from facetune.tuning.profiles import check_combinations, load_profile, per_famil
 from facetune.tuning.pool import TrialTime
 from facetune.tuning.space import combination_config, combination_of, param_space
 from facetune.tuning.trainable import SweepData, run_trial
+
 
 class SweepExistsError(RuntimeError):
     """The results location already holds a sweep and --resume was not given."""
