@@ -4,12 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from facetune.commands.checks import read_sweep_summary
 from facetune.errors import FacetuneError, NoDataError, OutputError, UsageError
 from facetune.ray_session import add_address_argument
 from facetune.settings import DEFAULT_RESULTS, default_data_source, require_data_path
+
+if TYPE_CHECKING:
+    from facetune.tuning.plan import SweepPlan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,15 +55,17 @@ def available_profiles() -> list[str]:
     return sorted(path.stem for path in (raycfg_dir() / "profiles").glob("*.yaml"))
 
 
-def check_sweep_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[str, str]], list[dict]]:
-    """Profile, selected combinations and the existing summary, checked before Ray starts.
+def check_sweep_arguments(args: argparse.Namespace) -> tuple[SweepPlan, list[dict]]:
+    """The sweep's plan (the profile checked whole, facetune.tuning.plan) and the existing
+    summary, checked before Ray starts.
 
     Raises UsageError for an unknown profile or --only (listing what exists) or an existing sweep
     without --resume, and NoDataError for a summary.json that cannot be read.
     """
     import yaml
 
-    from facetune.tuning.profiles import check_combinations, combinations, load_profile
+    from facetune.tuning.plan import local_cpus, plan_sweep
+    from facetune.tuning.profiles import combinations, load_profile, profile_source
 
     try:
         profile = load_profile(args.profile, args.set)
@@ -82,7 +87,7 @@ def check_sweep_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], lis
     if not pairs:
         raise UsageError(f"--only {' '.join(args.only or [])}: selects none of profile {args.profile}'s "
                          f"combinations ({' '.join(f'{f}/{t}' for f, t in offered)})")
-    check_combinations(profile, pairs)
+    plan = plan_sweep(profile, profile_source(args.profile, args.set), args.only, cpus=local_cpus(args.address))
     local = Path(args.results) if "://" not in str(args.results) else None
     if local is not None and local.exists() and not local.is_dir():
         raise OutputError(f"--results {args.results}: is a file, not a results folder")
@@ -90,16 +95,17 @@ def check_sweep_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], lis
     if summary and not args.resume:
         raise UsageError(f"--results {args.results}: already holds a sweep ({len(summary)} combinations done); "
                          "pass --resume to continue it or choose another --results")
-    return profile, pairs, summary
+    return plan, summary
 
 
 def run(args: argparse.Namespace) -> int:
     from facetune.tuning.sweep import SweepExistsError, result_tasks, run_sweep
 
-    profile, pairs, _ = check_sweep_arguments(args)
+    plan, _ = check_sweep_arguments(args)
+    pairs = plan.pairs
     require_data_path(args.data)
     try:
-        summary = run_sweep(profile, args.data, args.results, resume=args.resume, storage=args.storage,
+        summary = run_sweep(plan, args.data, args.results, resume=args.resume, storage=args.storage,
                             only=args.only, use_gpu=args.gpu, address=args.address, verbose=args.verbose)
     except SweepExistsError as err:
         raise UsageError(str(err)) from None

@@ -21,11 +21,22 @@ def load_profile(name_or_path: str, assignments: Iterable[str] = ()) -> dict[str
     with the declared defaults (facetune.config_schema.PROFILE)."""
     # A trial key alone (`train.lr=0.01`) is short for the profile's `overrides.all.train.lr=0.01`.
     assignments = [f"overrides.all.{a}" if a.startswith(TRIAL_SECTIONS) else a for a in assignments]
-    path = Path(name_or_path)
-    path = config_path(path if path.suffix in (".yaml", ".yml") else f"profiles/{name_or_path}.yaml")
+    path = profile_file(name_or_path)
     raw = apply_assignments(load_yaml(path), assignments, PROFILE)
-    source = f"{path} with --set {' '.join(assignments)}" if assignments else str(path)
-    return resolve_profile(raw, source, default_name=path.stem)
+    return resolve_profile(raw, profile_source(name_or_path, assignments), default_name=path.stem)
+
+
+def profile_file(name_or_path: str) -> Path:
+    """The YAML file of a profile given by name (raycfg/profiles/NAME.yaml) or path."""
+    path = Path(name_or_path)
+    return config_path(path if path.suffix in (".yaml", ".yml") else f"profiles/{name_or_path}.yaml")
+
+
+def profile_source(name_or_path: str, assignments: Iterable[str] = ()) -> str:
+    """How an error names a profile: its file, and the `--set` values that changed it."""
+    assignments = list(assignments)
+    path = profile_file(name_or_path)
+    return f"{path} with --set {' '.join(assignments)}" if assignments else str(path)
 
 
 def resolve_profile(raw: dict[str, Any], source: str, default_name: str | None = None) -> dict[str, Any]:

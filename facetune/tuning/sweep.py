@@ -15,7 +15,6 @@ import os
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +41,11 @@ from facetune.schema import (
 )
 from facetune.settings import require_data_path
 from facetune.storage import ResultsStore
-from facetune.tuning.export import MULTITASK_METRIC, MULTITASK_MODE, export_best, validation_metric
-from facetune.tuning.profiles import combinations as profile_combinations
-from facetune.tuning.profiles import check_combinations, load_profile, per_family, resolve_profile
+from facetune.tuning.export import export_best
+from facetune.tuning.plan import CombinationPlan, SweepPlan, local_cpus, plan_sweep
 from facetune.tuning.pool import TrialTime
-from facetune.tuning.space import combination_config, combination_of, param_space
+from facetune.tuning.profiles import load_profile, profile_source, resolve_profile
+from facetune.tuning.space import combination_of
 from facetune.tuning.trainable import SweepData, run_trial
 
 
@@ -55,7 +54,7 @@ class SweepExistsError(RuntimeError):
 
 
 def run_sweep(
-    profile: str | dict[str, Any],
+    profile: str | dict[str, Any] | SweepPlan,
     data: str | os.PathLike[str] | None,
     results: str | os.PathLike[str],
     *,
@@ -68,7 +67,8 @@ def run_sweep(
 ) -> list[SummaryEntry]:
     """Run (or with `resume`, continue) a sweep; returns the summary entries (one per combination).
 
-    `data` is a prepared Parquet folder, or a raw source (Kaggle CSV / UTKFace folder) that is
+    `profile` is a profile name or dict (checked whole here, see facetune.tuning.plan) or a
+    plan already checked. `data` is a prepared Parquet folder, or a raw source (Kaggle CSV / UTKFace folder) that is
     prepared into RESULTS/data first. `storage` is Tune's experiment storage (default
     RESULTS/tune). Ray comes from facetune.ray_session: the one already initialised, the cluster
     at `address` or $RAY_ADDRESS, else a private local instance shut down at the end.
@@ -77,9 +77,8 @@ def run_sweep(
     """
     import ray
 
-    profile = load_profile(profile) if isinstance(profile, str) else resolve_profile(profile, "profile", "profile")
-    pairs = profile_combinations(profile, only)
-    check_combinations(profile, pairs)  # a config error fails here, before Ray starts
+    plan = profile if isinstance(profile, SweepPlan) else _plan(profile, only, address)
+    profile, pairs = plan.profile, plan.pairs
     store = ResultsStore(results)
     summary = summary_from_json(store.read_json(SUMMARY_FILE, default=[]) or [])
     if summary and not resume:
@@ -98,7 +97,7 @@ def run_sweep(
     try:
         prepared = ensure_prepared(data, store)
         record = SweepRecord(
-            profile=profile.get("name"), data=str(prepared), storage=storage,
+            profile=profile["name"], data=str(prepared), storage=storage,
             combinations=[combination_name(f, t) for f, task in pairs for t in result_tasks(task)],
             started=time.strftime("%Y-%m-%dT%H:%M:%S"), resumed=resume,
         )
@@ -120,11 +119,12 @@ def run_sweep(
         earlier_times = store.read_json(TRIAL_TIMES_FILE, default=[]) if resume else []
         progress = _SweepProgress(summary, store, sweep_data, test_split, record.combinations, earlier_times)
         # One experiment for all (one pool of slots), or one per combination in turn.
-        groups = [(POOL_EXPERIMENT, to_run)] if profile.get("slot_pool", True) else \
+        groups = [(POOL_EXPERIMENT, to_run)] if profile["slot_pool"] else \
             [(combination_name(*pair), [pair]) for pair in to_run]
         for experiment_name, group in groups:
             if group:
-                _run_experiment(experiment_name, group, profile, data_ref, storage, resume, gpu_fraction,
+                chosen = [c for c in plan.combinations if (c.family, c.task) in group]
+                _run_experiment(experiment_name, chosen, plan, data_ref, storage, resume, gpu_fraction,
                                 verbose, progress)
         summary = progress.summary
         record.ended, record.combinations_finished = time.strftime("%Y-%m-%dT%H:%M:%S"), len(summary)
@@ -132,6 +132,12 @@ def run_sweep(
         return summary
     finally:
         ray_in_use.close()
+
+
+def _plan(profile: str | dict[str, Any], only: list[str] | None, address: str | None) -> SweepPlan:
+    loaded = load_profile(profile) if isinstance(profile, str) else resolve_profile(profile, "profile", "profile")
+    source = profile_source(profile) if isinstance(profile, str) else "profile"
+    return plan_sweep(loaded, source, only, cpus=local_cpus(address))
 
 
 def result_tasks(task: str) -> tuple[str, ...]:
@@ -145,7 +151,7 @@ def load_sweep_data(prepared: Path, profile: dict[str, Any], store: ResultsStore
     from facetune.data.loading import load_split
 
     train, val = load_split(prepared, "train"), load_split(prepared, "val")
-    if profile.get("row_limit"):
+    if profile["row_limit"]:
         train, val = train.head(int(profile["row_limit"])), val.head(int(profile["row_limit"]))
     labels = TASK_NAMES
     data = SweepData(
@@ -154,7 +160,7 @@ def load_sweep_data(prepared: Path, profile: dict[str, Any], store: ResultsStore
         age_stats={"target_mean": float(np.mean(train.age)), "target_std": float(np.std(train.age) or 1.0)},
     )
     if need_pca:
-        data.pca = fitted_pca(train.pixels, int(profile.get("pca_components", 500)), store)
+        data.pca = fitted_pca(train.pixels, int(profile["pca_components"]), store)
     return data
 
 
@@ -180,36 +186,6 @@ def fitted_pca(train_pixels: np.ndarray, n_components: int, store: ResultsStore)
     return params
 
 
-@dataclass
-class _Combination:
-    """One (family, task) search inside an experiment: what its trials are chosen by."""
-
-    family: str
-    task: str
-    metric: str
-    mode: str
-    num_trials: int
-    max_epochs: int
-    base: dict[str, Any]
-    space: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return combination_name(self.family, self.task)
-
-
-def _combination(family: str, task: str, profile: dict[str, Any]) -> _Combination:
-    from facetune.tasks import TASKS
-
-    metric, mode = (MULTITASK_METRIC, MULTITASK_MODE) if task == MULTITASK else \
-        (validation_metric(family, task), TASKS[task].mode)
-    base, space = combination_config(family, task, profile)
-    max_epochs = int(per_family(profile, "max_epochs", family))
-    base.update(max_epochs=max_epochs, torch_threads=int(profile.get("torch_threads", 1)))
-    return _Combination(family, task, metric, mode, int(per_family(profile, "num_samples", family)), max_epochs,
-                        base, space)
-
-
 class _SweepProgress:
     """The sweep's results as they come in: each combination exported once its last trial has
     ended (also mid-experiment, so a killed sweep keeps it), the summary rewritten each time."""
@@ -226,10 +202,10 @@ class _SweepProgress:
         self.trial_times.append(time_held.to_dict())
         self.store.write_json(TRIAL_TIMES_FILE, self.trial_times)
 
-    def is_exported(self, combination: _Combination) -> bool:
+    def is_exported(self, combination: CombinationPlan) -> bool:
         return all(combination_name(combination.family, t) in self.exported for t in result_tasks(combination.task))
 
-    def export(self, combination: _Combination, results: list[Any]) -> None:
+    def export(self, combination: CombinationPlan, results: list[Any]) -> None:
         """Write `combination`'s best trial per task from `results` (its trials' ray.tune.Result) and the summary."""
         entries: list[SummaryEntry] = []
         checkpoint_of_trial: dict[str | None, str] = {}
@@ -256,13 +232,12 @@ class _SweepProgress:
             _print_entry(entry)
 
 
-def _run_experiment(experiment_name: str, group: list[tuple[str, str]], profile: dict[str, Any], data_ref: Any,
+def _run_experiment(experiment_name: str, group: list[CombinationPlan], plan: SweepPlan, data_ref: Any,
                     storage: str, resume: bool, gpu_fraction: float, verbose: bool,
                     progress: _SweepProgress) -> None:
     """One Tune experiment searching `group`'s combinations from one pool of trial slots; each
     combination's best trial per task exported as soon as its last trial has ended."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from facetune.tuning.console import TrialLines
     from facetune.tuning.pool import (
@@ -270,15 +245,14 @@ def _run_experiment(experiment_name: str, group: list[tuple[str, str]], profile:
         PerCombinationScheduler,
         SweepEvents,
         SweepHandlers,
-        combination_seed,
         results_of,
-        sample_configs,
         sweep_handlers,
     )
     from facetune.tuning.retention import CheckpointKeeper, keep_latest_checkpoints, restore_kept_checkpoints
 
-    combinations = {c.name: c for c in (_combination(family, task, profile) for family, task in group)}
-    resources = {"cpu": float(profile["trial_resources"].get("cpu", 1)), "gpu": gpu_fraction}
+    profile = plan.profile
+    combinations = {c.name: c for c in group}
+    resources = {"cpu": float(profile["trial_resources"]["cpu"]), "gpu": gpu_fraction}
     trainable = tune.with_resources(tune.with_parameters(run_trial, data_ref=[data_ref]), resources)
     experiment = f"{storage.rstrip('/')}/{experiment_name}"
 
@@ -295,20 +269,15 @@ def _run_experiment(experiment_name: str, group: list[tuple[str, str]], profile:
             if name in started and not progress.is_exported(combinations[name]):
                 print(f"[facetune] {name}: resuming the interrupted search in {experiment}", flush=True)
     else:
-        scheduler_cfg = dict(profile["scheduler"])
-        if scheduler_cfg.pop("type", "asha") != "asha":
-            raise ValueError("only the ASHA scheduler is configured in this version")
-        configs = [config for c in combinations.values()
-                   for config in sample_configs(param_space(c.base, c.space), c.num_trials, combination_seed(c.name))]
-        schedulers = {c.name: ASHAScheduler(time_attr="training_iteration", metric=c.metric, mode=c.mode,
-                                            max_t=c.max_epochs, **scheduler_cfg) for c in combinations.values()}
+        configs = [config for c in group for config in c.configs]
+        schedulers = {name: scheduler for name, scheduler in plan.schedulers().items() if name in combinations}
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=CombinationQueue(configs),
                 scheduler=PerCombinationScheduler(schedulers),
                 num_samples=len(configs),
-                max_concurrent_trials=profile.get("max_concurrent_trials"),
+                max_concurrent_trials=profile["max_concurrent_trials"],
                 # A finished trial's worker takes the next trial (same resources everywhere): no
                 # process start and torch import between two trials on a slot.
                 reuse_actors=True,
@@ -321,7 +290,7 @@ def _run_experiment(experiment_name: str, group: list[tuple[str, str]], profile:
                 # CheckpointKeeper keeps copies of what this deletes until the saved state has
                 # moved past them, so a killed driver never leaves a trial without its checkpoint.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                failure_config=tune.FailureConfig(max_failures=int((profile.get("failure") or {}).get("max_failures", 2))),
+                failure_config=tune.FailureConfig(max_failures=int(profile["failure"]["max_failures"])),
                 # Tune's tables repeat every trial's full config every few seconds; TrialLines
                 # prints one line per finished trial instead (both under --verbose).
                 verbose=2 if verbose else 0,
@@ -380,7 +349,7 @@ def _gpu_fraction(profile: dict[str, Any], use_gpu: str) -> float:
     """GPU share per trial: the profile's when GPUs are used, else 0 (CPU trials)."""
     import ray
 
-    wanted = float(profile["trial_resources"].get("gpu", 0))
+    wanted = float(profile["trial_resources"]["gpu"])
     if use_gpu == "no":
         return 0.0
     if use_gpu == "yes":
