@@ -32,7 +32,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def trial_config(epochs: int, threads: int) -> dict:
-    from facetune.models.presets import load_preset
+    from facetune.tuning.presets import load_preset
 
     preset = load_preset("paper")["cnn"]["gender"]
     train = {**preset["train"], "patience": 0, "seed": 0}

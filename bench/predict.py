@@ -89,7 +89,7 @@ def image_files(folder: Path, limit: int, scratch: Path) -> list[Path]:
 def study_models(family: str, out: Path) -> dict[str, Path]:
     """Untrained models of the study's architectures, saved as a sweep would save them."""
     from facetune.models import build_model, make_context, save_model
-    from facetune.models.presets import load_preset
+    from facetune.tuning.presets import load_preset
     from facetune.tasks import TASKS
 
     preset = load_preset("paper")[family]

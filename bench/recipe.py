@@ -191,7 +191,7 @@ def output_key(split: str, tta: bool, task: str) -> str:
 def main() -> int:
     from facetune.data.prepare import ensure_prepared
     from facetune.models.multitask import TaskView
-    from facetune.models.presets import load_preset
+    from facetune.tuning.presets import load_preset
     from facetune.schema import PreparedManifest
     from facetune.storage import ResultsStore
     from facetune.tasks import MULTITASK, TASKS

@@ -145,6 +145,10 @@ PROFILE: dict[str, Any] = {
                              key="family", default={}),
 }
 
+# ---- a rehearsal of any profile: raycfg/rehearsal.yaml (`facetune tune --rehearse`) -------------
+
+REHEARSAL: dict[str, Any] = {"row_limit": REQUIRED, "trials": REQUIRED, "epochs": REQUIRED}
+
 # ---- search spaces: raycfg/search/<family>.yaml -----------------------------------------------
 
 SEARCH: dict[str, Any] = {

@@ -13,6 +13,8 @@ DATA_ENV = "FACETUNE_DATA"
 DEFAULT_DATA_ROOT = Path("..") / "shared" / "data"
 DEFAULT_DATA_SOURCE = DEFAULT_DATA_ROOT / "age_gender.csv.gz"
 DEFAULT_RESULTS = Path("runs") / "results"
+#: Where `facetune tune --rehearse` writes, so a rehearsal never mixes with a real sweep's results.
+DEFAULT_REHEARSAL_RESULTS = Path("runs") / "rehearsal"
 
 
 class DataNotFoundError(InputNotFoundError):

@@ -84,6 +84,30 @@ def test_facetune_has_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+def package_graph(graph: dict[str, set[str]], top: str) -> dict[str, set[str]]:
+    """The module graph folded to `top`'s direct children: each subpackage and each top-level
+    module is one node, and an import between two of them an edge."""
+
+    def unit(module: str) -> str:
+        return ".".join(module.split(".")[:2]) if module != top else module
+
+    folded: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        folded.setdefault(unit(module), set()).update(unit(t) for t in targets if unit(t) != unit(module))
+    return folded
+
+
+def test_facetune_packages_import_one_way():
+    cycle = find_cycle(package_graph(import_graph(PACKAGE_ROOT), "facetune"))
+    assert cycle is None, "package-level import cycle: " + " -> ".join(cycle)
+
+
+def test_a_loop_between_two_packages_is_a_package_cycle_even_without_a_module_cycle():
+    graph = {"pkg.a.one": {"pkg.b.two"}, "pkg.b.three": {"pkg.a.four"}, "pkg.a.four": set(), "pkg.b.two": set()}
+    assert find_cycle(graph) is None
+    assert find_cycle(package_graph(graph, "pkg")) in (["pkg.a", "pkg.b", "pkg.a"], ["pkg.b", "pkg.a", "pkg.b"])
+
+
 def write_package(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)

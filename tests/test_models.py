@@ -11,7 +11,7 @@ from torch import nn
 from facetune.models import build_model, families, load_model, make_context, register_family, save_model
 from facetune.models import registry
 from facetune.models.pca import fit_pca
-from facetune.models.presets import load_preset
+from facetune.tuning.presets import load_preset
 from facetune.tasks import TASKS
 
 SMALL_ARCH = {

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from facetune.commands.checks import read_sweep_summary
 from facetune.errors import FacetuneError, NoDataError, OutputError, UsageError
 from facetune.ray_session import add_address_argument
-from facetune.settings import DEFAULT_RESULTS, default_data_source, require_data_path
+from facetune.settings import DEFAULT_REHEARSAL_RESULTS, DEFAULT_RESULTS, default_data_source, require_data_path
 
 if TYPE_CHECKING:
     from facetune.tuning.plan import SweepPlan
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None,
                         help="prepared Parquet folder, or a raw source (Kaggle CSV / UTKFace folder) prepared "
                              f"into RESULTS/data first (default: $FACETUNE_DATA or {default_data_source()})")
-    parser.add_argument("--results", default=str(DEFAULT_RESULTS),
+    parser.add_argument("--results", default=None,
                         help=f"results folder or URI such as s3://bucket/run (default: {DEFAULT_RESULTS})")
     parser.add_argument("--storage", default=None,
                         help="where Ray Tune keeps trial state and checkpoints (default: RESULTS/tune)")
@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", choices=("auto", "yes", "no"), default="auto",
                         help="GPU trials: auto = when the cluster has GPUs now; yes = ask for them (autoscaling "
                              "clusters whose GPU nodes start at zero); no = CPU only")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the profile whole, print the plan (combinations, trials, epochs, slots, ASHA "
+                             "rungs, each epoch timed here, the wall-time bounds) and exit without starting Ray")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="the same job cut down to a few minutes (raycfg/rehearsal.yaml: every combination, "
+                             f"few faces, one short trial each); results default to {DEFAULT_REHEARSAL_RESULTS}")
     parser.add_argument("--verbose", action="store_true",
                         help="also print Ray Tune's trial tables (default: one line per finished trial and a "
                              "progress line per combination)")
@@ -65,10 +71,15 @@ def check_sweep_arguments(args: argparse.Namespace) -> tuple[SweepPlan, list[dic
     import yaml
 
     from facetune.tuning.plan import local_cpus, plan_sweep
-    from facetune.tuning.profiles import combinations, load_profile, profile_source
+    from facetune.tuning.profiles import combinations, load_profile, profile_source, rehearsal
 
+    if args.results is None:
+        args.results = str(DEFAULT_REHEARSAL_RESULTS if args.rehearse else DEFAULT_RESULTS)
     try:
+        source = profile_source(args.profile, args.set)
         profile = load_profile(args.profile, args.set)
+        if args.rehearse:
+            profile, source = rehearsal(profile, source)
     except FacetuneError:
         raise
     except FileNotFoundError:
@@ -87,7 +98,7 @@ def check_sweep_arguments(args: argparse.Namespace) -> tuple[SweepPlan, list[dic
     if not pairs:
         raise UsageError(f"--only {' '.join(args.only or [])}: selects none of profile {args.profile}'s "
                          f"combinations ({' '.join(f'{f}/{t}' for f, t in offered)})")
-    plan = plan_sweep(profile, profile_source(args.profile, args.set), args.only, cpus=local_cpus(args.address))
+    plan = plan_sweep(profile, source, args.only, cpus=local_cpus(args.address))
     local = Path(args.results) if "://" not in str(args.results) else None
     if local is not None and local.exists() and not local.is_dir():
         raise OutputError(f"--results {args.results}: is a file, not a results folder")
@@ -103,7 +114,13 @@ def run(args: argparse.Namespace) -> int:
 
     plan, _ = check_sweep_arguments(args)
     pairs = plan.pairs
-    require_data_path(args.data)
+    data = require_data_path(args.data)
+    if args.dry_run:
+        from facetune.tuning.dry_run import print_dry_run
+        from facetune.tuning.plan import local_cpus
+
+        print_dry_run(plan, data, args.results, local_cpus(args.address))
+        return 0
     try:
         summary = run_sweep(plan, args.data, args.results, resume=args.resume, storage=args.storage,
                             only=args.only, use_gpu=args.gpu, address=args.address, verbose=args.verbose)

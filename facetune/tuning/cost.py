@@ -18,7 +18,7 @@ from facetune.schema import IMAGE_SIZE, LABEL_RANGES, MULTITASK
 from facetune.tuning.plan import CombinationPlan, SweepPlan, dummy_pca
 
 #: Faces per timed epoch: enough batches to time, few enough that a dry run takes seconds.
-TIMED_FACES = 512
+TIMED_FACES = 256
 #: The validation faces timed beside them, in the study split's proportion (10% vs 80%).
 TIMED_VAL_FACES = TIMED_FACES // 8
 

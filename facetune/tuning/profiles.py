@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from facetune.config import config_path, load_yaml
-from facetune.config_schema import PROFILE, apply_assignments, check, is_number, is_whole_number, with_defaults
+from facetune.config_schema import PROFILE, REHEARSAL, apply_assignments, check, is_number, is_whole_number, with_defaults
 from facetune.errors import InvalidInputError
 from facetune.models.registry import is_multitask_family
 from facetune.schema import MULTITASK, TASK_NAMES
@@ -48,6 +48,27 @@ def resolve_profile(raw: dict[str, Any], source: str, default_name: str | None =
     profile["name"] = profile["name"] or default_name
     check_values(profile, source)
     return profile
+
+
+def rehearsal(profile: dict[str, Any], source: str) -> tuple[dict[str, Any], str]:
+    """`profile` cut down as raycfg/rehearsal.yaml says (every combination kept, few faces, one
+    short trial each), and its source marked as a rehearsal."""
+    path = config_path("rehearsal.yaml")
+    settings = load_yaml(path)
+    check(settings, REHEARSAL, str(path))
+    for key in REHEARSAL:
+        if not is_whole_number(settings[key], 1):
+            raise InvalidInputError(f"{path}: {key} {settings[key]!r}: must be a whole number >= 1")
+    families = list(dict.fromkeys(family for family, _ in combinations(profile)))  # the sweep's order
+    cut = {
+        **profile,
+        "row_limit": min(settings["row_limit"], profile["row_limit"] or settings["row_limit"]),
+        "num_samples": {family: settings["trials"] for family in families},
+        "max_epochs": {family: settings["epochs"] for family in families},
+        "scheduler": {**profile["scheduler"], "grace_period": min(settings["epochs"], profile["scheduler"]["grace_period"])},
+    }
+    source = f"{source} with --rehearse ({path})"
+    return resolve_profile(cut, source, default_name=profile["name"]), source
 
 
 def check_values(profile: dict[str, Any], source: str) -> None:

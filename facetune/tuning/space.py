@@ -58,7 +58,7 @@ def combination_config(family: str, task: str, profile: dict[str, Any]) -> tuple
     """
     if profile.get("preset"):
         # A fixed preset (e.g. the study's architectures): nothing is tuned.
-        from facetune.models.presets import load_preset
+        from facetune.tuning.presets import load_preset
 
         entry = load_preset(profile["preset"])[family][task]
         base = {"arch": dict(entry["arch"]), "train": dict(entry["train"])}

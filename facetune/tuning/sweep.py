@@ -239,74 +239,90 @@ def _run_experiment(experiment_name: str, group: list[CombinationPlan], plan: Sw
     combination's best trial per task exported as soon as its last trial has ended."""
     from ray import tune
 
-    from facetune.tuning.console import TrialLines
-    from facetune.tuning.pool import (
-        CombinationQueue,
-        PerCombinationScheduler,
-        SweepEvents,
-        SweepHandlers,
-        results_of,
-        sweep_handlers,
-    )
-    from facetune.tuning.retention import CheckpointKeeper, keep_latest_checkpoints, restore_kept_checkpoints
-
-    profile = plan.profile
-    combinations = {c.name: c for c in group}
-    resources = {"cpu": float(profile["trial_resources"]["cpu"]), "gpu": gpu_fraction}
+    resources = {"cpu": float(plan.profile["trial_resources"]["cpu"]), "gpu": gpu_fraction}
     trainable = tune.with_resources(tune.with_parameters(run_trial, data_ref=[data_ref]), resources)
     experiment = f"{storage.rstrip('/')}/{experiment_name}"
-
     if resume and tune.Tuner.can_restore(experiment):
-        restored, lost = restore_kept_checkpoints(experiment)
-        for path in restored:
-            print(f"[facetune] {path}: put back from its kept copy (Tune had deleted it before the saved "
-                  "state moved on)", flush=True)
-        for path in lost:
-            print(f"[facetune] {path}: missing and no copy kept; Tune will fail its trial", flush=True)
-        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
-        started = {combination_of(result.config) for result in tuner.get_results() if result.config}
-        for name in combinations:
-            if name in started and not progress.is_exported(combinations[name]):
-                print(f"[facetune] {name}: resuming the interrupted search in {experiment}", flush=True)
+        tuner = _restored_tuner(experiment, trainable, group, progress)
     else:
-        configs = [config for c in group for config in c.configs]
-        schedulers = {name: scheduler for name, scheduler in plan.schedulers().items() if name in combinations}
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=CombinationQueue(configs),
-                scheduler=PerCombinationScheduler(schedulers),
-                num_samples=len(configs),
-                max_concurrent_trials=profile["max_concurrent_trials"],
-                # A finished trial's worker takes the next trial (same resources everywhere): no
-                # process start and torch import between two trials on a slot.
-                reuse_actors=True,
-                trial_name_creator=trial_name,
-                trial_dirname_creator=trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=experiment_name,
-                storage_path=storage,
-                # CheckpointKeeper keeps copies of what this deletes until the saved state has
-                # moved past them, so a killed driver never leaves a trial without its checkpoint.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                failure_config=tune.FailureConfig(max_failures=int(profile["failure"]["max_failures"])),
-                # Tune's tables repeat every trial's full config every few seconds; TrialLines
-                # prints one line per finished trial instead (both under --verbose).
-                verbose=2 if verbose else 0,
-                callbacks=[TrialLines(c.name, c.metric, c.mode, c.num_trials, c.max_epochs, sorted(c.space))
-                           for c in combinations.values()]
-                + [SweepEvents({c.name: c.num_trials for c in combinations.values()}),
-                   CheckpointKeeper(experiment)],
-            ),
-        )
-    for c in combinations.values():
+        tuner = _new_tuner(experiment_name, experiment, trainable, group, plan, storage, verbose)
+    for c in group:
         if not progress.is_exported(c):
             print(f"[facetune] {c.name}: searching {len(c.space)} hyperparameters with {c.num_trials} trials, "
                   f"metric {c.metric} ({c.mode})", flush=True)
+    _fit_exporting_as_combinations_end(tuner, group, progress)
+    _export_leftovers(experiment, group, progress)
 
-    # Exports (a test-set evaluation each) run beside Tune's loop, one at a time, so the loop keeps
-    # starting trials meanwhile.
+
+def _restored_tuner(experiment: str, trainable: Any, group: list[CombinationPlan], progress: _SweepProgress) -> Any:
+    """The interrupted experiment's Tuner, with any checkpoint Tune deleted too early put back."""
+    from ray import tune
+
+    from facetune.tuning.retention import restore_kept_checkpoints
+
+    restored, lost = restore_kept_checkpoints(experiment)
+    for path in restored:
+        print(f"[facetune] {path}: put back from its kept copy (Tune had deleted it before the saved "
+              "state moved on)", flush=True)
+    for path in lost:
+        print(f"[facetune] {path}: missing and no copy kept; Tune will fail its trial", flush=True)
+    tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    started = {combination_of(result.config) for result in tuner.get_results() if result.config}
+    for c in group:
+        if c.name in started and not progress.is_exported(c):
+            print(f"[facetune] {c.name}: resuming the interrupted search in {experiment}", flush=True)
+    return tuner
+
+
+def _new_tuner(experiment_name: str, experiment: str, trainable: Any, group: list[CombinationPlan], plan: SweepPlan,
+               storage: str, verbose: bool) -> Any:
+    """A Tuner running the plan's configs for `group`, in order, each combination under its own ASHA."""
+    from ray import tune
+
+    from facetune.tuning.console import TrialLines
+    from facetune.tuning.pool import CombinationQueue, PerCombinationScheduler, SweepEvents
+    from facetune.tuning.retention import CheckpointKeeper
+
+    names = {c.name for c in group}
+    configs = [config for c in group for config in c.configs]
+    schedulers = {name: scheduler for name, scheduler in plan.schedulers().items() if name in names}
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=CombinationQueue(configs),
+            scheduler=PerCombinationScheduler(schedulers),
+            num_samples=len(configs),
+            max_concurrent_trials=plan.profile["max_concurrent_trials"],
+            # A finished trial's worker takes the next trial (same resources everywhere): no
+            # process start and torch import between two trials on a slot.
+            reuse_actors=True,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment_name,
+            storage_path=storage,
+            # CheckpointKeeper keeps copies of what this deletes until the saved state has
+            # moved past them, so a killed driver never leaves a trial without its checkpoint.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=int(plan.profile["failure"]["max_failures"])),
+            # Tune's tables repeat every trial's full config every few seconds; TrialLines
+            # prints one line per finished trial instead (both under --verbose).
+            verbose=2 if verbose else 0,
+            callbacks=[TrialLines(c.name, c.metric, c.mode, c.num_trials, c.max_epochs, sorted(c.space))
+                       for c in group]
+            + [SweepEvents({c.name: c.num_trials for c in group}), CheckpointKeeper(experiment)],
+        ),
+    )
+
+
+def _fit_exporting_as_combinations_end(tuner: Any, group: list[CombinationPlan], progress: _SweepProgress) -> None:
+    """Run the experiment; each combination is exported (a test-set evaluation) as soon as its
+    last trial ends, beside Tune's loop and one at a time, so the loop keeps starting trials."""
+    from facetune.tuning.pool import SweepHandlers, results_of, sweep_handlers
+    from facetune.tuning.retention import keep_latest_checkpoints
+
+    combinations = {c.name: c for c in group}
     exports = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facetune-export")
     pending: dict[str, Future] = {}
 
@@ -325,15 +341,20 @@ def _run_experiment(experiment_name: str, group: list[CombinationPlan], plan: Sw
     for future in pending.values():
         future.result()  # an export's error, raised here
     keep_latest_checkpoints(results)  # every trial has ended: only the checkpoint Tune names stays
-    # Combinations not exported yet: their trials resumed from before a restart, or all ended before it.
-    leftover = [c for c in combinations.values() if not progress.is_exported(c)]
-    if leftover:
-        from ray.tune import ExperimentAnalysis, ResultGrid
 
-        analysis = ExperimentAnalysis(experiment)
-        for c in leftover:
-            trials = [t for t in analysis.trials if combination_of(t.config) == c.name]
-            progress.export(c, list(ResultGrid(ExperimentAnalysis(experiment, trials=trials))) if trials else [])
+
+def _export_leftovers(experiment: str, group: list[CombinationPlan], progress: _SweepProgress) -> None:
+    """Export the combinations not exported during the run: their trials resumed from before a
+    restart, or all ended before it."""
+    leftover = [c for c in group if not progress.is_exported(c)]
+    if not leftover:
+        return
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    analysis = ExperimentAnalysis(experiment)
+    for c in leftover:
+        trials = [t for t in analysis.trials if combination_of(t.config) == c.name]
+        progress.export(c, list(ResultGrid(ExperimentAnalysis(experiment, trials=trials))) if trials else [])
 
 
 def trial_name(trial: Any) -> str:
