@@ -2,6 +2,7 @@
 prints the plan without starting Ray."""
 from __future__ import annotations
 
+import functools
 import re
 
 import pytest
@@ -10,10 +11,16 @@ from facetune.cli import main
 from facetune.config import raycfg_dir
 from facetune.errors import InvalidInputError
 from facetune.tuning.cost import CombinationCost, epochs_bounds
-from facetune.tuning.plan import plan_sweep
+from facetune.tuning.plan import SweepPlan, plan_sweep
 from facetune.tuning.profiles import load_profile, rehearsal
 
 SHIPPED_PROFILES = sorted(p.stem for p in (raycfg_dir() / "profiles").glob("*.yaml"))
+
+
+@functools.lru_cache(maxsize=None)
+def shipped_plan(profile_name: str) -> SweepPlan:
+    """A shipped profile's plan, made once per session (the gpu profile builds 130 model shapes)."""
+    return plan_sweep(load_profile(profile_name), profile_name, cpus=2)
 
 
 @pytest.fixture
@@ -81,6 +88,13 @@ def test_more_pca_components_than_rows_is_refused():
         plan_sweep(profile, "smoke", cpus=2)
 
 
+def test_more_trials_than_a_search_space_holds_is_refused(tmp_path):
+    path = tmp_path / "narrow.yaml"
+    path.write_text("preset: paper\nnum_samples: {cnn: 2}\nmax_epochs: {cnn: 3}\n")
+    with pytest.raises(InvalidInputError, match=r"num_samples\.cnn 2 is more than the 1 distinct configs of cnn_age"):
+        plan_sweep(load_profile(str(path)), str(path), cpus=2)
+
+
 def test_a_model_that_cannot_build_is_refused_naming_its_combination():
     # Seven 2x2 pools shrink a 48-pixel face to nothing.
     profile = load_profile("smoke", ["overrides.cnn.arch.conv_channels=[4,4,4,4,4,4,4]"])
@@ -90,8 +104,7 @@ def test_a_model_that_cannot_build_is_refused_naming_its_combination():
 
 @pytest.mark.parametrize("profile_name", SHIPPED_PROFILES)
 def test_every_shipped_profile_plans_every_trial(profile_name):
-    profile = load_profile(profile_name)
-    plan = plan_sweep(profile, profile_name, cpus=2)
+    plan = shipped_plan(profile_name)
     assert plan.combinations
     for combination in plan.combinations:
         assert len(combination.configs) == combination.num_trials
@@ -99,7 +112,7 @@ def test_every_shipped_profile_plans_every_trial(profile_name):
 
 
 def test_the_plans_rungs_are_the_ones_ray_places():
-    plan = plan_sweep(load_profile("local"), "local", cpus=2)
+    plan = shipped_plan("local")
     schedulers = plan.schedulers()
     for combination in plan.combinations:
         ray_rungs = sorted(milestone for milestone, _ in schedulers[combination.name]._brackets[0]._rungs)
@@ -119,7 +132,7 @@ def test_epoch_bounds_count_asha_keeping_one_trial_in_reduction_factor_at_each_r
 def test_a_rehearsal_keeps_every_combination_with_one_short_trial_each():
     profile = load_profile("local")
     cut, source = rehearsal(profile, "local")
-    full, short = plan_sweep(profile, "local", cpus=2), plan_sweep(cut, source, cpus=2)
+    full, short = shipped_plan("local"), plan_sweep(cut, source, cpus=2)
     assert short.pairs == full.pairs
     assert all(c.num_trials == 1 and c.max_epochs == 1 for c in short.combinations)
     assert cut["row_limit"] == 1500 and cut["scheduler"]["grace_period"] == 1
@@ -132,8 +145,7 @@ def test_every_shipped_profile_dry_runs_without_starting_ray(profile_name, tmp_p
     code = main(tune(tmp_path, "--profile", profile_name, "--data", str(prepared_data), "--dry-run"))
     out = capsys.readouterr().out
     assert code == 0
-    plan = plan_sweep(load_profile(profile_name), profile_name, cpus=2)
-    for combination in plan.combinations:
+    for combination in shipped_plan(profile_name).combinations:
         assert re.search(rf"^{combination.name} +{combination.num_trials} +{combination.max_epochs} ", out, re.M)
     assert "wall time here:" in out and "Ray not started" in out
     assert not (tmp_path / "results").exists()
@@ -141,7 +153,7 @@ def test_every_shipped_profile_dry_runs_without_starting_ray(profile_name, tmp_p
 
 # Every `--set` the README and docs/sweep.md show for `facetune tune`.
 README_SETTINGS = [
-    ["max_epochs=3"],
+    ["max_epochs=6"],
     ["train.lr=0.001"],
     ["overrides.cnn.arch.dense=[64]"],
 ]

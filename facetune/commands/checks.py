@@ -30,9 +30,11 @@ def read_sweep_summary(results: str) -> list[SummaryEntry]:
     Works on URIs too (through ResultsStore). A file that is not JSON, or not a list of
     the entries a sweep writes, is a NoDataError naming the file.
     """
-    from facetune.storage import ResultsStore
+    from facetune.storage import ResultsStore, is_uri
 
     where = f"{results}/{SUMMARY_FILE}"
+    if not is_uri(str(results)) and not Path(results).exists():
+        return []  # nothing to read, and nothing created just to look (a dry run writes nothing)
     try:
         summary = ResultsStore(results).read_json(SUMMARY_FILE, default=[])
     except (ValueError, UnicodeDecodeError) as err:

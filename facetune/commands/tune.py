@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", nargs="+", metavar="FAMILY/TASK",
                         help="run only these combinations, e.g. cnn/gender dnn/age")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="change a profile key, e.g. max_epochs=3, train.lr=0.001 (every family) or "
+                        help="change a profile key, e.g. max_epochs=6, train.lr=0.001 (every family) or "
                              "overrides.cnn.arch.dense=[64] (repeatable; checked like the profile file)")
     add_address_argument(parser)
     parser.add_argument("--gpu", choices=("auto", "yes", "no"), default="auto",

@@ -6,6 +6,8 @@ too; `split_outputs` names the columns. `TaskView` exposes one task as an ordina
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -40,7 +42,7 @@ class MultiTaskModel(nn.Module):
         self.age_scale = TargetScale(0.0 if distribution else context.get("target_mean", 0.0),
                                      1.0 if distribution else context.get("target_std", 1.0))
         widths = [age_out if name == "age" else TASKS[name].num_outputs for name in TASK_ORDER]
-        bounds = torch.tensor([0, *widths]).cumsum(0).tolist()
+        bounds = [0, *itertools.accumulate(widths)]
         self.slices: dict[str, slice] = {name: slice(bounds[i], bounds[i + 1]) for i, name in enumerate(TASK_ORDER)}
         self.log_vars = nn.Parameter(torch.zeros(len(TASK_ORDER))) if arch["uncertainty_weighting"] else None
         self.context_meta: dict = {"age_bins": age_out} if distribution else {}

@@ -144,6 +144,12 @@ def _check_together(plan: SweepPlan, cpus: int | None) -> None:
             raise InvalidInputError(
                 f"{source}: scheduler.grace_period {grace} is more than {family}'s max_epochs {epochs}: ASHA "
                 f"needs grace_period <= max_epochs (lower the grace period or raise max_epochs.{family})")
+    for c in plan.combinations:
+        distinct = _distinct_configs(c.space)
+        if distinct is not None and c.num_trials > distinct:
+            raise InvalidInputError(
+                f"{source}: num_samples.{c.family} {c.num_trials} is more than the {distinct} distinct configs of "
+                f"{c.name}'s search space: trials would repeat each other")
     wanted = float(profile["trial_resources"]["cpu"])
     if cpus is not None and wanted > cpus:
         raise InvalidInputError(f"{source}: trial_resources.cpu {wanted:g} is more than this machine's {cpus} CPUs: "
@@ -153,7 +159,7 @@ def _check_together(plan: SweepPlan, cpus: int | None) -> None:
         raise InvalidInputError(f"{source}: torch_threads {threads} is more than trial_resources.cpu {wanted:g}: "
                                 "each trial would oversubscribe its CPUs")
     if any(c.family == "pca_dnn" for c in plan.combinations):
-        components, rows = int(profile["pca_components"]), profile.get("row_limit")
+        components, rows = int(profile["pca_components"]), profile["row_limit"]
         most = min(NUM_PIXELS, int(rows)) if rows else NUM_PIXELS
         if components > most:
             limit = f"row_limit {rows}" if rows and int(rows) < NUM_PIXELS else f"the {NUM_PIXELS} pixels of a face"
@@ -161,8 +167,19 @@ def _check_together(plan: SweepPlan, cpus: int | None) -> None:
                                     f"(at most {most})")
 
 
+def _distinct_configs(space: dict[str, Any]) -> int | None:
+    """How many different configs a search space holds: the product of its choices' sizes when
+    every tuned key is a choice (1 for no tuned key), None when a key is continuous."""
+    count = 1
+    for spec in space.values():
+        if not (isinstance(spec, dict) and list(spec) == ["choice"]):
+            return None
+        count *= len({json.dumps(option, sort_keys=True) for option in spec["choice"]})
+    return count
+
+
 def _build_each_model(plan: SweepPlan) -> None:
-    """Build every distinct model the sweep will train and run it on two dummy faces, so a
+    """Build every distinct model shape the sweep will train and run it on two dummy faces, so a
     search choice that cannot build (a trunk too deep for the image, an unknown activation) is
     refused now."""
     import torch
@@ -171,24 +188,36 @@ def _build_each_model(plan: SweepPlan) -> None:
 
     pca = dummy_pca(int(plan.profile["pca_components"]))
     ages = np.arange(0, 100, dtype=float)
-    faces = torch.rand(2, 1, IMAGE_SIZE, IMAGE_SIZE)
+    faces = torch.empty(2, 1, IMAGE_SIZE, IMAGE_SIZE, device="meta")
     built: set[str] = set()
     for c in plan.combinations:
         for config in c.configs:
-            key = json.dumps([c.family, c.task, config["arch"], config["train"].get("loss")], sort_keys=True,
-                             default=str)
+            key = json.dumps([c.family, c.task, _shape_of(config["arch"]), config["train"].get("loss")],
+                             sort_keys=True, default=str)
             if key in built:
                 continue
             built.add(key)
             try:
                 context = make_context(c.task, ages, pca=pca, loss=config["train"].get("loss"))
-                model = build_model(c.family, config["arch"], c.task, context).eval()
-                with torch.no_grad():
-                    model(faces)
+                # On the meta device: shapes are checked, no weights are allocated or computed.
+                with torch.device("meta"):
+                    model = build_model(c.family, config["arch"], c.task, context)
+                with torch.device("meta"), torch.no_grad():
+                    model.to("meta").eval()(faces)
             except (ValueError, TypeError, KeyError, RuntimeError) as err:
                 arch = json.dumps(config["arch"], sort_keys=True, default=str)
                 raise InvalidInputError(f"{plan.source}: {c.name}: a sampled model does not build ({err}); "
                                         f"arch {arch}") from None
+
+
+def _shape_of(arch: Any) -> Any:
+    """An arch with its fractions (dropout rates and the like) blanked: models that differ only
+    in those build alike, so one of them is built."""
+    if isinstance(arch, dict):
+        return {key: _shape_of(value) for key, value in arch.items()}
+    if isinstance(arch, list):
+        return [_shape_of(value) for value in arch]
+    return "<float>" if isinstance(arch, float) else arch
 
 
 def dummy_pca(components: int) -> Any:

@@ -77,7 +77,7 @@ def run_trial(config: dict[str, Any], data_ref: list) -> None:
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     data: SweepData = ray.get(data_ref[0])
     family, task = config["family"], config["task"]
-    torch.set_num_threads(int(config.get("torch_threads", 1)))
+    torch.set_num_threads(int(config["torch_threads"]))  # set by the plan from the profile
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     train_x = pixels_to_device(data.train_pixels, device)
