@@ -13,7 +13,7 @@ from facetune.data.images import ImageDecodeError, load_gray48
 from facetune.serve import uploads
 from facetune.serve.faces import faces_in
 from facetune.serve.uploads import BadRequest
-from serve_fixture import face_photo, multipart, png_bomb, rgb_png
+from serve_fixture import face_photo, many_field_form, multipart, png_bomb, rgb_png
 
 
 def refusal(call, *args, **kwargs) -> tuple[int, str]:
@@ -115,14 +115,6 @@ def test_faces_in_a_photo_are_the_ones_predict_finds(tmp_path):
     np.testing.assert_array_equal(served[0].crop, found[0].crop48)
 
 # ------------------------------------------------------------------------------ hostile uploads (issue 38)
-
-
-def many_field_form(fields: int, file: bytes) -> tuple[bytes, str]:
-    """A form of `fields` one-byte text fields, then one file part (the shape of a parser stall)."""
-    boundary = "facetune-test-boundary"
-    field = f'--{boundary}\r\nContent-Disposition: form-data; name="f"\r\n\r\nx\r\n'.encode()
-    body, content_type = multipart("file", "face.png", file, "image/png")
-    return field * fields + body, content_type
 
 
 def test_a_form_with_50000_parts_is_refused_before_it_is_parsed():
