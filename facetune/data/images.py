@@ -57,6 +57,12 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _QUIET_BOMBS = ("ignore", None, Image.DecompressionBombWarning, None, 0)
 
 
+def _quiet_bomb_warnings() -> None:
+    """Install the filter (again): a catch_warnings() block, pytest's included, drops it on exit."""
+    if _QUIET_BOMBS not in warnings.filters:
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 class ImageDecodeError(ValueError):
     """An image that cannot be used as a face; `reason` is a short human explanation and `kind`
     its class: "not_an_image" (unreadable, truncated), "too_many_pixels" or "not_a_face"."""
@@ -112,14 +118,25 @@ def too_many_pixels(width: int, height: int, max_pixels: int = MAX_PIXELS) -> st
     return f"too many pixels ({width}x{height} = {width * height}, the limit is {max_pixels})"
 
 
+def header_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(width, height) from an image file's header, None for anything open_image would refuse to open."""
+    _quiet_bomb_warnings()
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        with Image.open(path) as image:
+            return image.size
+    except Exception:  # noqa: BLE001 - unreadable files are refused, with their reason, when decoded
+        return None
+
+
 def open_image(source: str | os.PathLike[str] | bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
     """Decode an image file (a path) or an upload (bytes) within MAX_PIXELS, or raise ImageDecodeError.
 
     Only the header is read before the checks (size, pixel cap, a JPEG too short for its size),
     so a refused image costs next to nothing; a large JPEG is decoded at reduced size.
     """
-    if _QUIET_BOMBS not in warnings.filters:  # (re)installed here: a catch_warnings() block drops it
-        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    _quiet_bomb_warnings()
     try:
         if not isinstance(source, bytes) and not stat.S_ISREG(os.stat(source).st_mode):
             # Opening a FIFO blocks until a writer comes; a device may never end.

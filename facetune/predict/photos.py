@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from facetune.data.images import ImageDecodeError, open_image, upright_rgb
+from facetune.data.images import ImageDecodeError, header_size, open_image, upright_rgb
 from facetune.errors import OutputError, path_text
 from facetune.predict.faces import AUTO_WHOLE_MAX_SIDE, FacesMode, find_faces
 from facetune.predict.inputs import Reject
@@ -45,14 +45,7 @@ def needs_detection(paths: Sequence[str | os.PathLike[str]], mode: FacesMode) ->
         return False
     if mode == "detect":
         return True
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                if max(image.size) > AUTO_WHOLE_MAX_SIDE:
-                    return True
-        except Exception:  # noqa: BLE001 - unreadable files become rejects later
-            continue
-    return False
+    return any(max(size) > AUTO_WHOLE_MAX_SIDE for size in map(header_size, paths) if size is not None)
 
 
 def predict_photos(
