@@ -213,6 +213,16 @@ def corrupt_jpeg(tmp: Path) -> Path:
     return tmp / "cut.jpg"
 
 
+def face_jpeg(tmp: Path, name: str = "face.jpg") -> Path:
+    face_image(0).convert("RGB").save(tmp / name, format="JPEG", quality=95)
+    return tmp / name
+
+
+def fifo(tmp: Path) -> Path:
+    os.mkfifo(tmp / "pipe.jpg")
+    return tmp / "pipe.jpg"
+
+
 def prepared_without_rows(tmp: Path) -> Path:
     folder = tmp / "prepared"
     folder.mkdir()

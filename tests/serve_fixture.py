@@ -200,6 +200,14 @@ def multipart(field: str, filename: str | None, data: bytes, content_type: str =
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+def many_field_form(fields: int, file: bytes) -> tuple[bytes, str]:
+    """A form of `fields` one-byte text fields, then one file part (the shape of a parser stall)."""
+    boundary = "facetune-test-boundary"
+    field = f'--{boundary}\r\nContent-Disposition: form-data; name="f"\r\n\r\nx\r\n'.encode()
+    body, content_type = multipart("file", "face.png", file, "image/png")
+    return field * fields + body, content_type
+
+
 def rgb_png(size: tuple[int, int] = (64, 64)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, (120, 80, 40)).save(buffer, "PNG")

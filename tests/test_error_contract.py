@@ -275,6 +275,14 @@ PREDICT_ERRORS = [
          r"--family resnet9000: no such family in .*summary\.json \(it has: cnn, dnn\)"),
     Case("batch-size-zero", predict(at_tmp(ec.good_csv), extra=("--batch-size", "0")), EXIT_USAGE,
          r"--batch-size and --workers must be at least 1"),
+    Case("out-is-a-device", lambda env: ["predict", str(ec.face_jpeg(env.tmp)), "--models", str(env.models),
+                                         "--out", "/dev/full", "--quiet"],
+         EXIT_OUTPUT, r"--out /dev/full: not a regular file"),
+    Case("annotate-is-a-file", lambda env: predict(at_tmp(ec.face_jpeg), extra=(
+        "--annotate", str(ec.plain_file(env.tmp))))(env), EXIT_OUTPUT, r"--annotate .*file: .*file is a file, not a folder"),
+    Case("annotate-under-a-file", lambda env: predict(at_tmp(ec.face_jpeg), extra=(
+        "--annotate", str(ec.plain_file(env.tmp) / "boxes")))(env), EXIT_OUTPUT,
+         r"--annotate .*file/boxes: cannot create .*file/boxes \(Not a directory\)"),
 ]
 
 
@@ -357,6 +365,64 @@ def test_predict_mixes_good_and_bad_images_into_rows_and_rejects(env: Env, capsy
     predictions, rejects = every_input_answered(env, 10)
     assert len(predictions) == 5
     assert set(rejects["reason"].str.split(" ").str[0]) >= {"image", "not", "skipped:"}
+
+
+def test_a_write_that_fails_midway_is_one_line_with_exit_4(env: Env):
+    from facetune.commands.predict import write_outputs
+    from facetune.errors import OutputError
+    from facetune.predict.table import PredictionResult
+
+    result = PredictionResult(pd.DataFrame({"source": ["a.jpg"], "age": [30.0]}))
+    with pytest.raises(OutputError, match=r"^--out /dev/full: cannot write \(No space left on device\)$") as caught:
+        write_outputs(result, Path("/dev/full"))  # a disk that fills up after the checks
+    assert caught.value.exit_code == EXIT_OUTPUT
+
+
+@pytest.mark.timeout(120)
+def test_a_fifo_named_on_the_command_line_is_a_reject_not_a_hang(env: Env, capsys):
+    import os
+    import threading
+
+    pipe, face = ec.fifo(env.tmp), ec.face_jpeg(env.tmp)
+    done = threading.Event()
+
+    def unblock() -> None:  # before the fix predict opened the FIFO and waited for a writer forever
+        while not done.wait(5):
+            try:
+                os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass  # no reader waiting
+
+    threading.Thread(target=unblock, daemon=True).start()
+    try:
+        code, _, _ = run(predict(lambda _: pipe, lambda _: face)(env), capsys)
+    finally:
+        done.set()
+    assert code == EXIT_OK
+    _, rejects = every_input_answered(env, 2)
+    assert rejects["reason"].tolist() == ["not a regular file (a FIFO, socket or device)"]
+
+
+def test_a_file_name_that_reads_as_a_formula_is_written_as_text(env: Env, capsys, monkeypatch):
+    monkeypatch.chdir(env.tmp)
+    ec.face_jpeg(env.tmp, "=cmd|' -c calc'!A0.jpg")
+    code, _, _ = run(["predict", "=cmd|' -c calc'!A0.jpg", "--models", str(env.models), "--out", "p.csv", "--quiet"],
+                     capsys)
+    assert code == EXIT_OK
+    row = (env.tmp / "p.csv").read_text().splitlines()[1]
+    assert row.startswith("'=cmd|' -c calc'!A0.jpg,")  # a spreadsheet shows it, never runs it
+
+
+def test_a_blank_image_among_photos_is_rejected_as_on_its_own(env: Env, capsys):
+    from serve_fixture import face_photo
+    from PIL import Image
+
+    photo = face_photo(env.tmp / "photo.jpg")  # 320x240: goes through face detection
+    Image.new("RGB", (64, 64), (255, 255, 255)).save(env.tmp / "blank.png")
+    code, _, _ = run(predict(lambda _: photo, lambda _: env.tmp / "blank.png")(env), capsys)
+    assert code == EXIT_OK
+    _, rejects = every_input_answered(env, 2)
+    assert rejects["reason"].str.startswith("image too uniform to be a face").tolist() == [True]
 
 
 # ------------------------------------------------------------------------------------ tune, report, generate

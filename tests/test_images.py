@@ -2,12 +2,24 @@
 from __future__ import annotations
 
 import io
+import os
+import re
+import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from facetune.data.images import BACKGROUND, ImageDecodeError, load_gray48, to_gray48
+from facetune.data.images import (
+    BACKGROUND,
+    DRAFT_MIN_SIDE,
+    MAX_PIXELS,
+    ImageDecodeError,
+    load_gray48,
+    open_image,
+    to_gray48,
+)
+from facetune.data.walk import NOT_A_REGULAR_FILE
 
 
 def _jpeg_bytes(size: tuple[int, int] = (64, 64)) -> bytes:
@@ -136,3 +148,54 @@ def test_prepare_and_predict_decode_through_the_same_function():
     import facetune.predict.inputs as inputs
 
     assert ingest.load_gray48 is inputs.load_gray48 is load_gray48
+
+
+# ------------------------------------------------------------ what decoding one image may cost (issue 38)
+
+
+def _solid_jpeg(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", size, 100).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_a_jpeg_far_larger_than_a_face_needs_is_decoded_at_reduced_size():
+    decoded = open_image(_solid_jpeg((4 * DRAFT_MIN_SIDE, 2 * DRAFT_MIN_SIDE)))
+    assert decoded.size == (4 * DRAFT_MIN_SIDE, 2 * DRAFT_MIN_SIDE)  # what the file stores
+    assert decoded.scale == 4 and decoded.image.size == (DRAFT_MIN_SIDE, DRAFT_MIN_SIDE // 2)
+
+
+def test_a_jpeg_whose_header_claims_more_than_its_bytes_can_hold_is_truncated():
+    # 2.4 KB closed with an end marker: libjpeg would fill the missing 7000x7000 with gray.
+    short = _solid_jpeg((7000, 7000))[:2400] + b"\xff\xd9"
+    with pytest.raises(ImageDecodeError, match="^truncated image$"):
+        open_image(short)
+
+
+def test_an_image_over_the_pixel_cap_is_refused_from_its_header(tmp_path):
+    path = tmp_path / "bitmap.png"
+    Image.new("1", (7000, 7000)).save(path)  # ~6 KB on disk, 49 M pixels decoded
+    assert path.stat().st_size < 50_000
+    with pytest.raises(ImageDecodeError, match=r"^too many pixels \(7000x7000 = 49000000, the limit is \d+\)") as caught:
+        load_gray48(path)
+    assert caught.value.kind == "too_many_pixels"
+    assert 7000 * 7000 > MAX_PIXELS
+
+
+def test_a_decompression_bomb_is_refused_without_pils_raw_warning(tmp_path):
+    from serve_fixture import png_bomb
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_bomb(12_000))  # 144 M pixels: over PIL's warning threshold (89 M)
+    with warnings.catch_warnings(record=True) as caught:
+        with pytest.raises(ImageDecodeError, match="^too many pixels"):
+            load_gray48(path)
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+@pytest.mark.timeout(20)  # before the fix, opening the FIFO waited for a writer forever
+def test_a_fifo_is_refused_without_being_opened(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageDecodeError, match=f"^{re.escape(NOT_A_REGULAR_FILE)}$"):
+        load_gray48(fifo)

@@ -11,7 +11,7 @@ import pytest
 
 from facetune.predict.predictor import Predictor
 from predict_fixture import build_results_dir
-from serve_fixture import face_photo, multipart, png_bomb, session_members, start_serve
+from serve_fixture import face_photo, many_field_form, multipart, png_bomb, rgb_png, session_members, start_serve
 from synthetic import make_faces
 
 pytestmark = pytest.mark.slow  # `facetune serve` as a real process on Ray Serve
@@ -120,6 +120,8 @@ def test_bad_requests_among_good_ones_are_refused_counted_and_harmless(server, p
         ("wrong content type", b'{"image": "x"}', "application/json", 415, "unsupported_type"),
         ("truncated JPEG", photo.read_bytes()[:2000], "image/jpeg", 422, "not_an_image"),
         ("form without file", *multipart("note", None, b"just text", "text/plain"), 400, "bad_multipart"),
+        ("1x1 image", rgb_png((1, 1)), "image/png", 422, "not_a_face"),
+        ("blank image", rgb_png((64, 64)), "image/png", 422, "not_a_face"),
     ]
     before = server.request("/health").json()
     good = photo.read_bytes()
@@ -139,6 +141,22 @@ def test_bad_requests_among_good_ones_are_refused_counted_and_harmless(server, p
         expected[kind] = expected.get(kind, 0) + 1
     expected["wrong_method"] = expected.get("wrong_method", 0) + 1
     assert after["refused_by_kind"] == expected
+
+
+def test_health_answers_within_a_second_while_a_50000_part_form_is_in_flight(server):
+    import time
+
+    body, content_type = many_field_form(50_000, rgb_png())
+    with ThreadPoolExecutor(1) as pool:
+        form = pool.submit(server.request, "/predict", body, content_type)
+        waits = []
+        while not form.done() or not waits:
+            started = time.perf_counter()
+            assert server.request("/health", timeout=30).status == 200
+            waits.append(time.perf_counter() - started)
+        answer = form.result()
+    assert max(waits) < 1.0, waits  # before: /health waited for the whole form to be parsed (~11 s)
+    assert (answer.status, answer.json()["error"]) == (400, "too_many_parts")
 
 
 def _wait_for_refusals(server, count: int, timeout_s: float = 10) -> dict:

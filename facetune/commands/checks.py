@@ -53,13 +53,13 @@ def check_output_file(out: Path, suffixes: tuple[str, ...] | None = None) -> Non
     check_writable_folder(out.parent, out)
 
 
-def check_writable_folder(folder: Path, out: Path) -> None:
-    """Create `folder` if needed; refuse (naming --out `out`) when that fails or it is not writable."""
+def check_writable_folder(folder: Path, out: Path, option: str = "--out") -> None:
+    """Create `folder` if needed; refuse (naming `option` `out`) when that fails or it is not writable."""
     if folder.exists() and not folder.is_dir():
-        raise OutputError(f"--out {path_text(out)}: {path_text(folder)} is a file, not a folder")
+        raise OutputError(f"{option} {path_text(out)}: {path_text(folder)} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OutputError(f"--out {path_text(out)}: cannot create {path_text(folder)} ({err.strerror or err})") from None
+        raise OutputError(f"{option} {path_text(out)}: cannot create {path_text(folder)} ({err.strerror or err})") from None
     if not os.access(folder, os.W_OK):
-        raise OutputError(f"--out {path_text(out)}: {path_text(folder)} is not writable")
+        raise OutputError(f"{option} {path_text(out)}: {path_text(folder)} is not writable")

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from facetune.commands.checks import check_writable_folder
 from facetune.errors import NoDataError, OutputError, UsageError, one_line, path_text
 from facetune.predict.predictor import DEFAULT_BATCH_SIZE
 from facetune.predict.run import (
@@ -104,9 +105,11 @@ def rejects_path(out: Path) -> Path:
 
 
 def check_out(out: Path, inputs: list[str]) -> None:
-    """Refuse, before any work, an --out that is a folder or would write over an input."""
+    """Refuse, before any work, an --out that is a folder, a device or FIFO, or would write over an input."""
     if out.is_dir():
         raise OutputError(f"--out {path_text(out)}: is a folder; give a CSV file path such as {path_text(out / 'predictions.csv')}")
+    if out.exists() and not out.is_file():
+        raise OutputError(f"--out {path_text(out)}: not a regular file (a device or FIFO); give a CSV file path")
     for written in (out, rejects_path(out)):
         for given in inputs:
             if written.exists() and Path(given).exists() and written.resolve() == Path(given).resolve():
@@ -173,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
     args.device = resolve_device(args.device)  # a misspelt or absent device stops here, in one line
     if args.out is not None:
         check_out(args.out, args.inputs)
+    if args.annotate is not None:
+        check_writable_folder(args.annotate, args.annotate, "--annotate")
     inputs = gather_inputs(args.inputs, split=args.split, with_labels=args.evaluate)
     predictor = load_predictor(args)
     print(f"models:\n{predictor.describe()}", file=sys.stderr)
@@ -229,12 +234,21 @@ def print_rejects(rejects, where: str) -> None:
 
 
 def write_outputs(result, out: Path) -> None:
-    """Write the predictions and, when there are any, the rejects beside them (never a stale one)."""
-    result.predictions.to_csv(out, index=False)
-    print(f"wrote {len(result.predictions)} predictions to {out}", file=sys.stderr)
+    """Write the predictions and, when there are any, the rejects beside them (never a stale one);
+    a write that fails (disk full, a file where a folder should be) is an OutputError naming the file."""
+    from facetune.predict.table import spreadsheet_safe
+
     rejects = rejects_path(out)
-    if not result.rejects:
-        rejects.unlink(missing_ok=True)  # a rejects file from an earlier run must not look like this run's
-        return
-    result.rejects_frame().to_csv(rejects, index=False)
-    print_rejects(result.rejects, f"all in {rejects}")
+    written = out
+    try:
+        spreadsheet_safe(result.predictions).to_csv(out, index=False)
+        written = rejects
+        if not result.rejects:
+            rejects.unlink(missing_ok=True)  # a rejects file from an earlier run must not look like this run's
+        else:
+            spreadsheet_safe(result.rejects_frame()).to_csv(rejects, index=False)
+    except OSError as err:
+        raise OutputError(f"--out {path_text(written)}: cannot write ({err.strerror or err})") from None
+    print(f"wrote {len(result.predictions)} predictions to {out}", file=sys.stderr)
+    if result.rejects:
+        print_rejects(result.rejects, f"all in {rejects}")

@@ -9,15 +9,26 @@ The one decoding path of facetune: prepare (UTKFace folders) and predict both ca
   are read as 0..1 (or as 0..255 when their values go above 1);
 - transparency is composited onto BACKGROUND (white), as an image viewer shows it;
 - images smaller than MIN_SIDE pixels, or so uniform (pixel standard deviation below
-  MIN_PIXEL_STD after conversion) that they cannot hold a face, are rejected with a reason.
+  MIN_PIXEL_STD after conversion) that they cannot hold a face, are rejected with a reason;
+- no image costs more than MAX_PIXELS decoded pixels: JPEGs far larger than a face needs are
+  decoded at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling, PIL's draft mode), anything else over
+  the cap is refused from its header, before a pixel is decoded; truncated files are refused.
+
+`open_image` is the one door: `facetune predict` (files), the Python API and `facetune serve`
+(request bodies) all decode through it, so they refuse the same images with the same reasons.
 """
 from __future__ import annotations
 
+import io
 import os
+import stat
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from facetune.data.walk import NOT_A_REGULAR_FILE
 from facetune.schema import IMAGE_SIZE
 
 #: Gray level that transparent pixels are composited onto.
@@ -27,15 +38,49 @@ MIN_SIDE = 16
 #: Real faces have a pixel standard deviation of 12 or more at 48x48 (lowest in UTKFace: 12.4);
 #: blank, all-black or fully transparent images have (almost) none.
 MIN_PIXEL_STD = 4.0
+#: Most pixels decoded from one image: 4096x4096. Decoding, flattening and the RGB copy the
+#: detector searches take ~18 bytes a pixel at worst (RGBA), so one image stays under ~300 MB.
+MAX_PIXELS = 4096 * 4096
+#: JPEGs at least twice this long (either side) are decoded at reduced size, down to no less
+#: than this: photos are searched for faces at 1024 px (facetune.predict.faces.DETECT_MAX_SIDE)
+#: and faces cut from at least twice that resolution.
+DRAFT_MIN_SIDE = 2048
+#: A complete Huffman-coded JPEG (baseline or progressive: all JPEGs in practice) spends at least
+#: one bit on every 8x8 block of its first component; a file shorter than that ends early, even
+#: when it closes with an end marker (libjpeg then fills the rest with gray, silently).
+JPEG_MIN_BITS_PER_BLOCK = 1
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+# PIL warns (on stderr) about images over Image.MAX_IMAGE_PIXELS (89 M) as it opens them, and
+# refuses those over twice that. MAX_PIXELS is below both, so every image PIL would warn about
+# is refused here anyway, with a one-line reason: the raw warning would only add noise.
+_QUIET_BOMBS = ("ignore", None, Image.DecompressionBombWarning, None, 0)
+
+
+def _quiet_bomb_warnings() -> None:
+    """Install the filter (again): a catch_warnings() block, pytest's included, drops it on exit."""
+    if _QUIET_BOMBS not in warnings.filters:
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class ImageDecodeError(ValueError):
-    """An image file that cannot be used as a face; `reason` is a short human explanation."""
+    """An image that cannot be used as a face; `reason` is a short human explanation and `kind`
+    its class: "not_an_image" (unreadable, truncated), "too_many_pixels" or "not_a_face"."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: str = "not_an_image") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image, `scale` times smaller than the `size` (width, height) its file stores
+    (1, or 2, 4, 8 for a JPEG decoded in draft mode): file pixels = decoded pixels * scale."""
+
+    image: Image.Image
+    size: tuple[int, int]
+    scale: int = 1
 
 
 def to_gray48(image: Image.Image) -> np.ndarray:
@@ -69,30 +114,91 @@ def uniform_rows(pixels: np.ndarray, chunk: int = 4096) -> np.ndarray:
     return mask
 
 
-def load_gray48(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as a (48, 48) uint8 gray array, or raise ImageDecodeError with the reason."""
+def too_many_pixels(width: int, height: int, max_pixels: int = MAX_PIXELS) -> str:
+    return f"too many pixels ({width}x{height} = {width * height}, the limit is {max_pixels})"
+
+
+def header_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(width, height) from an image file's header, None for anything open_image would refuse to open."""
+    _quiet_bomb_warnings()
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with Image.open(path) as image:
-            # Image.open only reads the header; load() decodes every byte so truncation shows up here.
-            image.load()
-            problem = face_problem(*image.size)
-            if problem is None:
-                gray = to_gray48(image)
-                problem = face_problem(*image.size, gray)
+            return image.size
+    except Exception:  # noqa: BLE001 - unreadable files are refused, with their reason, when decoded
+        return None
+
+
+def open_image(source: str | os.PathLike[str] | bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
+    """Decode an image file (a path) or an upload (bytes) within MAX_PIXELS, or raise ImageDecodeError.
+
+    Only the header is read before the checks (size, pixel cap, a JPEG too short for its size),
+    so a refused image costs next to nothing; a large JPEG is decoded at reduced size.
+    """
+    _quiet_bomb_warnings()
+    try:
+        if not isinstance(source, bytes) and not stat.S_ISREG(os.stat(source).st_mode):
+            # Opening a FIFO blocks until a writer comes; a device may never end.
+            raise ImageDecodeError("is a folder, not an image file" if os.path.isdir(source) else NOT_A_REGULAR_FILE)
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except UnidentifiedImageError:
         raise ImageDecodeError("not an image") from None
-    except IsADirectoryError:
-        raise ImageDecodeError("is a folder, not an image file") from None
+    except Image.DecompressionBombError:
+        raise ImageDecodeError(f"too many pixels (over twice PIL's limit, the limit is {max_pixels})",
+                               "too_many_pixels") from None
     except OSError as err:
+        raise ImageDecodeError(f"unreadable image ({err.strerror or err})") from None
+    try:
+        return _decode(image, len(source) if isinstance(source, bytes) else os.path.getsize(source), max_pixels)
+    except ImageDecodeError:
+        image.close()
+        raise
+    except OSError as err:
+        image.close()
         message = str(err)
         # PIL words truncation differently per codec and per where the data stops.
         if "truncat" in message.lower() or "broken data stream" in message:
             raise ImageDecodeError("truncated image") from None
         raise ImageDecodeError(f"unreadable image ({err.strerror or message})") from None
     except (ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+        image.close()
         raise ImageDecodeError(f"unreadable image ({err})") from None
+
+
+def _decode(image: Image.Image, file_bytes: int, max_pixels: int) -> Decoded:
+    size = width, height = image.size
+    problem = face_problem(width, height)
     if problem is not None:
-        raise ImageDecodeError(problem)
+        raise ImageDecodeError(problem, "not_a_face")
+    scale = 1
+    if image.format == "JPEG":
+        blocks = -(-width // 8) * -(-height // 8)
+        if file_bytes * 8 < blocks * JPEG_MIN_BITS_PER_BLOCK:
+            raise ImageDecodeError("truncated image")
+        if max(size) >= 2 * DRAFT_MIN_SIDE:
+            shrink = DRAFT_MIN_SIDE / max(size)
+            image.draft(image.mode, (max(1, int(width * shrink)), max(1, int(height * shrink))))
+            scale = round(width / image.size[0])  # the decoded side is rounded up: 4097 / 2 -> 2049
+    if image.size[0] * image.size[1] > max_pixels:
+        raise ImageDecodeError(too_many_pixels(width, height, max_pixels), "too_many_pixels")
+    # Image.open read only the header; load() decodes every byte, so truncation shows up here.
+    image.load()
+    return Decoded(image, size, scale)
+
+
+def load_gray48(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file as a (48, 48) uint8 gray array, or raise ImageDecodeError with the reason."""
+    decoded = open_image(path)
+    try:
+        gray = to_gray48(decoded.image)
+    except (OSError, ValueError) as err:  # a mode PIL decodes but cannot convert
+        raise ImageDecodeError(f"unreadable image ({err})") from None
+    finally:
+        decoded.image.close()
+    problem = face_problem(*decoded.size, gray)
+    if problem is not None:
+        raise ImageDecodeError(problem, "not_a_face")
     return gray
 
 

@@ -12,6 +12,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+#: Why a FIFO, socket or device is passed over: reading one could block forever or never end.
+NOT_A_REGULAR_FILE = "not a regular file (a FIFO, socket or device)"
+
 
 @dataclass
 class FolderListing:
@@ -69,4 +72,4 @@ def _sort_entry(path: Path, listing: FolderListing, pending: list[Path]) -> None
     elif stat.S_ISREG(mode):
         listing.files.append(path)
     else:
-        listing.skipped.append((path, "not a regular file"))
+        listing.skipped.append((path, NOT_A_REGULAR_FILE))

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from facetune.data.images import to_gray48
+from facetune.data.images import ImageDecodeError, face_problem, to_gray48
 
 FacesMode = Literal["auto", "detect", "whole"]
 FACES_MODES: tuple[str, ...] = ("auto", "detect", "whole")
@@ -97,10 +97,18 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def whole_face(image: np.ndarray) -> Face:
-    """The whole image as one face (UTKFace-style inputs): exactly the training conversion."""
+    """The whole image as one face (UTKFace-style inputs): exactly the training conversion.
+
+    Raises ImageDecodeError for an image that cannot be a face (too small, too uniform): the
+    rule `facetune predict` applies to every whole-image input, whichever path it takes.
+    """
     rgb = to_rgb(image)
     height, width = rgb.shape[:2]
-    return Face((0, 0, width, height), math.nan, to_gray48(Image.fromarray(rgb)), 0.0, "whole")
+    crop = to_gray48(Image.fromarray(rgb))
+    problem = face_problem(width, height, crop)
+    if problem is not None:
+        raise ImageDecodeError(problem, "not_a_face")
+    return Face((0, 0, width, height), math.nan, crop, 0.0, "whole")
 
 
 def detect_boxes(gray: np.ndarray) -> list[tuple[tuple[int, int, int, int], float, float]]:
@@ -208,6 +216,7 @@ def find_faces(image: np.ndarray, mode: FacesMode = "auto") -> list[Face]:
     "auto": images up to AUTO_WHOLE_MAX_SIDE pixels are crops already (too small to hold a
     findable face anywhere else), larger ones are searched, and one whose largest face spans
     AUTO_CROP_FACE_FRACTION of its width is a crop too. `Face.mode` records the choice.
+    A whole-image face that cannot be one raises ImageDecodeError (see whole_face).
     """
     if mode not in FACES_MODES:
         raise ValueError(f"unknown faces mode {mode!r}; known: {', '.join(FACES_MODES)}")

@@ -18,7 +18,7 @@ import pandas as pd
 
 from facetune.data.images import ImageDecodeError, load_gray48
 from facetune.data.ingest import SourceFormatError, parse_utkface_name, read_faces_csv
-from facetune.data.walk import walk_files
+from facetune.data.walk import NOT_A_REGULAR_FILE, walk_files
 from facetune.errors import InputNotFoundError, InvalidInputError
 from facetune.schema import NUM_PIXELS, SPLITS, TASK_NAMES, is_any_prepared_dir
 
@@ -118,6 +118,9 @@ def list_image_files(paths: Sequence[Path]) -> tuple[list[Path], list[Reject]]:
     files: list[Path] = []
     skipped: list[Reject] = []
     for path in paths:
+        if path.exists() and not path.is_dir() and not path.is_file():
+            skipped.append(Reject(str(path), NOT_A_REGULAR_FILE))  # never opened: a FIFO would block
+            continue
         if not path.is_dir():
             files.append(path)  # a broken named symlink fails to decode, with its reason
             continue

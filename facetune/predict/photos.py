@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from facetune.data.images import ImageDecodeError, load_gray48, upright_rgb
-from facetune.predict.faces import AUTO_WHOLE_MAX_SIDE, Face, FacesMode, find_faces
+from facetune.data.images import ImageDecodeError, header_size, open_image, upright_rgb
+from facetune.errors import OutputError, path_text
+from facetune.predict.faces import AUTO_WHOLE_MAX_SIDE, FacesMode, find_faces
 from facetune.predict.inputs import Reject
 from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback, pixels_to_tensor
 from facetune.predict.table import PredictionResult, prediction_frame
@@ -26,17 +27,16 @@ FACE_COLUMNS = ["source", "face", "x", "y", "w", "h", "score", "faces_mode"]
 NO_FACE = "no face found"
 
 
-def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB, or ImageDecodeError with the reason."""
+def read_rgb(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """An image file as (H, W, 3) uint8 RGB and the factor it was decoded smaller by (see
+    facetune.data.images.Decoded), or ImageDecodeError with the reason."""
+    decoded = open_image(path)
     try:
-        with Image.open(path) as image:
-            image.load()
-            return upright_rgb(image)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        # The training decoder words the reason (truncated, not an image, ...) the same way
-        # for every input path; it raises on the same files.
-        load_gray48(path)
-        raise ImageDecodeError("unreadable image") from None
+        return upright_rgb(decoded.image), decoded.scale
+    except (OSError, ValueError) as err:  # a mode PIL decodes but cannot convert
+        raise ImageDecodeError(f"unreadable image ({err})") from None
+    finally:
+        decoded.image.close()
 
 
 def needs_detection(paths: Sequence[str | os.PathLike[str]], mode: FacesMode) -> bool:
@@ -45,14 +45,7 @@ def needs_detection(paths: Sequence[str | os.PathLike[str]], mode: FacesMode) ->
         return False
     if mode == "detect":
         return True
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                if max(image.size) > AUTO_WHOLE_MAX_SIDE:
-                    return True
-        except Exception:  # noqa: BLE001 - unreadable files become rejects later
-            continue
-    return False
+    return any(max(size) > AUTO_WHOLE_MAX_SIDE for size in map(header_size, paths) if size is not None)
 
 
 def predict_photos(
@@ -72,25 +65,25 @@ def predict_photos(
     positions: list[int] = []  # input index per face, so labels line up as in run.predict_inputs
     crops: list[np.ndarray] = []
     rejects: list[Reject] = []
-    found: list[tuple[str, np.ndarray, list[Face]]] = []
+    found: list[tuple[str, np.ndarray, int]] = []
     for done, path in enumerate(paths, start=1):
         source = str(path)
         try:
-            rgb = read_rgb(path)
+            rgb, scale = read_rgb(path)
+            faces = find_faces(rgb, mode)
         except ImageDecodeError as err:
             rejects.append(Reject(source, err.reason))
             continue
-        faces = find_faces(rgb, mode)
         if not faces:
             rejects.append(Reject(source, NO_FACE))
         for index, face in enumerate(faces):
-            x, y, w, h = face.box
+            x, y, w, h = (v * scale for v in face.box)  # in the file's pixels, however it was decoded
             rows.append({"source": source, "face": index, "x": x, "y": y, "w": w, "h": h,
                          "score": face.score, "faces_mode": face.mode})
             crops.append(face.crop48)
             positions.append(done - 1)
         if annotate_dir is not None:
-            found.append((source, rgb, faces))
+            found.append((source, rgb, scale))
         if progress is not None:
             progress(done, len(paths))
     faces_frame = pd.DataFrame(rows, columns=FACE_COLUMNS)
@@ -119,14 +112,15 @@ def face_label(row: pd.Series) -> list[str]:
     return lines
 
 
-def annotate(rgb: np.ndarray, rows: pd.DataFrame) -> Image.Image:
-    """A copy of the image with each face's box and its labels."""
+def annotate(rgb: np.ndarray, rows: pd.DataFrame, scale: int = 1) -> Image.Image:
+    """A copy of the image with each face's box and its labels (boxes in file pixels, `scale`
+    times those of `rgb`)."""
     image = Image.fromarray(rgb).convert("RGB")
     draw = ImageDraw.Draw(image)
     size = max(11, min(image.size) // 40)
     font = ImageFont.load_default(size=size)
     for _, row in rows.iterrows():
-        x, y, w, h = (int(row[k]) for k in ("x", "y", "w", "h"))
+        x, y, w, h = (int(row[k]) // scale for k in ("x", "y", "w", "h"))
         line = max(2, min(image.size) // 200)
         draw.rectangle((x, y, x + w, y + h), outline=(255, 210, 0), width=line)
         text = "\n".join(face_label(row))
@@ -140,15 +134,22 @@ def annotate(rgb: np.ndarray, rows: pd.DataFrame) -> Image.Image:
     return image
 
 
-def write_annotations(found: list[tuple[str, np.ndarray, list[Face]]], frame: pd.DataFrame, out: Path) -> None:
-    """OUT/<name>.png per image (a number is added when two inputs share a name)."""
-    out.mkdir(parents=True, exist_ok=True)
+def write_annotations(found: list[tuple[str, np.ndarray, int]], frame: pd.DataFrame, out: Path) -> None:
+    """OUT/<name>.png per image (a number is added when two inputs share a name); a folder or
+    file that cannot be written is an OutputError naming it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"--annotate {path_text(out)}: cannot create the folder ({err.strerror or err})") from None
     used: set[str] = set()
-    for source, rgb, _ in found:
+    for source, rgb, scale in found:
         stem = Path(source).stem
         name, n = f"{stem}.png", 1
         while name in used:
             n += 1
             name = f"{stem}-{n}.png"
         used.add(name)
-        annotate(rgb, frame[frame["source"] == source]).save(out / name)
+        try:
+            annotate(rgb, frame[frame["source"] == source], scale).save(out / name)
+        except OSError as err:
+            raise OutputError(f"--annotate {path_text(out)}: cannot write {name} ({err.strerror or err})") from None

@@ -29,6 +29,23 @@ class PredictionResult:
         return pd.DataFrame([(r.source, r.reason) for r in self.rejects], columns=["source", "reason"])
 
 
+#: First characters that make a spreadsheet read a cell as a formula (=1+2, +A1, -A1, @SUM(...));
+#: tab and carriage return are on OWASP's list too ("CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells starting with FORMULA_STARTS get a leading apostrophe, so
+    spreadsheets show them as text instead of running them; numbers are left alone."""
+    safe = frame.copy()
+    for column in safe.columns:
+        if pd.api.types.is_object_dtype(safe[column]) or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = safe[column].map(
+                lambda cell: "'" + cell if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell
+            )
+    return safe
+
+
 def prediction_columns(tasks: Sequence[str], age_std: bool = False) -> list[str]:
     """The output columns, in CSV order, for the given tasks (`age_std` when the age model gives a spread)."""
     columns = ["source"]

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from typing import Any, Mapping
 
-from PIL import Image
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
@@ -22,11 +22,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from facetune.devices import parse_device
 from facetune.errors import InvalidInputError
 from facetune.serve import uploads
-from facetune.serve.faces import Face, faces_in
 from facetune.serve.inference import describe_models, face_entries, load_predictor, models_used
-from facetune.serve.uploads import BadRequest
+from facetune.serve.uploads import BadRequest, read_request
 
 APP_NAME = "facetune"
+#: Requests a replica parses, decodes and searches at once (the rest wait their turn): each may
+#: hold a few hundred MB at MAX_PIXELS, so this bounds a replica's memory, not only its time.
+READ_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class FaceService:
         self.page = resources.files("facetune.serve").joinpath("page.html").read_text(encoding="utf-8")
         self.predict_faces.set_max_batch_size(self.settings.max_batch_size)
         self.predict_faces.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
+        self.readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="facetune-read")
 
     async def __call__(self, request: Request) -> Response:
         path = _route(request)
@@ -132,14 +135,16 @@ class FaceService:
         uploads.check_declared_length(request.headers.get("content-length"))
         # The body is read (capped) before its type is judged, so every refusal reaches the client.
         body = await uploads.read_capped(request.stream(), self.settings.max_body_bytes)
-        upload = uploads.extract_upload(body, request.headers.get("content-type", ""))
-        # PIL's codecs (and a face detector's convolutions) release the GIL: in a thread they keep
-        # other requests, and the batches they feed, moving.
-        image, faces = await asyncio.to_thread(_decode_and_find_faces, upload.data)
+        # Everything past reading the bytes runs in a thread, never on the event loop, so /health
+        # and other requests are answered while a form is parsed or an image decoded; PIL's codecs
+        # and the detector release the GIL.
+        upload, decoded, faces = await asyncio.get_running_loop().run_in_executor(
+            self.readers, read_request, body, request.headers.get("content-type", "")
+        )
         entries = await asyncio.gather(*(self.predict_faces(face.crop) for face in faces))
         self.counts.record.remote(None)
         return {
-            "image": {"width": image.size[0], "height": image.size[1], "filename": upload.filename},
+            "image": {"width": decoded.size[0], "height": decoded.size[1], "filename": upload.filename},
             "faces": [
                 {"box": dict(zip(("x", "y", "width", "height"), face.box)), **entry}
                 | ({"score": face.score} if face.score is not None else {})
@@ -152,11 +157,6 @@ class FaceService:
     async def predict_faces(self, crops: list) -> list[dict[str, Any]]:
         """Faces from concurrent requests, one forward pass per task for all of them."""
         return face_entries(self.predictor, crops)
-
-
-def _decode_and_find_faces(data: bytes) -> tuple[Image.Image, list[Face]]:
-    image = uploads.decode_image(data)
-    return image, faces_in(image)
 
 
 def _route(request: Request) -> str:

@@ -9,9 +9,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
-from facetune.data.images import upright_rgb
+from facetune.data.images import Decoded, upright_rgb
 from facetune.predict.faces import find_faces
 
 
@@ -24,8 +23,9 @@ class Face:
     score: float | None = None  # detector confidence, when a detector found the face
 
 
-def faces_in(image: Image.Image) -> list[Face]:
-    """The faces of a decoded image, largest first (an empty list when there is none)."""
-    return [Face(box=tuple(int(v) for v in face.box), crop=face.crop48,
+def faces_in(decoded: Decoded) -> list[Face]:
+    """The faces of a decoded image, largest first (an empty list when there is none), boxes in
+    the file's pixels. ImageDecodeError for an image taken whole that cannot be a face."""
+    return [Face(box=tuple(int(v) * decoded.scale for v in face.box), crop=face.crop48,
                  score=None if math.isnan(face.score) else float(face.score))
-            for face in find_faces(upright_rgb(image), "auto")]
+            for face in find_faces(upright_rgb(decoded.image), "auto")]
