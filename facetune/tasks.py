@@ -103,6 +103,23 @@ def _cross_entropy(outputs: torch.Tensor, targets: torch.Tensor, class_weights, 
     return F.cross_entropy(outputs, targets, weight=class_weights, label_smoothing=label_smoothing)
 
 
+#: Keras' backend epsilon: its binary_crossentropy clips "probabilities" to [eps, 1 - eps].
+KERAS_EPSILON = 1e-7
+
+
+@register_loss("keras_bce", "classification")
+def _keras_bce(outputs: torch.Tensor, targets: torch.Tensor, class_weights, label_smoothing) -> torch.Tensor:
+    # The study's DNN set-up (its Table II): a linear output layer under Keras'
+    # binary_crossentropy, which takes the raw outputs as probabilities of one-hot targets and
+    # clips them. A unit outside (eps, 1 - eps) gets no gradient, so once every output has left
+    # that band the network stops learning (docs/study-dnn.md).
+    if class_weights is not None or label_smoothing:
+        raise ValueError("keras_bce takes no class weights or label smoothing (the study used neither)")
+    target = F.one_hot(targets, outputs.shape[1]).to(outputs.dtype)
+    probs = outputs.clamp(KERAS_EPSILON, 1.0 - KERAS_EPSILON)
+    return -(target * probs.log() + (1 - target) * (1 - probs).log()).mean()
+
+
 def _as_numpy(values) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         return values.detach().cpu().numpy()

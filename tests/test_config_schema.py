@@ -88,6 +88,15 @@ def test_set_overrides_reach_the_profile_and_the_trial_config():
     assert base["arch"]["dense"] == [64]
 
 
+def test_the_paper_profiles_dnns_train_with_cross_entropy_unless_set_to_the_studys_keras_loss():
+    from facetune.tuning.profiles import load_profile
+    from facetune.tuning.space import combination_config
+
+    default = combination_config("dnn", "gender", load_profile("paper"))[0]
+    switched = combination_config("dnn", "gender", load_profile("paper", ["overrides.dnn.train.class_loss=keras_bce"]))[0]
+    assert (default["train"]["class_loss"], switched["train"]["class_loss"]) == ("cross_entropy", "keras_bce")
+
+
 def test_an_arch_key_of_another_family_is_refused_under_overrides_all(tmp_path):
     from facetune.tuning.profiles import load_profile
 

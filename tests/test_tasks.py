@@ -101,6 +101,18 @@ def test_classification_loss_is_cross_entropy_with_weights_and_smoothing():
     assert task.loss(logits, y, label_smoothing=0.2).item() != pytest.approx(task.loss(logits, y).item())
 
 
+def test_keras_bce_takes_raw_outputs_as_clipped_probabilities_of_one_hot_targets():
+    # Row 0 lies inside (0, 1); row 1 is a linear output outside it, clipped to [eps, 1 - eps].
+    outputs = torch.tensor([[0.2, 0.6], [-0.5, 2.0]], requires_grad=True)
+    loss = TASKS["gender"].loss(outputs, torch.tensor([1, 0]), loss_name="keras_bce")
+    loss.backward()
+    # target 1 at eps, target 0 at 1 - eps (in float32, as Keras computes it)
+    clipped = -math.log(tasks.KERAS_EPSILON) - math.log(1 - float(torch.tensor(1 - tasks.KERAS_EPSILON)))
+    assert loss.item() == pytest.approx((-math.log(0.8) - math.log(0.6) + clipped) / 4, rel=1e-5)
+    assert outputs.grad[0].abs().min() > 0
+    assert torch.equal(outputs.grad[1], torch.zeros(2))
+
+
 def test_unknown_loss_names_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown regression loss 'hinge'.*'huber'"):
         TASKS["age"].loss(torch.zeros(2, 1), torch.zeros(2), loss_name="hinge")

@@ -47,7 +47,8 @@ def test_config_from_dict_rejects_unknown_keys():
         TrainConfig.from_dict({"learning_rate": 0.1})
 
 
-@pytest.mark.parametrize("key, value", [("optimizer", "rmsprop"), ("scheduler", "step"), ("augment", "rotate"), ("class_weighting", "sqrt")])
+@pytest.mark.parametrize("key, value", [("optimizer", "rmsprop"), ("scheduler", "step"), ("augment", "rotate"), ("class_weighting", "sqrt"),
+                                        ("class_loss", "hinge")])
 def test_config_rejects_unknown_choices(key, value):
     with pytest.raises(ValueError, match=value):
         TrainConfig.from_dict({key: value})
@@ -56,6 +57,25 @@ def test_config_rejects_unknown_choices(key, value):
 def test_config_coerces_tune_sampled_numbers():
     cfg = TrainConfig.from_dict({"batch_size": 64.0, "lr": np.float64(0.01), "epochs": np.int64(3)})
     assert (cfg.batch_size, cfg.epochs) == (64, 3) and type(cfg.lr) is float
+
+
+def test_class_loss_switches_the_classifiers_loss_and_defaults_to_cross_entropy():
+    from facetune.training.loop import Objective
+
+    # A linear output outside (0, 1), as the study's DNN: cross entropy still has a gradient,
+    # the Keras-style clipped binary cross-entropy none.
+    y = torch.tensor([0, 1])
+    grads = {}
+    for class_loss in (None, "keras_bce"):
+        outputs = torch.tensor([[-0.5, 2.0], [1.5, -0.2]], requires_grad=True)
+        objective = Objective(torch.nn.Identity(), "gender", TrainConfig(class_loss=class_loss))
+        loss = objective.loss(outputs, {"gender": y}, {})
+        loss.backward()
+        grads[class_loss] = outputs.grad
+        if class_loss is None:
+            assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(outputs, y).item())
+    assert grads[None].abs().min() > 0
+    assert torch.equal(grads["keras_bce"], torch.zeros(2, 2))
 
 
 # ---- fit -----------------------------------------------------------------------------------

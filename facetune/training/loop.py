@@ -19,7 +19,7 @@ from torch import nn
 
 from facetune.models.inference import predict_outputs
 from facetune.schema import TASK_NAMES
-from facetune.tasks import Task, get_task
+from facetune.tasks import Task, get_task, losses
 from facetune.training.augment import AFFINE_PROBABILITY, augment_batch, check_augment
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -52,7 +52,10 @@ class TrainConfig:
     # multitask only: fixed weights of the three task losses (ignored with uncertainty weighting)
     loss_weights: dict = field(default_factory=lambda: {"age": 1.0, "gender": 1.0, "ethnicity": 1.0})
     class_weighting: str = "none"  # none | balanced
-    loss: str | None = None  # None = the task's default
+    loss: str | None = None  # regression heads' loss; None = the task's default
+    # classification heads' loss; None = the task's default (cross_entropy); keras_bce = the
+    # study's linear output under Keras' binary cross-entropy (docs/study-dnn.md)
+    class_loss: str | None = None
     label_smoothing: float = 0.0
     patience: int = 5  # early stopping on the task's selection metric; 0 = off
     grad_clip: float = 0.0  # max gradient norm; 0 = off
@@ -77,6 +80,8 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; allowed: {list(allowed)}")
         check_augment(self.augment)
+        if self.class_loss is not None and self.class_loss not in losses("classification"):
+            raise ValueError(f"TrainConfig.class_loss={self.class_loss!r}; allowed: {losses('classification')}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.patience < 0:
             raise ValueError(f"TrainConfig needs epochs >= 1, batch_size >= 1, lr > 0, patience >= 0: {self}")
         if not 0.0 <= self.ema_decay < 1.0 or self.mixup < 0 or self.color_jitter < 0 or self.warmup_epochs < 0:
@@ -268,7 +273,7 @@ class Objective:
         total = outputs.new_zeros(())
         log_vars = getattr(self.model, "log_vars", None)
         for i, (name, task) in enumerate(self.tasks.items()):
-            loss_name = self.cfg.loss if task.kind == "regression" else None
+            loss_name = self.cfg.loss if task.kind == "regression" else self.cfg.class_loss
             value = task.loss(parts[name], targets[name], class_weights=class_weights.get(name), loss_name=loss_name,
                               label_smoothing=self.cfg.label_smoothing if task.kind == "classification" else 0.0,
                               target_std=self.target_std if task.kind == "regression" else None)
