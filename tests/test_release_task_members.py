@@ -11,8 +11,10 @@ import yaml
 from facetune.errors import InvalidInputError
 from facetune.models import build_model, load_model
 from facetune.models.ensemble import MultiTaskEnsemble
-from facetune.release import load_recipe, task_member_recipes, train_release
-from facetune.release_card import CARD_FILE, card_checksums
+from facetune.release.paths import CARD_FILE
+from facetune.release.recipe import load_recipe, task_member_recipes
+from facetune.release.train import train_release
+from facetune.release.card import card_checksums
 from facetune.schema import ENSEMBLE_CONFIG_FILE
 from facetune.tasks import MULTITASK
 

@@ -156,8 +156,7 @@ def run(args: argparse.Namespace) -> int:
     from facetune.predict.run import predict_inputs
 
     if args.about:
-        from facetune.release import PRETRAINED_DIR
-        from facetune.release_card import CARD_FILE
+        from facetune.release.paths import CARD_FILE, PRETRAINED_DIR
 
         card = PRETRAINED_DIR / CARD_FILE
         if not card.is_file():
