@@ -62,6 +62,12 @@ def group_name(attribute: str, label: str) -> str:
     return f"{_PREFIX[attribute]}={label}"
 
 
+def group_names() -> list[str]:
+    """Every group's name, attribute by attribute, in the order figures are listed."""
+    labels = {"ethnicity": TASKS["ethnicity"].class_names, "gender": TASKS["gender"].class_names, "age_band": AGE_BAND_LABELS}
+    return [group_name(attribute, label) for attribute in ATTRIBUTES for label in labels[attribute]]
+
+
 def group_masks(labels: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """group name -> which faces belong to it, for every group of every attribute (empty ones too)."""
     masks = {}
