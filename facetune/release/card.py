@@ -11,8 +11,8 @@ import pandas as pd
 import yaml
 
 from facetune.errors import InvalidInputError
-from facetune.group_figures import format_figure, summary, summary_lines
-from facetune.groups import MIN_GROUP_SIZE
+from facetune.group_figures import RESAMPLES, format_figure, summary, summary_lines
+from facetune.groups import MIN_GROUP_SIZE, group_names
 from facetune.release.evaluation import headline
 from facetune.release.paths import CARD_FILE
 
@@ -41,6 +41,23 @@ def shipped_files(release_dir: Path) -> list[str]:
 def _group_row(name: str, m: dict[str, dict]) -> str:
     """A per-group row: the group, its faces, and each task's figure with its 95% interval."""
     return f"| {name} | {m['age']['n']} | " + " | ".join(format_figure(task, headline(m, task)) for task, _ in _COLUMNS) + " |"
+
+
+def per_group_lines(groups: dict[str, dict]) -> list[str]:
+    """The per-group table (each figure with its interval) and its summary in words, as Markdown."""
+    return [
+        f"Per group (flip averaging), each figure with its 95% bootstrap interval ({RESAMPLES:,} resamples of",
+        "the group's test faces; the fewer the faces, the wider the interval):",
+        "",
+        "| group | faces | age MAE | gender accuracy | ethnicity accuracy |",
+        "| --- | --- | --- | --- | --- |",
+        *[_group_row(name, groups[name]) for name in ["overall", *group_names()] if name in groups],
+        "",
+        f"Worst and best group per task (ranked among groups of at least {MIN_GROUP_SIZE} faces), gender recall per",
+        "gender, and age MAE at both ends of life:",
+        "",
+        *summary_text(groups),
+    ]
 
 
 def group_summaries(groups: dict[str, dict]) -> dict[str, dict[str, Any]]:
@@ -188,17 +205,7 @@ def model_card(out_dir: Path, metrics: dict[str, Any]) -> str:
         "",
         f"On the val split (which chose the epochs, so optimistic) the ensemble gives {_figures(metrics['val']).replace(' | ', ' / ')}.",
         "",
-        "Per group (with flip averaging), each figure with its 95% bootstrap interval (2,000 resamples of",
-        "the group's test faces); the narrower the group, the wider the interval:",
-        "",
-        "| group | faces | age MAE | gender accuracy | ethnicity accuracy |",
-        "| --- | --- | --- | --- | --- |",
-        *[_group_row(name, m) for name, m in best.items()],
-        "",
-        "Worst and best groups per task (ranked among groups of at least "
-        f"{MIN_GROUP_SIZE} faces), gender recall per gender, and age MAE at both ends of life:",
-        "",
-        *summary_text(best),
+        *per_group_lines(best),
         "",
         "## Limits",
         "- UTKFace's labels are noisy (223 groups of identical images carry conflicting labels) and its",
@@ -249,6 +256,8 @@ def docs_figures(metrics: dict[str, Any]) -> str:
         f"On validation (which chose each member's epoch) the ensemble reaches {_figures(metrics['val']).replace(' | ', ' / ')}"
         + (f" ({_figures(metrics['stacked_head']['val_averaged_heads']).replace(' | ', ' / ')} with the members' heads averaged)."
            if metrics.get("stacked_head") else "."),
+        "",
+        *per_group_lines(test["tta_flip"]),
     ]
     return "\n".join(lines)
 
