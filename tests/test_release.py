@@ -34,13 +34,8 @@ TINY_RECIPE = {
 
 
 @pytest.fixture(scope="module")
-def tiny_release(tmp_path_factory, prepared_data):
-    root = tmp_path_factory.mktemp("release")
-    recipe = root / "release.yaml"
-    recipe.write_text(yaml.safe_dump(TINY_RECIPE))
-    lines: list[str] = []
-    metrics = train_release(prepared_data, root / "work", root / "out", recipe, log=lines.append)
-    return {"root": root, "recipe": recipe, "out": root / "out", "metrics": metrics, "log": lines, "data": prepared_data}
+def tiny_release(train_tiny_release):
+    return train_tiny_release(TINY_RECIPE, "release")
 
 
 def test_the_release_says_where_it_trains_and_the_card_names_no_gpu_for_a_cpu_run(tiny_release):
