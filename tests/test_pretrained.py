@@ -11,7 +11,7 @@ from facetune.cli import main
 from facetune.predict import Predictor
 from facetune.release.paths import CARD_FILE, PRETRAINED_DIR
 from facetune.release.recipe import load_recipe
-from facetune.release.card import DOCS_PAGE, card_checksums, docs_figures, figures_block_span, file_sha256, shipped_files
+from facetune.release.card import DOCS_PAGE, card_checksums, docs_figures, figures_block_span, file_sha256, model_card, shipped_files
 
 MAX_SHIPPED_BYTES = 30 * 1024 * 1024
 
@@ -33,8 +33,22 @@ def test_model_card_states_the_recipe_data_and_test_figures():
     assert "python jobs/train_release.py" in card
     assert "train split only" in card
     assert "shrunk test build" not in card
-    for group in ("ethnicity=White", "ethnicity=Others", "gender=female", "age=60-116"):
+    for group in ("ethnicity=White", "ethnicity=Others", "gender=female", "age=0-12", "age=60+"):
         assert group in card
+
+
+def test_model_card_is_what_the_release_writes_from_metrics_json():
+    metrics = json.loads((PRETRAINED_DIR / "metrics.json").read_text())
+    assert (PRETRAINED_DIR / CARD_FILE).read_text() == model_card(PRETRAINED_DIR, metrics)
+
+
+def test_model_card_gives_each_group_an_interval_and_the_worst_group_per_task():
+    card = (PRETRAINED_DIR / CARD_FILE).read_text()
+    assert "| ethnicity=Others | 153 | 4.40 [3.68, 5.16] |" in card
+    for task in ("age", "gender", "ethnicity"):
+        assert f"- {task}: worst group: " in card
+    for watched in ("female recall", "male recall", "MAE 0-12", "MAE 60+"):
+        assert f": {watched}: " in card
 
 
 def test_shipped_recipe_is_the_one_in_raycfg():
