@@ -163,7 +163,7 @@ class RowStore:
 def release_rows() -> tuple[dict, dict, list[tuple[int, str, dict]]]:
     """(single-task resnet arch, multitask arch, rows 4-7 as (row, name, train keys)) from the release
     recipe, so the ablation ends at what ships whenever the recipe changes. Row 3 trains row 4's keys."""
-    from facetune.release import load_recipe
+    from facetune.release.recipe import load_recipe
 
     recipe = load_recipe()
     multitask_arch = dict(recipe["arch"])

@@ -47,7 +47,7 @@ def parse_args() -> argparse.Namespace:
 
 def trunks() -> dict[str, tuple[dict, dict]]:
     """name -> (multitask arch, train keys): the release member, and the widest trunk with its training."""
-    from facetune.release import load_recipe
+    from facetune.release.recipe import load_recipe
 
     recipe = load_recipe()
     widest = {**recipe["arch"], "trunk_arch": {**recipe["arch"]["trunk_arch"], **WIDEST_TRUNK}}

@@ -41,6 +41,35 @@ def prepared_data(tmp_path_factory, kaggle_csv) -> Path:
     return out
 
 
+#: Fixtures that train a model or start Ray: a test using one is `slow` (pytest_collection_modifyitems).
+SLOW_FIXTURES = frozenset({"ray_session", "tiny_release", "tiny_finetuned", "task_member_release"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def train_tiny_release(tmp_path_factory, prepared_data):
+    """A function training a small release from a recipe dict on the prepared data:
+    {"root", "recipe" (its YAML file), "out", "metrics", "log" (lines), "data"}."""
+    import yaml
+
+    from facetune.release.train import train_release
+
+    def train(recipe: dict, name: str) -> dict:
+        root = tmp_path_factory.mktemp(name)
+        path = root / "release.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        lines: list[str] = []
+        metrics = train_release(prepared_data, root / "work", root / "out", path, log=lines.append)
+        return {"root": root, "recipe": path, "out": root / "out", "metrics": metrics, "log": lines, "data": prepared_data}
+
+    return train
+
+
 @pytest.fixture
 def no_figures(monkeypatch):
     """Skip prepare's label figures (tested in test_prepare) where they would only slow a test down."""

@@ -16,7 +16,7 @@ from facetune.cgan.job import resolve_config
 from facetune.cli import build_parser, main
 from facetune.config import load_yaml
 from facetune.errors import EXIT_USAGE, InvalidInputError
-from facetune.release import load_recipe
+from facetune.release.recipe import load_recipe
 
 #: The misspellings issue 12 found silently ignored or failing inside every trial.
 MISSPELT_PROFILES = {

@@ -174,12 +174,26 @@ def test_the_release_trainer_needs_no_ray():
     """`facetune train-release` runs where only torch is installed (a GPU box without Ray): of the
     modules it can reach through any import, even one inside a function, none imports Ray when
     imported (loading.py's Ray Dataset reader imports it when called, which the release never does)."""
-    modules, graph = module_names(PACKAGE_ROOT), import_graph(PACKAGE_ROOT)
-    reached, todo = set(), ["facetune.commands.train_release"]
+    modules = module_names(PACKAGE_ROOT)
+    reached = reachable(import_graph(PACKAGE_ROOT), "facetune.commands.train_release")
+    assert "facetune.release.train" in reached
+    assert sorted(m for m in reached if imports_ray_on_import(modules[m])) == []
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` can reach through its imports (itself included)."""
+    reached, todo = set(), [start]
     while todo:
         module = todo.pop()
         if module not in reached:
             reached.add(module)
             todo.extend(graph[module])
-    assert "facetune.release" in reached
-    assert sorted(m for m in reached if imports_ray_on_import(modules[m])) == []
+    return reached
+
+
+@pytest.mark.parametrize("user", ["facetune.predict.predictor", "facetune.commands.predict", "facetune.commands.serve",
+                                  "facetune.commands.export", "facetune.serve.app"])
+def test_predict_serve_and_export_learn_where_the_shipped_files_are_without_the_trainer(user):
+    reached = reachable(import_graph(PACKAGE_ROOT), user)
+    release = {m for m in reached if m == "facetune.release" or m.startswith("facetune.release.")}
+    assert release <= {"facetune.release.paths"}

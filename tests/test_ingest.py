@@ -13,11 +13,11 @@ from facetune.data.images import load_gray48
 from facetune.data.ingest import (
     SourceFormatError,
     detect_kind,
-    parse_pixel_column,
     parse_utkface_name,
     read_kaggle_csv,
     read_utkface_folder,
 )
+from facetune.data.pixel_text import parse_pixel_column
 
 
 def corrupt_csv(clean: Path, out: Path) -> tuple[Path, dict[str, str]]:

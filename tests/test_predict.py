@@ -23,13 +23,13 @@ EXPECTED_COLUMNS = [
 
 
 @pytest.fixture(scope="module")
-def test_faces() -> dict:
+def labelled_faces() -> dict:
     return make_faces(24, seed=1)
 
 
 @pytest.fixture(scope="module")
-def results_dir(tmp_path_factory, test_faces):
-    return build_results_dir(tmp_path_factory.mktemp("results"), test_faces["pixels"], test_faces)
+def results_dir(tmp_path_factory, labelled_faces):
+    return build_results_dir(tmp_path_factory.mktemp("results"), labelled_faces["pixels"], labelled_faces)
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +38,10 @@ def predictor(results_dir) -> Predictor:
 
 
 @pytest.fixture(scope="module")
-def image_folder(tmp_path_factory, test_faces):
+def image_folder(tmp_path_factory, labelled_faces):
     """PNG and JPEG, several sizes, colour and gray, plus one corrupt image and one non-image."""
     folder = tmp_path_factory.mktemp("images")
-    faces = test_faces["pixels"].reshape(-1, 48, 48)
+    faces = labelled_faces["pixels"].reshape(-1, 48, 48)
     gray = [Image.fromarray(face) for face in faces[:4]]
     gray[0].save(folder / "a_gray48.png")
     gray[1].resize((100, 80), Image.Resampling.BICUBIC).convert("RGB").save(folder / "b_colour100x80.png")
@@ -140,8 +140,8 @@ def test_auto_choice_takes_ray_only_for_many_inputs_on_a_larger_cluster(inputs, 
     assert chooses_ray(inputs, cluster_cpus) is expected
 
 
-def test_predict_array_accepts_both_layouts_and_unit_floats(predictor, test_faces):
-    pixels = test_faces["pixels"][:6]
+def test_predict_array_accepts_both_layouts_and_unit_floats(predictor, labelled_faces):
+    pixels = labelled_faces["pixels"][:6]
     flat = predictor.predict_array(pixels)
     square = predictor.predict_array(pixels.reshape(-1, 48, 48))
     unit = predictor.predict_array(pixels.astype(np.float32) / 255.0)
@@ -186,10 +186,10 @@ def test_ray_data_path_gives_the_plain_loop_numbers(predictor, image_folder, ray
 
 
 @pytest.mark.slow  # starts Ray
-def test_ray_data_path_on_decoded_faces_keeps_input_order(predictor, test_faces, ray_session):
+def test_ray_data_path_on_decoded_faces_keeps_input_order(predictor, labelled_faces, ray_session):
     from facetune.predict import Inputs
 
-    pixels = test_faces["pixels"]
+    pixels = labelled_faces["pixels"]
     inputs = Inputs(sources=[f"face{i}" for i in range(len(pixels))], pixels=pixels)
     batched = predict_inputs(predictor, inputs, use_ray=True, num_workers=1, batch_size=5).predictions
     plain = predictor.predict_array(pixels, sources=inputs.sources)
@@ -251,3 +251,20 @@ def test_evaluate_on_prepared_test_split_reproduces_the_sweep_test_figures(prepa
                     "--out", str(tmp_path / "p.csv"), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "gender" in printed and "accuracy" in printed and "mae" in printed
+
+
+def test_evaluate_gives_each_groups_figure_with_its_interval_and_size(prepared_data, tmp_path):
+    from facetune.data.loading import load_split
+    from facetune.predict.evaluate import evaluate_groups, format_groups
+
+    test = load_split(prepared_data, "test")
+    labels = {task: test.labels(task) for task in ("age", "gender", "ethnicity")}
+    predictor = Predictor.from_results(build_results_dir(tmp_path / "results", test.pixels, labels), device="cpu")
+    inputs = gather_inputs([prepared_data], split="test", with_labels=True)
+    table = evaluate_groups(predictor, predict_inputs(predictor, inputs, use_ray=False), inputs.labels)
+    gender = table[table["task"] == "gender"].set_index("group")
+    assert gender.loc[["gender=female", "gender=male"], "n"].sum() == len(test)
+    big = table[table["n"] >= 2]
+    assert ((big["low"] <= big["value"]) & (big["value"] <= big["high"])).all()
+    assert "age=0-12" in set(table["group"]) or "age=13-19" in set(table["group"])
+    assert "unranked" in format_groups(table)  # 40 test faces: every group is under 30

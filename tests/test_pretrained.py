@@ -9,8 +9,9 @@ from PIL import Image
 
 from facetune.cli import main
 from facetune.predict import Predictor
-from facetune.release import PRETRAINED_DIR, load_recipe
-from facetune.release_card import CARD_FILE, card_checksums, file_sha256, readme_block_span, readme_figures, shipped_files
+from facetune.release.paths import CARD_FILE, PRETRAINED_DIR
+from facetune.release.recipe import load_recipe
+from facetune.release.card import DOCS_PAGE, card_checksums, docs_figures, figures_block_span, file_sha256, model_card, shipped_files
 
 MAX_SHIPPED_BYTES = 30 * 1024 * 1024
 
@@ -32,8 +33,22 @@ def test_model_card_states_the_recipe_data_and_test_figures():
     assert "python jobs/train_release.py" in card
     assert "train split only" in card
     assert "shrunk test build" not in card
-    for group in ("ethnicity=White", "ethnicity=Others", "gender=female", "age=60-116"):
+    for group in ("ethnicity=White", "ethnicity=Others", "gender=female", "age=0-12", "age=60+"):
         assert group in card
+
+
+def test_model_card_is_what_the_release_writes_from_metrics_json():
+    metrics = json.loads((PRETRAINED_DIR / "metrics.json").read_text())
+    assert (PRETRAINED_DIR / CARD_FILE).read_text() == model_card(PRETRAINED_DIR, metrics)
+
+
+def test_model_card_gives_each_group_an_interval_and_the_worst_group_per_task():
+    card = (PRETRAINED_DIR / CARD_FILE).read_text()
+    assert "| ethnicity=Others | 153 | 4.40 [3.68, 5.16] |" in card
+    for task in ("age", "gender", "ethnicity"):
+        assert f"- {task}: worst group: " in card
+    for watched in ("female recall", "male recall", "MAE 0-12", "MAE 60+"):
+        assert f": {watched}: " in card
 
 
 def test_shipped_recipe_is_the_one_in_raycfg():
@@ -44,10 +59,10 @@ def test_shipped_recipe_is_the_one_in_raycfg():
     assert with_defaults(metrics["recipe"], RELEASE, "metrics.json") == load_recipe()
 
 
-def test_readme_shows_the_shipped_models_figures():
+def test_the_docs_page_shows_the_shipped_models_figures():
     metrics = json.loads((PRETRAINED_DIR / "metrics.json").read_text())
-    readme, start, end = readme_block_span(Path(__file__).resolve().parents[1] / "README.md")
-    assert readme[start:end] == f"\n{readme_figures(metrics)}\n", "rerun `python jobs/train_release.py --readme README.md`"
+    page, start, end = figures_block_span(Path(__file__).resolve().parents[1] / DOCS_PAGE)
+    assert page[start:end] == f"\n{docs_figures(metrics)}\n", f"rerun `python jobs/train_release.py --docs {DOCS_PAGE}`"
 
 
 def test_pretrained_predictor_answers_every_task_in_one_network():

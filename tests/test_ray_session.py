@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import ray._raylet  # noqa: F401  (the GCS probe's client; imported here so timings leave it out)
 
+pytestmark = pytest.mark.slow  # every test here starts Ray (in a subprocess)
+
 from facetune.cli import build_parser, main
 from facetune.cluster.local_head import HeadStartError, LocalHead
 from facetune.errors import EXIT_USAGE, UsageError

@@ -171,9 +171,13 @@ def test_affine_probability_outside_0_1_is_rejected():
         TrainConfig(augment="flip_affine", affine_probability=1.5)
 
 
-def test_color_jitter_stays_in_range():
-    out = color_jitter(torch.rand(8, 1, 48, 48), 0.5, torch.Generator().manual_seed(0))
+def test_color_jitter_changes_each_face_and_stays_in_range():
+    x = torch.rand(8, 1, 48, 48) * 0.5 + 0.25
+    out = color_jitter(x, 0.5, torch.Generator().manual_seed(0))
     assert float(out.min()) >= 0 and float(out.max()) <= 1
+    changed = (out - x).abs().flatten(1).amax(dim=1)
+    assert bool((changed > 0.01).all())  # every face got its own brightness or contrast
+    assert not torch.allclose(out[0] - x[0], out[1] - x[1])  # drawn per face, not once for the batch
 
 
 def test_augment_modes_are_reproducible_from_the_generator():

@@ -11,9 +11,11 @@ import yaml
 
 from facetune.models.ensemble import MultiTaskEnsemble
 from facetune.predict import Predictor
-from facetune.release import member_recipes, shipped_models_present, train_release
+from facetune.release.paths import CARD_FILE, shipped_models_present
+from facetune.release.recipe import member_recipes
+from facetune.release.train import train_release
 from facetune.errors import InvalidInputError
-from facetune.release_card import README_BEGIN, README_END, CARD_FILE, card_checksums, file_sha256, readme_figures, shipped_files
+from facetune.release.card import FIGURES_BEGIN, FIGURES_END, card_checksums, docs_figures, file_sha256, shipped_files
 from facetune.schema import ENSEMBLE_CONFIG_FILE, MODEL_CONFIG_FILE
 from facetune.tasks import MULTITASK
 
@@ -32,13 +34,8 @@ TINY_RECIPE = {
 
 
 @pytest.fixture(scope="module")
-def tiny_release(tmp_path_factory, prepared_data):
-    root = tmp_path_factory.mktemp("release")
-    recipe = root / "release.yaml"
-    recipe.write_text(yaml.safe_dump(TINY_RECIPE))
-    lines: list[str] = []
-    metrics = train_release(prepared_data, root / "work", root / "out", recipe, log=lines.append)
-    return {"root": root, "recipe": recipe, "out": root / "out", "metrics": metrics, "log": lines, "data": prepared_data}
+def tiny_release(train_tiny_release):
+    return train_tiny_release(TINY_RECIPE, "release")
 
 
 def test_the_release_says_where_it_trains_and_the_card_names_no_gpu_for_a_cpu_run(tiny_release):
@@ -134,7 +131,7 @@ def test_the_card_shows_the_ensemble_without_its_stacked_head_beside_it(tiny_rel
     ({"tasks": ["gender"], "C": 0.1}, "unknown key 'stacked_head.C'"),
 ])
 def test_a_bad_stacked_head_is_refused_before_training(tmp_path, stacked_head, message):
-    from facetune.release import load_recipe
+    from facetune.release.recipe import load_recipe
 
     path = tmp_path / "release.yaml"
     path.write_text(yaml.safe_dump({**TINY_RECIPE, "stacked_head": stacked_head}))
@@ -237,7 +234,7 @@ def test_a_second_stage_is_recorded_per_member_and_on_the_card(tiny_finetuned):
     assert member["finetune"]["train_config"]["lr"] == 0.001 and member["finetune"]["train_config"]["seed"] == 103
     assert member["train_seconds"] > member["finetune"]["train_seconds"] > 0
     assert "second stage (`finetune`): seed 3: 1 of 1, seed 4: 1 of 1" in (tiny_finetuned["out"] / CARD_FILE).read_text()
-    assert "then a second stage of 1 epochs (best epochs 1, 1)" in readme_figures(tiny_finetuned["metrics"])
+    assert "then a second stage of 1 epochs (best epochs 1, 1)" in docs_figures(tiny_finetuned["metrics"])
 
 
 def test_a_rerun_resumes_the_finished_second_stages(tiny_finetuned, tmp_path):
@@ -281,7 +278,7 @@ def test_a_shipped_member_of_another_second_stage_is_trained_again_from_scratch(
 
 
 def test_a_misspelt_finetune_key_is_named(tmp_path):
-    from facetune.release import load_recipe
+    from facetune.release.recipe import load_recipe
 
     path = tmp_path / "release.yaml"
     path.write_text(yaml.safe_dump({**TINY_RECIPE, "finetune": {"lrr": 0.001}}))
@@ -289,23 +286,23 @@ def test_a_misspelt_finetune_key_is_named(tmp_path):
         load_recipe(path)
 
 
-def test_a_rerun_can_rewrite_the_readmes_release_figures(tiny_release, tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n\nbefore\n{README_BEGIN}\nold figures\n{README_END}\nafter\n")
+def test_a_rerun_can_rewrite_the_docs_pages_release_figures(tiny_release, tmp_path):
+    page = tmp_path / "release-models.md"
+    page.write_text(f"# Title\n\nbefore\n{FIGURES_BEGIN}\nold figures\n{FIGURES_END}\nafter\n")
     metrics = train_release(tiny_release["data"], tiny_release["root"] / "work", tmp_path / "out", tiny_release["recipe"],
-                            readme=readme, log=lambda line: None)
-    text = readme.read_text()
+                            docs=page, log=lambda line: None)
+    text = page.read_text()
     assert "old figures" not in text
-    assert text == f"# Title\n\nbefore\n{README_BEGIN}\n{readme_figures(metrics)}\n{README_END}\nafter\n"
+    assert text == f"# Title\n\nbefore\n{FIGURES_BEGIN}\n{docs_figures(metrics)}\n{FIGURES_END}\nafter\n"
     assert "| **shipped: 2-seed ensemble, flip TTA** |" in text
     assert "| seed 4 (train.loss_weights: {gender: 2.0}; arch.trunk_arch: {blocks: [1, 1], widths: [8, 24]}) alone, flip TTA |" in text
 
 
-def test_a_readme_without_the_figures_block_is_refused_before_training(tiny_release, tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("# A README with no release figures\n")
-    with pytest.raises(InvalidInputError, match="README.md"):
-        train_release(tiny_release["data"], tmp_path / "work", tmp_path / "out", tiny_release["recipe"], readme=readme)
+def test_a_docs_page_without_the_figures_block_is_refused_before_training(tiny_release, tmp_path):
+    page = tmp_path / "release-models.md"
+    page.write_text("# A page with no release figures\n")
+    with pytest.raises(InvalidInputError, match="release-models.md"):
+        train_release(tiny_release["data"], tmp_path / "work", tmp_path / "out", tiny_release["recipe"], docs=page)
     assert not (tmp_path / "work").exists()
 
 
@@ -323,11 +320,11 @@ def test_a_validation_only_run_gives_the_val_figures_the_release_reports_and_wri
     assert any(line.startswith("[release] val, ensemble of 2") for line in lines)
 
 
-def test_a_validation_only_run_refuses_a_readme_before_training(tiny_release, tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"{README_BEGIN}\n{README_END}\n")
+def test_a_validation_only_run_refuses_a_docs_page_before_training(tiny_release, tmp_path):
+    page = tmp_path / "release-models.md"
+    page.write_text(f"{FIGURES_BEGIN}\n{FIGURES_END}\n")
     with pytest.raises(InvalidInputError, match="validation-only"):
-        train_release(tiny_release["data"], tmp_path / "work", tmp_path / "out", tiny_release["recipe"], readme=readme,
+        train_release(tiny_release["data"], tmp_path / "work", tmp_path / "out", tiny_release["recipe"], docs=page,
                       val_only=True)
     assert not (tmp_path / "work").exists()
 
@@ -351,7 +348,7 @@ def test_a_folder_that_is_not_a_release_is_not_replaced(tiny_release, tmp_path):
 
 
 def test_seeds_must_be_distinct(tmp_path):
-    from facetune.release import load_recipe
+    from facetune.release.recipe import load_recipe
 
     path = tmp_path / "release.yaml"
     path.write_text(yaml.safe_dump({**TINY_RECIPE, "seeds": [1, 1]}))
@@ -361,7 +358,7 @@ def test_seeds_must_be_distinct(tmp_path):
 
 def test_member_train_names_only_seeds_of_the_recipe(tmp_path):
     from facetune.errors import InvalidInputError
-    from facetune.release import load_recipe
+    from facetune.release.recipe import load_recipe
 
     path = tmp_path / "release.yaml"
     path.write_text(yaml.safe_dump({**TINY_RECIPE, "member_train": {5: {"lr": 0.01}}}))
@@ -370,7 +367,7 @@ def test_member_train_names_only_seeds_of_the_recipe(tmp_path):
 
 
 def test_member_arch_names_only_seeds_of_the_recipe(tmp_path):
-    from facetune.release import load_recipe
+    from facetune.release.recipe import load_recipe
 
     path = tmp_path / "release.yaml"
     path.write_text(yaml.safe_dump({**TINY_RECIPE, "member_arch": {5: {"head_dropout": 0.1}}}))
@@ -379,7 +376,7 @@ def test_member_arch_names_only_seeds_of_the_recipe(tmp_path):
 
 
 def test_a_member_arch_that_cannot_be_built_is_refused_before_training(tmp_path):
-    from facetune.release import load_recipe
+    from facetune.release.recipe import load_recipe
 
     path = tmp_path / "release.yaml"
     path.write_text(yaml.safe_dump({**TINY_RECIPE, "member_arch": {4: {"trunk_arch": {"widths": [8], "blocks": [1, 1]}}}}))
@@ -388,7 +385,7 @@ def test_a_member_arch_that_cannot_be_built_is_refused_before_training(tmp_path)
 
 
 def test_a_misspelt_member_arch_key_is_named(tmp_path):
-    from facetune.release import load_recipe
+    from facetune.release.recipe import load_recipe
 
     path = tmp_path / "release.yaml"
     path.write_text(yaml.safe_dump({**TINY_RECIPE, "member_arch": {4: {"trunk_ach": {"widths": [8, 24]}}}}))
@@ -398,7 +395,7 @@ def test_a_misspelt_member_arch_key_is_named(tmp_path):
 
 def test_a_misspelt_member_train_key_is_named(tmp_path):
     from facetune.errors import InvalidInputError
-    from facetune.release import load_recipe
+    from facetune.release.recipe import load_recipe
 
     path = tmp_path / "release.yaml"
     path.write_text(yaml.safe_dump({**TINY_RECIPE, "member_train": {4: {"los_weights": {"gender": 2.0}}}}))

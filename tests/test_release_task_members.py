@@ -11,8 +11,10 @@ import yaml
 from facetune.errors import InvalidInputError
 from facetune.models import build_model, load_model
 from facetune.models.ensemble import MultiTaskEnsemble
-from facetune.release import load_recipe, task_member_recipes, train_release
-from facetune.release_card import CARD_FILE, card_checksums
+from facetune.release.paths import CARD_FILE
+from facetune.release.recipe import load_recipe, task_member_recipes
+from facetune.release.train import train_release
+from facetune.release.card import card_checksums
 from facetune.schema import ENSEMBLE_CONFIG_FILE
 from facetune.tasks import MULTITASK
 
@@ -36,73 +38,68 @@ RECIPE = {
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory, prepared_data):
-    root = tmp_path_factory.mktemp("task-members")
-    recipe = root / "release.yaml"
-    recipe.write_text(yaml.safe_dump(RECIPE))
-    lines: list[str] = []
-    metrics = train_release(prepared_data, root / "work", root / "out", recipe, log=lines.append)
-    return {"root": root, "recipe": recipe, "out": root / "out", "metrics": metrics, "log": lines, "data": prepared_data}
+def task_member_release(train_tiny_release):
+    return train_tiny_release(RECIPE, "task-members")
 
 
-def test_a_task_member_ships_beside_the_seeds_with_its_weight(release):
-    config = json.loads((release["out"] / ENSEMBLE_CONFIG_FILE).read_text())
+def test_a_task_member_ships_beside_the_seeds_with_its_weight(task_member_release):
+    config = json.loads((task_member_release["out"] / ENSEMBLE_CONFIG_FILE).read_text())
     assert config["members"] == [{"dir": "members/seed-3", "weight": 1.0}, {"dir": "members/cnn-gender", "weight": 2.0}]
-    ensemble, _ = load_model(release["out"])
+    ensemble, _ = load_model(task_member_release["out"])
     assert len(ensemble.members) == 1 and ensemble.task_member_tasks == ["gender"]
-    assert "members/cnn-gender/model.pt" in card_checksums(release["out"] / CARD_FILE)
+    assert "members/cnn-gender/model.pt" in card_checksums(task_member_release["out"] / CARD_FILE)
 
 
-def test_a_task_member_can_be_stored_in_its_own_weights_dtype(release):
+def test_a_task_member_can_be_stored_in_its_own_weights_dtype(task_member_release):
     def dtypes(folder: str) -> set[torch.dtype]:
-        state = torch.load(release["out"] / folder / "model.pt", weights_only=True)
+        state = torch.load(task_member_release["out"] / folder / "model.pt", weights_only=True)
         return {tensor.dtype for tensor in state.values() if tensor.is_floating_point()}
 
     assert dtypes("members/cnn-gender") == {torch.float16}
     assert dtypes("members/seed-3") == {torch.float32}  # the recipe's weights_dtype, the default
 
 
-def test_a_task_member_is_evaluated_alone_on_its_task(release):
-    entry = release["metrics"]["task_members"]["cnn-gender"]
+def test_a_task_member_is_evaluated_alone_on_its_task(task_member_release):
+    entry = task_member_release["metrics"]["task_members"]["cnn-gender"]
     assert entry["test_tta_flip"]["task"] == "gender" and 0.0 <= entry["test_tta_flip"]["accuracy"] <= 1.0
     assert entry["epochs_run"] == 1 and entry["train_config"]["lr"] == 0.002
 
 
-def test_the_card_says_what_the_task_member_adds(release):
-    card = (release["out"] / CARD_FILE).read_text()
+def test_the_card_says_what_the_task_member_adds(task_member_release):
+    card = (task_member_release["out"] / CARD_FILE).read_text()
     assert "For gender, a cnn network trained on gender alone (`task_members.cnn-gender`" in card
     assert "joins the average with weight 2" in card
     assert "| task member cnn-gender (cnn, gender only) alone, flip averaging | - |" in card
 
 
-def test_a_rerun_resumes_the_finished_task_member(release, tmp_path):
+def test_a_rerun_resumes_the_finished_task_member(task_member_release, tmp_path):
     lines: list[str] = []
-    train_release(release["data"], release["root"] / "work", tmp_path / "out", release["recipe"], log=lines.append)
+    train_release(task_member_release["data"], task_member_release["root"] / "work", tmp_path / "out", task_member_release["recipe"], log=lines.append)
     assert any("task member cnn-gender: resuming after epoch 1 of 1" in line for line in lines)
     assert not any("epoch 1/1" in line for line in lines)
 
 
-def test_a_shipped_task_member_is_reused_without_its_work_folder(release, tmp_path):
-    shutil.copytree(release["out"], tmp_path / "out")
+def test_a_shipped_task_member_is_reused_without_its_work_folder(task_member_release, tmp_path):
+    shutil.copytree(task_member_release["out"], tmp_path / "out")
     lines: list[str] = []
-    again = train_release(release["data"], tmp_path / "new-work", tmp_path / "out", release["recipe"], log=lines.append)
+    again = train_release(task_member_release["data"], tmp_path / "new-work", tmp_path / "out", task_member_release["recipe"], log=lines.append)
     assert any("task member cnn-gender: taken from" in line for line in lines)
-    assert again["task_members"]["cnn-gender"]["test_tta_flip"] == release["metrics"]["task_members"]["cnn-gender"]["test_tta_flip"]
+    assert again["task_members"]["cnn-gender"]["test_tta_flip"] == task_member_release["metrics"]["task_members"]["cnn-gender"]["test_tta_flip"]
 
 
-def test_a_task_member_of_another_recipe_is_trained_again(release, tmp_path):
-    shutil.copytree(release["out"], tmp_path / "out")
+def test_a_task_member_of_another_recipe_is_trained_again(task_member_release, tmp_path):
+    shutil.copytree(task_member_release["out"], tmp_path / "out")
     changed = tmp_path / "release.yaml"
     changed.write_text(yaml.safe_dump(RECIPE | {"task_members": {"cnn-gender": CNN_GENDER | {"train": CNN_GENDER["train"] | {"lr": 0.001}}}}))
     lines: list[str] = []
-    train_release(release["data"], tmp_path / "new-work", tmp_path / "out", changed, log=lines.append)
+    train_release(task_member_release["data"], tmp_path / "new-work", tmp_path / "out", changed, log=lines.append)
     assert any("task member cnn-gender epoch 1/1" in line for line in lines)
     assert not any("task member cnn-gender: taken from" in line for line in lines)
 
 
-def test_a_validation_only_run_shows_the_task_member_alone(release, tmp_path):
+def test_a_validation_only_run_shows_the_task_member_alone(task_member_release, tmp_path):
     lines: list[str] = []
-    figures = train_release(release["data"], release["root"] / "work", tmp_path / "out", release["recipe"], log=lines.append,
+    figures = train_release(task_member_release["data"], task_member_release["root"] / "work", tmp_path / "out", task_member_release["recipe"], log=lines.append,
                             val_only=True)
     assert figures["task_members"]["cnn-gender"]["task"] == "gender"
     assert any("val, ensemble of 1 + cnn-gender, flip averaging: age MAE" in line for line in lines)

@@ -13,7 +13,7 @@ import pytest
 from facetune.cli import main as cli_main
 from facetune.results import build_report, collect_results, load_study
 from facetune.results.collect import trial_columns
-from facetune.results.fairness import age_bands, fairness_gaps
+from facetune.results.fairness import fairness_gaps
 from facetune.schema import PREPARED_MANIFEST, split_combination_name
 from facetune.tasks import TASKS
 from results_fixture import ALL_COMBINATIONS, build_results_dir
@@ -181,11 +181,6 @@ def test_partial_report_without_prepared_data_falls_back_and_says_so(partial):
     figures = {p.stem for p in paths["figures"].glob("*.png")}
     assert "cnn_gender_filters" in figures and "cnn_age_filters" not in figures
     assert not any(name.startswith("dnn_age") for name in figures)
-
-
-def test_age_bands_are_decades_with_an_open_last_band():
-    bands = age_bands(np.array([0, 9, 10, 89, 90, 116]))
-    assert list(bands) == ["0-9", "0-9", "10-19", "80-89", "90+", "90+"]
 
 
 def test_fairness_gap_ranks_only_groups_big_enough():

@@ -72,9 +72,9 @@ def test_serve_command_explains_a_missing_models_dir_in_one_line(tmp_path, capsy
 
 
 def test_serve_command_without_models_or_shipped_ones_says_what_to_pass(monkeypatch, tmp_path, capsys):
-    import facetune.release
+    import facetune.release.paths
 
-    monkeypatch.setattr(facetune.release, "PRETRAINED_DIR", tmp_path)
+    monkeypatch.setattr(facetune.release.paths, "PRETRAINED_DIR", tmp_path)
     assert main(["serve"]) == 2
     assert "pass --models RESULTS_DIR" in capsys.readouterr().err
 

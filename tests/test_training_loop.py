@@ -12,7 +12,7 @@ from facetune.models import build_model, make_context
 from facetune.tasks import TASKS
 from facetune.training import EpochReport, TrainConfig, evaluate, fit, predict_outputs, seed_everything
 from facetune.training.augment import augment_batch, random_shift
-from facetune.training.loop import _batch_bounds
+from facetune.training.run import batch_bounds
 
 SMALL_CNN = {"conv_channels": [4, 8], "dense": [16], "batch_norm": True}
 
@@ -213,8 +213,8 @@ def test_balanced_class_weighting_is_for_classifiers_only(data):
 
 
 def test_a_trailing_batch_of_one_joins_the_previous_batch(data):
-    assert _batch_bounds(65, 32) == [(0, 32), (32, 65)]
-    assert _batch_bounds(64, 32) == [(0, 32), (32, 64)]
+    assert batch_bounds(65, 32) == [(0, 32), (32, 65)]
+    assert batch_bounds(64, 32) == [(0, 32), (32, 64)]
     train_x, train_y, val_x, val_y = data
     model = small_model("gender", None, arch={**SMALL_CNN, "batch_norm": True})
     fit(model, "gender", train_x[:33], train_y["gender"][:33], val_x, val_y["gender"], TrainConfig(epochs=1, batch_size=32))

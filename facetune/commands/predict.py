@@ -153,14 +153,13 @@ def load_predictor(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from facetune.devices import resolve_device
-    from facetune.predict.evaluate import evaluate, format_evaluation
+    from facetune.predict.evaluate import evaluate, evaluate_groups, format_evaluation, format_groups
     from facetune.predict.inputs import gather_inputs
     from facetune.predict.photos import needs_detection, predict_photos
     from facetune.predict.run import predict_inputs
 
     if args.about:
-        from facetune.release import PRETRAINED_DIR
-        from facetune.release_card import CARD_FILE
+        from facetune.release.paths import CARD_FILE, PRETRAINED_DIR
 
         card = PRETRAINED_DIR / CARD_FILE
         if not card.is_file():
@@ -206,6 +205,9 @@ def run(args: argparse.Namespace) -> int:
             print("evaluate: no labels known for these inputs (UTKFace names, CSV or Parquet carry them)")
         else:
             print(format_evaluation(evaluate(predictor, result, inputs.labels), all_metrics=args.all_metrics))
+            groups = format_groups(evaluate_groups(predictor, result, inputs.labels))
+            if groups:
+                print("\nper group (facetune.groups), with 95% bootstrap intervals:\n" + groups)
     if not len(result.predictions):
         raise NoDataError(
             f"no readable face in the input(s): {len(result.rejects)} reject(s)"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from facetune.commands.checks import check_writable_folder, read_sweep_summary
 from facetune.errors import NoDataError, UsageError, path_text
-from facetune.results.fairness import MIN_GROUP_SIZE
+from facetune.groups import MIN_GROUP_SIZE
 from facetune.results.study import STUDY_FILE
 from facetune.schema import SWEEP_FILE, SweepRecord
 

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         if args.models:
             read_summary(args.models)
         else:
-            from facetune.release import PRETRAINED_DIR, shipped_models_present
+            from facetune.release.paths import PRETRAINED_DIR, shipped_models_present
 
             if not shipped_models_present():
                 raise FileNotFoundError(f"no --models given and no shipped models in {PRETRAINED_DIR}: "

@@ -5,7 +5,8 @@ import argparse
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from facetune.release import PRETRAINED_DIR
+    from facetune.release.paths import PRETRAINED_DIR
+    from facetune.release.card import DOCS_PAGE
 
     parser = subparsers.add_parser(
         "train-release",
@@ -25,8 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="override the recipe's epochs (for a quick check only)")
     parser.add_argument("--limit", type=int, default=None,
                         help="train on the first N train rows only (for a quick check only)")
-    parser.add_argument("--readme", default=None,
-                        help="also rewrite this README's release-figures block with the new figures (README.md)")
+    parser.add_argument("--docs", default=None,
+                        help=f"also rewrite this page's release-figures block with the new figures ({DOCS_PAGE})")
     parser.add_argument("--val-only", action="store_true",
                         help="train or reuse the members, then print the ensemble's and each member's validation "
                         "figures and stop: nothing is written outside --work and test is not evaluated")
@@ -37,9 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetune.release import train_release
+    from facetune.release.train import train_release
 
     train_release(args.data, args.work, args.out, args.recipe, epochs=args.epochs, limit=args.limit,
-                  readme=args.readme, log=lambda line: print(line, flush=True), val_only=args.val_only,
+                  docs=args.docs, log=lambda line: print(line, flush=True), val_only=args.val_only,
                   device=args.device)
     return 0

@@ -22,6 +22,7 @@ from facetune.models.inference import predict_outputs
 from facetune.models.multitask import TaskView, network_of
 from facetune.predict.choice import choose_best, read_summary
 from facetune.predict.table import prediction_frame
+from facetune.release import paths as release_paths
 from facetune.schema import IMAGE_SIZE, NUM_PIXELS
 from facetune.tasks import MULTITASK, TASKS
 
@@ -103,12 +104,10 @@ class Predictor:
     @classmethod
     def pretrained(cls, device: str | torch.device | None = None, tta_flip: bool = True) -> Predictor:
         """The models shipped inside the package (see `facetune predict --about`)."""
-        from facetune.release import PRETRAINED_DIR, shipped_models_present
-
-        if not shipped_models_present():
-            raise FileNotFoundError(f"no pretrained models in {PRETRAINED_DIR}: rebuild them with `python jobs/train_release.py`")
-        return cls.from_model_dirs({MULTITASK: PRETRAINED_DIR}, device=device, tta_flip=tta_flip,
-                                   summaries=_release_summaries(PRETRAINED_DIR, tta_flip))
+        if not release_paths.shipped_models_present():
+            raise FileNotFoundError(f"no pretrained models in {release_paths.PRETRAINED_DIR}: rebuild them with `python jobs/train_release.py`")
+        return cls.from_model_dirs({MULTITASK: release_paths.PRETRAINED_DIR}, device=device, tta_flip=tta_flip,
+                                   summaries=_release_summaries(release_paths.PRETRAINED_DIR, tta_flip))
 
     @classmethod
     def from_results(
@@ -210,9 +209,7 @@ class Predictor:
 
 def _release_summaries(release_dir: Path, tta_flip: bool) -> dict[str, dict]:
     """task -> {"val", "test"} figures of the shipped models, as summary.json entries give them."""
-    from facetune.release import METRICS_FILE
-
-    path = release_dir / METRICS_FILE
+    path = release_dir / release_paths.METRICS_FILE
     if not path.is_file():
         return {}
     metrics = json.loads(path.read_text())

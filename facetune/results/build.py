@@ -12,7 +12,9 @@ import torch
 from facetune.results import figures, inspect
 from facetune.results.collect import SweepResults, collect_results, trial_columns
 from facetune.results.compare import best_families, comparison_table, headline, results_rows
-from facetune.results.fairness import ATTRIBUTES, MIN_GROUP_SIZE, fairness_gaps, group_metrics, metric_name
+from facetune.group_figures import metric_name, summary_lines
+from facetune.groups import AGE_BAND_LABELS, ATTRIBUTES, MIN_GROUP_SIZE
+from facetune.results.fairness import fairness_gaps, group_metrics, task_summary
 from facetune.results.labels import label_counts
 from facetune.results.render import Bullets, Image, Report, Section, Table, Text, write_report
 from facetune.results.study import STUDY_FILE, Study, load_study
@@ -180,8 +182,10 @@ def _cnn_section(results: SweepResults, faces: np.ndarray | None, make: _FigureM
 
 def _fairness_section(results: SweepResults, min_group_size: int, make: _FigureMaker) -> list[Section]:
     sections = [Section("Fairness", [Text(
-        f"Test metric per group of the faces' true ethnicity, gender and age band. Best and worst are ranked "
-        f"among groups of at least {min_group_size} test faces; smaller groups are listed as unranked.")])]
+        f"Test metric per group of the faces' true ethnicity, gender and age band (ages {', '.join(AGE_BAND_LABELS)}: "
+        "the model card's bands, which replaced this report's decades), each with its 95% bootstrap interval "
+        f"[low, high] over the group's test faces. Best and worst are ranked among groups of at least {min_group_size} "
+        "test faces; smaller groups are listed as unranked.")])]
     for task in TASKS:
         combos = {c.family: c for c in results.combinations.values() if c.task == task and c.predictions is not None}
         if not combos:
@@ -192,15 +196,20 @@ def _fairness_section(results: SweepResults, min_group_size: int, make: _FigureM
         for attribute in ATTRIBUTES:
             frame = None
             for family, groups in per_family.items():
-                part = groups[attribute].rename(columns={"value": family, "n": "n"})
+                part = groups[attribute].rename(columns={"value": family, "low": f"{family} low", "high": f"{family} high"})
                 frame = part if frame is None else frame.merge(part.drop(columns="n"), on="group")
             wide.append(frame.assign(attribute=attribute))
-        table = pd.concat(wide)[["attribute", "group", "n", *per_family]]
+        figures_columns = [f"{family}{end}" for family in per_family for end in ("", " low", " high")]
+        table = pd.concat(wide)[["attribute", "group", "n", *figures_columns]]
         gaps = pd.concat([fairness_gaps(c.predictions, task, min_group_size).assign(family=f) for f, c in combos.items()])
-        gaps = gaps[["family", "attribute", "metric", "worst_group", "worst", "best_group", "best", "gap", "unranked"]]
+        gaps = gaps[["family", "attribute", "metric", "worst_group", "worst", "worst_low", "worst_high", "best_group", "best",
+                     "gap", "unranked"]]
+        in_words = [f"{family}: {line}" for family, c in combos.items()
+                    for line in summary_lines(task, task_summary(c.predictions, task, min_group_size))]
         sections.append(Section(f"Fairness: {task}", [
-            Table(table, f"{task}: test {metric_name(task)} per group and family"),
-            Table(gaps, f"{task}: worst group and its gap to the best"),
+            Table(table, f"{task}: test {metric_name(task)} per group and family, with 95% intervals"),
+            Table(gaps, f"{task}: worst group (with its 95% interval) and its gap to the best"),
+            Bullets(in_words),
             make(f"fairness_{task}", f"{task}: test {metric_name(task)} per group",
                  lambda p, g=per_family, t=task: figures.fairness_figure(g, t, p)),
         ], level=3))

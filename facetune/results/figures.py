@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import auc, confusion_matrix, roc_curve
 
-from facetune.results.fairness import group_metrics, lower_is_better, metric_name
+from facetune.group_figures import lower_is_better, metric_name
+from facetune.results.fairness import group_metrics
 from facetune.tasks import TASKS
 
 #: Modest resolution keeps the self-contained HTML small (the report embeds every PNG).

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facetune.results.fairness import age_bands
+from facetune.groups import age_bands
 from facetune.schema import PREPARED_MANIFEST, SPLITS, TASK_NAMES, PreparedManifest
 from facetune.tasks import TASKS
 

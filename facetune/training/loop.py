@@ -6,7 +6,6 @@ that device with no DataLoader and no host-device copies.
 from __future__ import annotations
 
 import copy
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -21,6 +20,16 @@ from facetune.models.inference import predict_outputs
 from facetune.schema import TASK_NAMES
 from facetune.tasks import Task, get_task, losses
 from facetune.training.augment import AFFINE_PROBABILITY, augment_batch, check_augment
+from facetune.training.run import (
+    batch_bounds,
+    bf16_supported,
+    ema_update,
+    improved,
+    make_optimizer,
+    make_scheduler,
+    mixup_batch,
+    to_cpu,
+)
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle")
@@ -140,53 +149,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _to_cpu(obj: Any) -> Any:
-    """A deep CPU copy of nested dicts/lists/tuples of tensors."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().clone()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return copy.deepcopy(obj)
-
-
-def _batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """Batch (start, end) pairs; a trailing batch of one joins the previous batch because
-    batch norm cannot train on a single sample."""
-    starts = list(range(0, n, batch_size))
-    if len(starts) > 1 and n - starts[-1] == 1:
-        starts.pop()
-    return [(s, starts[i + 1] if i + 1 < len(starts) else n) for i, s in enumerate(starts)]
-
-
-def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=0.9, nesterov=True)
-
-
-def _make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """A per-batch LR schedule over the whole run (after an optional linear warm-up), or None."""
-    warmup_steps = min(cfg.warmup_epochs, cfg.epochs - 1) * steps_per_epoch
-    total_steps = cfg.epochs * steps_per_epoch - warmup_steps
-    if cfg.scheduler == "cosine":
-        main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    elif cfg.scheduler == "onecycle":
-        main = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps)
-    elif warmup_steps:
-        main = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    else:
-        return None
-    if not warmup_steps:
-        return main
-    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup_steps)
-    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[warmup_steps])
-
-
 def _class_weights(task: Task, train_y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor | None:
     if cfg.class_weighting == "none":
         return None
@@ -200,26 +162,6 @@ def _class_weights(task: Task, train_y: torch.Tensor, cfg: TrainConfig) -> torch
     # Inverse class frequency, n / (C * count_c), as sklearn's "balanced".
     weights = compute_class_weight("balanced", classes=classes, y=y)
     return torch.as_tensor(weights, dtype=torch.float32, device=train_y.device)
-
-
-def _improved(value: float, best: float | None, mode: str) -> bool:
-    if best is None:
-        return True  # the first epoch is the best so far, so a best state always exists
-    if math.isnan(value):
-        return False
-    if math.isnan(best):
-        return True
-    return value < best if mode == "min" else value > best
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 autocast runs natively (not emulated, which would be slower than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # AVX512-BF16 / AMX CPUs
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def evaluate(model: nn.Module, task: "Task | str", x: torch.Tensor | np.ndarray, y, batch_size: int = 512,
@@ -312,30 +254,6 @@ class Objective:
         return (1.0 / counts)[y]
 
 
-def _ema_update(decay: float) -> Callable[[list, list, Any], None]:
-    """An AveragedModel update with warm-up: the decay grows as (1 + n) / (10 + n) up to `decay`,
-    so the average forgets the random initial weights within the first few hundred steps."""
-
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: Any) -> None:
-        steps = float(num_averaged)  # AveragedModel's own counter, so a resumed run continues the warm-up
-        weight = 1.0 - min(decay, (1.0 + steps) / (10.0 + steps))
-        floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
-        if floats:
-            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
-        for a, c in zip(averaged, current):
-            if not a.is_floating_point():
-                a.copy_(c)  # counters such as batch norm's num_batches_tracked
-
-    return update
-
-
-def _mixup(x: torch.Tensor, alpha: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(mixed batch, partner permutation, weight of the original) for mixup with Beta(alpha, alpha)."""
-    lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    perm = torch.randperm(len(x), generator=generator, device=x.device)
-    return lam * x + (1 - lam) * x[perm], perm, lam
-
-
 def fit(
     model: nn.Module,
     task: "Task | str",
@@ -379,14 +297,14 @@ def fit(
     augment_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     class_weights = objective.class_weights(train_t)
     sample_weights = objective.sample_weights(train_t) if cfg.sampling == "balanced" else None
-    bounds = _batch_bounds(n, cfg.batch_size)
-    optimizer = _make_optimizer(model, cfg)
-    scheduler = _make_scheduler(optimizer, cfg, len(bounds))
+    bounds = batch_bounds(n, cfg.batch_size)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, len(bounds))
     ema = None
     if cfg.ema_decay > 0:
         from torch.optim.swa_utils import AveragedModel
 
-        ema = AveragedModel(model, multi_avg_fn=_ema_update(cfg.ema_decay), use_buffers=True)
+        ema = AveragedModel(model, multi_avg_fn=ema_update(cfg.ema_decay), use_buffers=True)
     evaluated = ema.module if ema is not None else model
     val_numpy = {name: y.cpu().numpy() for name, y in val_t.items()}
 
@@ -420,10 +338,10 @@ def fit(
     def training_state(epoch: int) -> dict:
         return {
             "epoch": epoch,
-            "model": _to_cpu(model.state_dict()),
-            "optimizer": _to_cpu(optimizer.state_dict()),
-            "scheduler": _to_cpu(scheduler.state_dict()) if scheduler is not None else None,
-            "ema": _to_cpu(ema.state_dict()) if ema is not None else None,
+            "model": to_cpu(model.state_dict()),
+            "optimizer": to_cpu(optimizer.state_dict()),
+            "scheduler": to_cpu(scheduler.state_dict()) if scheduler is not None else None,
+            "ema": to_cpu(ema.state_dict()) if ema is not None else None,
             "best_value": best_value,
             "best_epoch": best_epoch,
             "best_state": best_state,
@@ -455,7 +373,7 @@ def fit(
             xb = augment_batch(train_x[index], cfg.augment, augment_rng, cfg.color_jitter, cfg.affine_probability)
             yb = {name: y[index] for name, y in train_t.items()}
             if cfg.mixup > 0:
-                xb, partner, lam = _mixup(xb, cfg.mixup, augment_rng)
+                xb, partner, lam = mixup_batch(xb, cfg.mixup, augment_rng)
             if cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -498,9 +416,9 @@ def fit(
         metrics["epoch_seconds"] = time.perf_counter() - started
         metrics["images_per_second"] = n / train_seconds
 
-        is_best = not validated or _improved(val_metrics[objective.metric], best_value, objective.mode)
+        is_best = not validated or improved(val_metrics[objective.metric], best_value, objective.mode)
         if is_best:
-            best_value, best_epoch, best_state = val_metrics.get(objective.metric), epoch, _to_cpu(evaluated.state_dict())
+            best_value, best_epoch, best_state = val_metrics.get(objective.metric), epoch, to_cpu(evaluated.state_dict())
         history.append({"epoch": epoch, **metrics})
         if on_epoch is not None:
             on_epoch(EpochReport(epoch, metrics, is_best, _state_fn=lambda e=epoch: training_state(e)))

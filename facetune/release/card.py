@@ -1,4 +1,5 @@
-"""The model card beside the shipped models: what they were trained on, how, and how well."""
+"""What the release writes for people: the model card beside the shipped models (what they were
+trained on, how, and how well, per group with intervals) and the figures block of the docs page."""
 from __future__ import annotations
 
 import hashlib
@@ -6,16 +7,24 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
-CARD_FILE = "MODEL_CARD.md"
+from facetune.errors import InvalidInputError
+from facetune.group_figures import RESAMPLES, format_figure, summary, summary_lines
+from facetune.groups import MIN_GROUP_SIZE, group_names
+from facetune.release.evaluation import headline
+from facetune.release.paths import CARD_FILE
+
 SHA_HEADING = "## Files"
 #: Issue 10's bar for shipping and the project's targets on the test split: (age MAE, gender, ethnicity).
 SHIPPING_BAR = (5.4, 0.93, 0.83)
 TARGETS = (5.0, 0.94, 0.85)
-#: The README block that `write_readme_figures` rewrites (everything between the two lines).
-README_BEGIN = "<!-- release figures: written by `python jobs/train_release.py --readme README.md` from facetune/pretrained/metrics.json -->"
-README_END = "<!-- end of release figures -->"
+#: The page holding the release's figures, and the block of it `write_docs_figures` rewrites
+#: (everything between the two lines).
+DOCS_PAGE = "docs/release-models.md"
+FIGURES_BEGIN = f"<!-- release figures: written by `python jobs/train_release.py --docs {DOCS_PAGE}` from facetune/pretrained/metrics.json -->"
+FIGURES_END = "<!-- end of release figures -->"
 _SHA_ROW = re.compile(r"^\|\s*(\S+)\s*\|\s*`([0-9a-f]{64})`\s*\|$")
 
 
@@ -29,9 +38,38 @@ def shipped_files(release_dir: Path) -> list[str]:
     return sorted(path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file() and path.name != CARD_FILE)
 
 
-def _row(name: str, m: dict[str, dict]) -> str:
-    return (f"| {name} | {m['age']['n']} | {m['age']['mae']:.2f} | {m['gender']['accuracy']:.2%} | "
-            f"{m['ethnicity']['accuracy']:.2%} |")
+def _group_row(name: str, m: dict[str, dict]) -> str:
+    """A per-group row: the group, its faces, and each task's figure with its 95% interval."""
+    return f"| {name} | {m['age']['n']} | " + " | ".join(format_figure(task, headline(m, task)) for task, _ in _COLUMNS) + " |"
+
+
+def per_group_lines(groups: dict[str, dict]) -> list[str]:
+    """The per-group table (each figure with its interval) and its summary in words, as Markdown."""
+    return [
+        f"Per group (flip averaging), each figure with its 95% bootstrap interval ({RESAMPLES:,} resamples of",
+        "the group's test faces; the fewer the faces, the wider the interval):",
+        "",
+        "| group | faces | age MAE | gender accuracy | ethnicity accuracy |",
+        "| --- | --- | --- | --- | --- |",
+        *[_group_row(name, groups[name]) for name in ["overall", *group_names()] if name in groups],
+        "",
+        f"Worst and best group per task (ranked among groups of at least {MIN_GROUP_SIZE} faces), gender recall per",
+        "gender, and age MAE at both ends of life:",
+        "",
+        *summary_text(groups),
+    ]
+
+
+def group_summaries(groups: dict[str, dict]) -> dict[str, dict[str, Any]]:
+    """task -> group_figures.summary of the per-group figures (`groups`: evaluation.group_metrics)."""
+    return {task: summary(pd.DataFrame([{"group": name} | headline(m, task) for name, m in groups.items() if name != "overall"]), task)
+            for task, _ in _COLUMNS}
+
+
+def summary_text(groups: dict[str, dict]) -> list[str]:
+    """Markdown bullets per task: the worst group with its interval, the gap to the best, the
+    watched groups (female/male recall, children's and over-60s' MAE) and any group too small to rank."""
+    return [f"- {task}: {line}" for task, result in group_summaries(groups).items() for line in summary_lines(task, result)]
 
 
 def figures_line(m: dict[str, dict]) -> str:
@@ -167,11 +205,7 @@ def model_card(out_dir: Path, metrics: dict[str, Any]) -> str:
         "",
         f"On the val split (which chose the epochs, so optimistic) the ensemble gives {_figures(metrics['val']).replace(' | ', ' / ')}.",
         "",
-        "Per group (with flip averaging):",
-        "",
-        "| group | faces | age MAE | gender accuracy | ethnicity accuracy |",
-        "| --- | --- | --- | --- | --- |",
-        *[_row(name, m) for name, m in best.items() if name != "overall"],
+        *per_group_lines(best),
         "",
         "## Limits",
         "- UTKFace's labels are noisy (223 groups of identical images carry conflicting labels) and its",
@@ -195,8 +229,8 @@ def write_model_card(out_dir: Path, metrics: dict[str, Any]) -> Path:
     return path
 
 
-def readme_figures(metrics: dict[str, Any]) -> str:
-    """The README's table of the shipped models' figures (between README_BEGIN and README_END)."""
+def docs_figures(metrics: dict[str, Any]) -> str:
+    """The docs page's table of the shipped models' figures (between FIGURES_BEGIN and FIGURES_END)."""
     test, members = metrics["test"], metrics["members"]
     epochs = {m["epochs_run"] for m in members.values()}
     finetuned = [m["finetune"] for m in members.values() if "finetune" in m]
@@ -222,27 +256,27 @@ def readme_figures(metrics: dict[str, Any]) -> str:
         f"On validation (which chose each member's epoch) the ensemble reaches {_figures(metrics['val']).replace(' | ', ' / ')}"
         + (f" ({_figures(metrics['stacked_head']['val_averaged_heads']).replace(' | ', ' / ')} with the members' heads averaged)."
            if metrics.get("stacked_head") else "."),
+        "",
+        *per_group_lines(test["tta_flip"]),
     ]
     return "\n".join(lines)
 
 
-def readme_block_span(readme: Path) -> tuple[str, int, int]:
-    """(README text, start, end) of its release-figures block's content; a missing file or block is refused."""
-    from facetune.errors import InvalidInputError
-
-    path = Path(readme)
+def figures_block_span(page: Path) -> tuple[str, int, int]:
+    """(page text, start, end) of its release-figures block's content; a missing file or block is refused."""
+    path = Path(page)
     text = path.read_text() if path.is_file() else ""
-    begin, end = text.find(README_BEGIN), text.find(README_END)
+    begin, end = text.find(FIGURES_BEGIN), text.find(FIGURES_END)
     if begin < 0 or end < begin:
-        raise InvalidInputError(f"--readme {readme}: no such file, or no release-figures block in it "
-                                f"(the lines {README_BEGIN!r} and {README_END!r})")
-    return text, begin + len(README_BEGIN), end
+        raise InvalidInputError(f"--docs {page}: no such file, or no release-figures block in it "
+                                f"(the lines {FIGURES_BEGIN!r} and {FIGURES_END!r})")
+    return text, begin + len(FIGURES_BEGIN), end
 
 
-def write_readme_figures(readme: Path, metrics: dict[str, Any]) -> None:
-    """Replace the README's release-figures block with the figures of `metrics`."""
-    text, start, end = readme_block_span(readme)
-    Path(readme).write_text(text[:start] + "\n" + readme_figures(metrics) + "\n" + text[end:])
+def write_docs_figures(page: Path, metrics: dict[str, Any]) -> None:
+    """Replace the docs page's release-figures block with the figures of `metrics`."""
+    text, start, end = figures_block_span(page)
+    Path(page).write_text(text[:start] + "\n" + docs_figures(metrics) + "\n" + text[end:])
 
 
 def card_checksums(card_path: Path) -> dict[str, str]:

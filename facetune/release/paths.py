@@ -1,0 +1,18 @@
+"""Where the shipped models and their files live: the one place predict, serve and export learn it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from facetune.schema import ENSEMBLE_CONFIG_FILE, MODEL_CONFIG_FILE
+
+#: Where the shipped models live inside the installed package.
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+METRICS_FILE = "metrics.json"
+CARD_FILE = "MODEL_CARD.md"
+MEMBERS_DIR = "members"
+
+
+def shipped_models_present(release_dir: Path | None = None) -> bool:
+    """Whether `release_dir` (default: the package's pretrained/) holds a loadable release."""
+    folder = PRETRAINED_DIR if release_dir is None else Path(release_dir)
+    return (folder / ENSEMBLE_CONFIG_FILE).is_file() or (folder / MODEL_CONFIG_FILE).is_file()
