@@ -14,7 +14,7 @@ def test_a_sweep_row_limit_keeps_the_first_train_and_val_faces(prepared_data, tm
     from facetune.tuning.sweep import load_sweep_data
 
     store = ResultsStore(tmp_path / "results")
-    full = load_sweep_data(prepared_data, {}, store, need_pca=False)
+    full = load_sweep_data(prepared_data, {"row_limit": None}, store, need_pca=False)
     limited = load_sweep_data(prepared_data, {"row_limit": 25}, store, need_pca=False)
     assert len(limited.train_pixels) == 25 and len(limited.val_pixels) == 25
     assert (limited.train_pixels == full.train_pixels[:25]).all()

@@ -10,7 +10,7 @@ import pytest
 from facetune.cli import main
 from facetune.config import raycfg_dir
 from facetune.errors import InvalidInputError
-from facetune.tuning.cost import CombinationCost, epochs_bounds
+from facetune.tuning.cost import CombinationCost, epochs_bounds, measure_epoch_seconds
 from facetune.tuning.plan import SweepPlan, plan_sweep
 from facetune.tuning.profiles import load_profile, rehearsal
 
@@ -172,5 +172,11 @@ def test_a_dry_run_times_each_combinations_epoch_here(tmp_path, capsys, prepared
                      "dnn/gender"))
     out = capsys.readouterr().out
     assert code == 0
-    seconds = [float(s) for s in re.findall(r"^(?:cnn_age|dnn_gender) .* (\d+\.\d)s ", out, re.M)]
-    assert len(seconds) == 2 and all(s > 0 for s in seconds)
+    assert len(re.findall(r"^(?:cnn_age|dnn_gender) .* \d+\.\ds ", out, re.M)) == 2
+
+
+def test_an_epoch_is_timed_on_random_faces_and_scaled_to_the_split():
+    plan = plan_sweep(load_profile("smoke"), "smoke", only=["cnn/age"], cpus=2)
+    (combination,) = plan.combinations
+    small, large = (measure_epoch_seconds(plan, combination, rows) for rows in (1_000, 100_000))
+    assert 0 < small < large

@@ -57,7 +57,7 @@ def print_dry_run(plan: SweepPlan, data: Path, results: str, cpus: int | None) -
     print(f"wall time here: {least:.0f} to {most:.0f} minutes of training over {slots} slot(s) "
           f"(ASHA stopping every trial it can .. no trial stopped early; per-trial patience can stop sooner), "
           "plus preparing the data, the PCA and the test evaluations")
-    if cpus and busy > 0.5:
+    if cpus and busy > 1.0:  # more than a core's worth of other work
         print(f"note: the load average was {busy:.1f} on {cpus} CPUs when timing: other work shares this machine, "
               "so the epochs above are slower than on a quiet one")
     print(f"results: {results} ({SUMMARY_FILE}; then `facetune report {results}`)")
