@@ -15,12 +15,15 @@ import numpy as np
 import torch
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from facetune.models.inference import predict_outputs
 from facetune.schema import TASK_NAMES
 from facetune.tasks import Task, get_task, losses
 from facetune.training.augment import AFFINE_PROBABILITY, augment_batch, check_augment
-from facetune.training.run import (
+from facetune.training.run import (  # noqa: F401  (EpochReport and FitResult: fit's outputs, named here too)
+    EpochReport,
+    FitResult,
     batch_bounds,
     bf16_supported,
     ema_update,
@@ -113,33 +116,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class EpochReport:
-    epoch: int  # 1-based
-    metrics: dict[str, float]  # train_loss, val_loss, train_/val_<metric>, lr, epoch_seconds, images_per_second
-    is_best: bool
-    _state_fn: Callable[[], dict] = field(repr=False, compare=False, default=dict)
-
-    def training_state(self) -> dict:
-        """Everything `fit(..., resume_state=...)` needs to carry on after this epoch.
-
-        A CPU snapshot of plain tensors/containers (saveable with torch.save, loadable with
-        weights_only=True). Take it inside `on_epoch`: training moves on once it returns.
-        """
-        return self._state_fn()
-
-
-@dataclass
-class FitResult:
-    best_epoch: int
-    best_metrics: dict[str, float]
-    history: list[dict]  # one dict per epoch: {"epoch", **metrics}
-    epochs_run: int
-    stopped_early: bool
-    best_state_dict: dict  # CPU tensors; already loaded into the model
-    train_seconds: float
 
 
 def seed_everything(seed: int) -> None:
@@ -275,166 +251,200 @@ def fit(
     no validation set (`val_x` None, as in a final fit on train+val) every epoch counts as the
     best, so the last weights are returned.
     """
-    objective = Objective(model, task, cfg)
-    validated = val_x is not None
-    train_t = objective.targets(train_y)
-    val_t = objective.targets(val_y) if validated else {name: y[:0] for name, y in train_t.items()}
-    val_x = val_x if validated else train_x[:0]
-    n = len(train_x)
-    if n == 0 or (validated and len(val_x) == 0):
-        raise ValueError(f"fit needs a non-empty train set and, if given, val set (got {n} and {len(val_x)})")
-    for name in train_t:
-        if len(train_t[name]) != n or len(val_t[name]) != len(val_x):
-            raise ValueError(f"images/labels mismatch: train {n}/{len(train_t[name])}, val {len(val_x)}/{len(val_t[name])}")
-    device = train_x.device
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_supported(device))
-
-    torch.manual_seed(cfg.seed)  # dropout draws
-    shuffle_rng = torch.Generator().manual_seed(cfg.seed)
-    augment_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    class_weights = objective.class_weights(train_t)
-    sample_weights = objective.sample_weights(train_t) if cfg.sampling == "balanced" else None
-    bounds = batch_bounds(n, cfg.batch_size)
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, len(bounds))
-    ema = None
-    if cfg.ema_decay > 0:
-        from torch.optim.swa_utils import AveragedModel
-
-        ema = AveragedModel(model, multi_avg_fn=ema_update(cfg.ema_decay), use_buffers=True)
-    evaluated = ema.module if ema is not None else model
-    val_numpy = {name: y.cpu().numpy() for name, y in val_t.items()}
-
-    history: list[dict] = []
-    best_value: float | None = None
-    best_epoch = 0
-    best_state: dict | None = None
-    start_epoch = 1
+    run = _FitRun(model, task, train_x, train_y, val_x, val_y, cfg)
     if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        if scheduler is not None and resume_state.get("scheduler") is not None:
-            scheduler.load_state_dict(resume_state["scheduler"])
-        if ema is not None and resume_state.get("ema") is not None:
-            ema.load_state_dict(resume_state["ema"])
-        history = list(resume_state["history"])
-        best_value, best_epoch, best_state = resume_state["best_value"], resume_state["best_epoch"], resume_state["best_state"]
-        rng = resume_state["rng"]
+        run.restore(resume_state)
+    run.train(on_epoch)
+    return run.result()
+
+
+class _FitRun:
+    """One call of fit(): what its epochs read and update, and its steps by name."""
+
+    def __init__(self, model: nn.Module, task: "Task | str", train_x: torch.Tensor, train_y: Any,
+                 val_x: torch.Tensor | None, val_y: Any, cfg: TrainConfig) -> None:
+        self.model, self.cfg = model, cfg
+        self.objective = objective = Objective(model, task, cfg)
+        self.validated = validated = val_x is not None
+        self.train_t = train_t = objective.targets(train_y)
+        self.val_t = val_t = objective.targets(val_y) if validated else {name: y[:0] for name, y in train_t.items()}
+        self.train_x, self.val_x = train_x, val_x if validated else train_x[:0]
+        self.n = n = len(train_x)
+        if n == 0 or (validated and len(self.val_x) == 0):
+            raise ValueError(f"fit needs a non-empty train set and, if given, val set (got {n} and {len(self.val_x)})")
+        for name in train_t:
+            if len(train_t[name]) != n or len(val_t[name]) != len(self.val_x):
+                raise ValueError(f"images/labels mismatch: train {n}/{len(train_t[name])}, "
+                                 f"val {len(self.val_x)}/{len(val_t[name])}")
+        self.device = device = train_x.device
+        model.to(device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_supported(device))
+
+        torch.manual_seed(cfg.seed)  # dropout draws
+        self.shuffle_rng = torch.Generator().manual_seed(cfg.seed)
+        self.augment_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self.class_weights = objective.class_weights(train_t)
+        self.sample_weights = objective.sample_weights(train_t) if cfg.sampling == "balanced" else None
+        self.bounds = batch_bounds(n, cfg.batch_size)
+        self.optimizer = make_optimizer(model, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg, len(self.bounds))
+        self.ema = AveragedModel(model, multi_avg_fn=ema_update(cfg.ema_decay), use_buffers=True) \
+            if cfg.ema_decay > 0 else None
+        self.evaluated = self.ema.module if self.ema is not None else model
+        self.val_numpy = {name: y.cpu().numpy() for name, y in val_t.items()}
+
+        self.history: list[dict] = []
+        self.best_value: float | None = None
+        self.best_state: dict | None = None
+        self.best_epoch, self.start_epoch, self.stopped_early = 0, 1, False
+
+    def restore(self, state: dict) -> None:
+        """Carry on from an EpochReport.training_state()."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.history = list(state["history"])
+        self.best_value, self.best_epoch, self.best_state = state["best_value"], state["best_epoch"], state["best_state"]
+        rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        shuffle_rng.set_state(rng["shuffle"])
-        start_epoch = int(resume_state["epoch"]) + 1
-        if rng.get("augment_device", device.type) == device.type:
-            augment_rng.set_state(rng["augment"])
+        self.shuffle_rng.set_state(rng["shuffle"])
+        self.start_epoch = int(state["epoch"]) + 1
+        if rng.get("augment_device", self.device.type) == self.device.type:
+            self.augment_rng.set_state(rng["augment"])
         else:
             # A CPU generator's state does not fit a GPU's: a run moved to another kind of device
             # goes on with fresh augmentation draws, seeded by the epoch it resumes at.
-            augment_rng.manual_seed(cfg.seed + 1 + start_epoch)
+            self.augment_rng.manual_seed(self.cfg.seed + 1 + self.start_epoch)
 
-    def training_state(epoch: int) -> dict:
+    def training_state(self, epoch: int) -> dict:
         return {
             "epoch": epoch,
-            "model": to_cpu(model.state_dict()),
-            "optimizer": to_cpu(optimizer.state_dict()),
-            "scheduler": to_cpu(scheduler.state_dict()) if scheduler is not None else None,
-            "ema": to_cpu(ema.state_dict()) if ema is not None else None,
-            "best_value": best_value,
-            "best_epoch": best_epoch,
-            "best_state": best_state,
-            "history": copy.deepcopy(history),
+            "model": to_cpu(self.model.state_dict()),
+            "optimizer": to_cpu(self.optimizer.state_dict()),
+            "scheduler": to_cpu(self.scheduler.state_dict()) if self.scheduler is not None else None,
+            "ema": to_cpu(self.ema.state_dict()) if self.ema is not None else None,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "history": copy.deepcopy(self.history),
             "rng": {
                 "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-                "shuffle": shuffle_rng.get_state(),
-                "augment": augment_rng.get_state().cpu(),
-                "augment_device": device.type,
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+                "shuffle": self.shuffle_rng.get_state(),
+                "augment": self.augment_rng.get_state().cpu(),
+                "augment_device": self.device.type,
             },
-            "train_config": cfg.to_dict(),
+            "train_config": self.cfg.to_dict(),
         }
 
-    # A resumed run that had already hit its patience stays stopped.
-    stopped_early = cfg.patience > 0 and 1 < start_epoch <= cfg.epochs and (start_epoch - 1) - best_epoch >= cfg.patience
-    epoch = start_epoch
-    while epoch <= cfg.epochs and not stopped_early:
-        started = time.perf_counter()
+    def train(self, on_epoch: Callable[[EpochReport], None] | None) -> None:
+        """Epochs from start_epoch until cfg.epochs or early stopping, each reported to `on_epoch`."""
+        cfg = self.cfg
+        # A resumed run that had already hit its patience stays stopped.
+        start = self.start_epoch
+        self.stopped_early = cfg.patience > 0 and 1 < start <= cfg.epochs and (start - 1) - self.best_epoch >= cfg.patience
+        epoch = start
+        while epoch <= cfg.epochs and not self.stopped_early:
+            started = time.perf_counter()
+            order, loss_sum, train_outputs, train_seconds = self._train_one_epoch(started)
+            metrics, val_metrics = self._epoch_metrics(order, loss_sum, train_outputs, train_seconds, started)
+            is_best = not self.validated or improved(val_metrics[self.objective.metric], self.best_value,
+                                                     self.objective.mode)
+            if is_best:
+                self.best_value, self.best_epoch = val_metrics.get(self.objective.metric), epoch
+                self.best_state = to_cpu(self.evaluated.state_dict())
+            self.history.append({"epoch": epoch, **metrics})
+            if on_epoch is not None:
+                on_epoch(EpochReport(epoch, metrics, is_best, _state_fn=lambda e=epoch: self.training_state(e)))
+            self.stopped_early = self.validated and cfg.patience > 0 and epoch - self.best_epoch >= cfg.patience \
+                and epoch < cfg.epochs
+            epoch += 1
+
+    def _train_one_epoch(self, started: float) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], float]:
+        """One pass over the train split: (order of the faces, summed loss, outputs, seconds)."""
+        cfg, model, device, objective = self.cfg, self.model, self.device, self.objective
         model.train()
-        if sample_weights is not None:
-            order = torch.multinomial(sample_weights, n, replacement=True, generator=shuffle_rng).to(device)
+        if self.sample_weights is not None:
+            order = torch.multinomial(self.sample_weights, self.n, replacement=True, generator=self.shuffle_rng).to(device)
         else:
-            order = torch.randperm(n, generator=shuffle_rng).to(device)
+            order = torch.randperm(self.n, generator=self.shuffle_rng).to(device)
         loss_sum = torch.zeros((), device=device)
         train_outputs: list[torch.Tensor] = []
-        for start, end in bounds:
+        for start, end in self.bounds:
             index = order[start:end]
-            xb = augment_batch(train_x[index], cfg.augment, augment_rng, cfg.color_jitter, cfg.affine_probability)
-            yb = {name: y[index] for name, y in train_t.items()}
+            xb = augment_batch(self.train_x[index], cfg.augment, self.augment_rng, cfg.color_jitter,
+                               cfg.affine_probability)
+            yb = {name: y[index] for name, y in self.train_t.items()}
             if cfg.mixup > 0:
-                xb, partner, lam = mixup_batch(xb, cfg.mixup, augment_rng)
+                xb, partner, lam = mixup_batch(xb, cfg.mixup, self.augment_rng)
             if cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
                 outputs = model(xb)
             outputs = outputs.float()
-            loss = objective.loss(outputs, yb, class_weights)
+            loss = objective.loss(outputs, yb, self.class_weights)
             if cfg.mixup > 0:
                 # Mixup's loss is the same mix of the two partners' losses.
-                loss = lam * loss + (1 - lam) * objective.loss(outputs, {k: v[partner] for k, v in yb.items()}, class_weights)
-            optimizer.zero_grad(set_to_none=True)
+                loss = lam * loss + (1 - lam) * objective.loss(outputs, {k: v[partner] for k, v in yb.items()},
+                                                               self.class_weights)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(model)
             # Summed on-device: a .item() per batch would sync a GPU every step.
             loss_sum += loss.detach() * (end - start)
             train_outputs.append(outputs.detach())
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # GPU work is queued; time it, not its launch
-        train_seconds = time.perf_counter() - started
+        return order, loss_sum, train_outputs, time.perf_counter() - started
 
+    def _epoch_metrics(self, order: torch.Tensor, loss_sum: torch.Tensor, train_outputs: list[torch.Tensor],
+                       train_seconds: float, started: float) -> tuple[dict[str, float], dict[str, float]]:
+        """(every metric of the epoch, the validation ones by their own names)."""
+        objective = self.objective
         # Train metrics from the running (dropout, augmented) outputs: free, Keras-style.
         order_cpu = order.cpu()
-        train_metrics = objective.metrics({k: v.cpu()[order_cpu].numpy() for k, v in train_t.items()},
+        train_metrics = objective.metrics({k: v.cpu()[order_cpu].numpy() for k, v in self.train_t.items()},
                                           torch.cat(train_outputs).float().cpu().numpy())
-        metrics: dict[str, float] = {"train_loss": float(loss_sum.item()) / n}
+        metrics: dict[str, float] = {"train_loss": float(loss_sum.item()) / self.n}
         val_metrics: dict[str, float] = {}
-        if validated:
-            val_outputs = predict_outputs(evaluated, val_x, tta_flip=cfg.tta_flip)
-            val_metrics = objective.metrics(val_numpy, val_outputs)
-            metrics["val_loss"] = objective.loss(torch.from_numpy(val_outputs), {k: v.cpu() for k, v in val_t.items()},
-                                                 {k: (w.cpu() if w is not None else None) for k, w in class_weights.items()}).item()
+        if self.validated:
+            val_outputs = predict_outputs(self.evaluated, self.val_x, tta_flip=self.cfg.tta_flip)
+            val_metrics = objective.metrics(self.val_numpy, val_outputs)
+            metrics["val_loss"] = objective.loss(
+                torch.from_numpy(val_outputs), {k: v.cpu() for k, v in self.val_t.items()},
+                {k: (w.cpu() if w is not None else None) for k, w in self.class_weights.items()}).item()
         metrics.update({f"train_{k}": v for k, v in train_metrics.items()})
         metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
-        metrics["lr"] = float(optimizer.param_groups[0]["lr"])
+        metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])
         metrics["epoch_seconds"] = time.perf_counter() - started
-        metrics["images_per_second"] = n / train_seconds
+        metrics["images_per_second"] = self.n / train_seconds
+        return metrics, val_metrics
 
-        is_best = not validated or improved(val_metrics[objective.metric], best_value, objective.mode)
-        if is_best:
-            best_value, best_epoch, best_state = val_metrics.get(objective.metric), epoch, to_cpu(evaluated.state_dict())
-        history.append({"epoch": epoch, **metrics})
-        if on_epoch is not None:
-            on_epoch(EpochReport(epoch, metrics, is_best, _state_fn=lambda e=epoch: training_state(e)))
-        stopped_early = validated and cfg.patience > 0 and epoch - best_epoch >= cfg.patience and epoch < cfg.epochs
-        epoch += 1
-
-    if best_state is None:
-        raise ValueError("resume_state has no best state: it was not made by fit()")
-    model.load_state_dict(best_state)
-    best_metrics = {k: v for k, v in history[best_epoch - 1].items() if k != "epoch"}
-    return FitResult(
-        best_epoch=best_epoch,
-        best_metrics=best_metrics,
-        history=history,
-        epochs_run=len(history),
-        stopped_early=stopped_early,
-        best_state_dict=best_state,
-        train_seconds=float(sum(h["epoch_seconds"] for h in history)),
-    )
+    def result(self) -> FitResult:
+        """The best epoch's weights loaded back into the model, and the run's record."""
+        if self.best_state is None:
+            raise ValueError("resume_state has no best state: it was not made by fit()")
+        self.model.load_state_dict(self.best_state)
+        best_metrics = {k: v for k, v in self.history[self.best_epoch - 1].items() if k != "epoch"}
+        return FitResult(
+            best_epoch=self.best_epoch,
+            best_metrics=best_metrics,
+            history=self.history,
+            epochs_run=len(self.history),
+            stopped_early=self.stopped_early,
+            best_state_dict=self.best_state,
+            train_seconds=float(sum(h["epoch_seconds"] for h in self.history)),
+        )

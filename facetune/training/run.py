@@ -1,13 +1,42 @@
-"""The parts of a fit() that carry no training decision: its optimiser, schedule, EMA update, mixup
-draw, batch bounds, best-epoch test, device precision check and CPU copies of its state."""
+"""The parts of a fit() that carry no training decision: what it reports (EpochReport, FitResult),
+its optimiser, schedule, EMA update, mixup draw, batch bounds, best-epoch test, device precision
+check and CPU copies of its state."""
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import nn
+
+
+@dataclass
+class EpochReport:
+    epoch: int  # 1-based
+    metrics: dict[str, float]  # train_loss, val_loss, train_/val_<metric>, lr, epoch_seconds, images_per_second
+    is_best: bool
+    _state_fn: Callable[[], dict] = field(repr=False, compare=False, default=dict)
+
+    def training_state(self) -> dict:
+        """Everything `fit(..., resume_state=...)` needs to carry on after this epoch.
+
+        A CPU snapshot of plain tensors/containers (saveable with torch.save, loadable with
+        weights_only=True). Take it inside `on_epoch`: training moves on once it returns.
+        """
+        return self._state_fn()
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: list[dict]  # one dict per epoch: {"epoch", **metrics}
+    epochs_run: int
+    stopped_early: bool
+    best_state_dict: dict  # CPU tensors; already loaded into the model
+    train_seconds: float
 
 
 def to_cpu(obj: Any) -> Any:
