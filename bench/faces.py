@@ -25,9 +25,9 @@ import numpy as np  # noqa: E402
 
 from facetune.data.loading import load_split  # noqa: E402
 from facetune.data.prepare import ensure_prepared  # noqa: E402
-from facetune.predict import faces as faces_module  # noqa: E402
+from facetune.predict import face_detection as faces_module  # noqa: E402
 from facetune.predict.predictor import Predictor  # noqa: E402
-from facetune.schema import IMAGE_SIZE  # noqa: E402
+from facetune.records import IMAGE_SIZE  # noqa: E402
 from facetune.storage import ResultsStore  # noqa: E402
 from facetune.tasks import TASKS  # noqa: E402
 from scenes import background_photos, iou, make_scene  # noqa: E402

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO_ROOT))  # runnable from a checkout without installin
 
 from facetune.data.prepare import ensure_prepared  # noqa: E402
 from facetune.ray_session import ray_session  # noqa: E402
-from facetune.schema import TRIAL_TIMES_FILE  # noqa: E402
+from facetune.records import TRIAL_TIMES_FILE  # noqa: E402
 from facetune.tuning.pool import TrialTime, slot_occupancy  # noqa: E402
 from facetune.tuning.profiles import load_profile  # noqa: E402
 from facetune.tuning.sweep import run_sweep  # noqa: E402

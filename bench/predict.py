@@ -158,7 +158,7 @@ def detection_throughput(predictor: Predictor, files: list[Path], args: argparse
     """`--faces detect` on real files (images/s, faces/s), and find_faces on two larger photos."""
     import skimage.data
 
-    from facetune.predict.faces import find_faces
+    from facetune.predict.face_detection import find_faces
     from facetune.predict.photos import predict_photos
     from scenes import background_photos, make_scene
 

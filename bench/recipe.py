@@ -192,10 +192,10 @@ def main() -> int:
     from facetune.data.prepare import ensure_prepared
     from facetune.models.multitask import TaskView
     from facetune.tuning.presets import load_preset
-    from facetune.schema import PreparedManifest
+    from facetune.records import PreparedManifest
     from facetune.storage import ResultsStore
     from facetune.tasks import MULTITASK, TASKS
-    from facetune.tuning.ensemble import ensemble_metrics, greedy_selection
+    from facetune.tuning.ensemble_selection import ensemble_metrics, greedy_selection
     from facetune.tuning.space import combination_config
     from facetune.models.ensemble import to_prediction_space
 

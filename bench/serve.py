@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))  # the drawn face when the shared d
 import aiohttp  # noqa: E402  (comes with ray[default])
 import numpy as np  # noqa: E402
 
-from facetune.schema import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, SUMMARY_FILE, SummaryEntry, summary_to_json  # noqa: E402
+from facetune.records import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, SUMMARY_FILE, SummaryEntry, summary_to_json  # noqa: E402
 from facetune.serve.app import APP_NAME, ServeSettings, build_app  # noqa: E402
 from facetune.tasks import TASKS  # noqa: E402
 from predict import study_models  # noqa: E402  (bench/ is on sys.path as the script's folder)

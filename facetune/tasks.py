@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from sklearn import metrics as skm
 
-from facetune.schema import ETHNICITY_NAMES, GENDER_NAMES, MAX_AGE, MULTITASK  # noqa: F401  (MULTITASK: re-exported)
+from facetune.records import ETHNICITY_NAMES, GENDER_NAMES, MAX_AGE, MULTITASK  # noqa: F401  (MULTITASK: re-exported)
 
 #: loss(outputs, targets, class_weights, label_smoothing) -> scalar tensor. Regression losses
 #: receive outputs and targets already standardised (see Task.loss).

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facetune.schema import PREPARED_FORMAT, PREPARED_MANIFEST
+from facetune.records import PREPARED_FORMAT, PREPARED_MANIFEST
 from synthetic import make_faces, write_kaggle_csv, write_utkface_folder
 
 FACES = make_faces(30, seed=3)

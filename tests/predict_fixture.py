@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from facetune.models import build_model, save_model
-from facetune.schema import IMAGE_SIZE, MODEL_WEIGHTS_FILE, SUMMARY_FILE, SummaryEntry, combination_name, summary_to_json
+from facetune.records import IMAGE_SIZE, MODEL_WEIGHTS_FILE, SUMMARY_FILE, SummaryEntry, combination_name, summary_to_json
 from facetune.tasks import TASKS
 
 #: Small enough to build in milliseconds; the shapes of the real families.

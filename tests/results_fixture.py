@@ -16,7 +16,7 @@ import torch
 from facetune.models import build_model, make_context, save_model
 from facetune.models.pca import fit_pca, save_pca, summary
 from facetune.results.collect import STUDY_FAMILIES
-from facetune.schema import (
+from facetune.records import (
     IMAGE_SIZE,
     PCA_DIR,
     PCA_INFO_FILE,
@@ -156,7 +156,7 @@ def build_results_dir(root: Path, data_dir: Path | None = None, *, omit: tuple[s
 
 
 def write_sweep_files(root: Path, entries: list[SummaryEntry], combinations: list[str], data_dir: Path) -> None:
-    """summary.json and sweep.json as the sweep writes them (facetune.schema records)."""
+    """summary.json and sweep.json as the sweep writes them (facetune.records records)."""
     (root / SUMMARY_FILE).write_text(json.dumps(summary_to_json(entries), indent=1))
     sweep = SweepRecord(profile="fixture", data=str(data_dir), storage=str(root / "tune"),
                         combinations=list(combinations), started="2025-01-01T10:00:00")

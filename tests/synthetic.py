@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facetune.schema import IMAGE_SIZE as SIZE  # the faces are drawn in the training layout
+from facetune.records import IMAGE_SIZE as SIZE  # the faces are drawn in the training layout
 
 
 def make_faces(n: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ import torch
 from facetune.models import build_model
 from facetune.models.ensemble import Ensemble, to_prediction_space
 from facetune.tasks import TASKS
-from facetune.tuning.ensemble import combined_metric, greedy_selection
+from facetune.tuning.ensemble_selection import combined_metric, greedy_selection
 
 
 def noisy_probabilities(y: np.ndarray, classes: int, noise: float, seed: int) -> np.ndarray:

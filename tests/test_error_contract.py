@@ -19,7 +19,7 @@ import pytest
 import error_cases as ec
 from facetune.cli import main
 from facetune.errors import EXIT_NO_DATA, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE
-from facetune.schema import PREPARED_MANIFEST
+from facetune.records import PREPARED_MANIFEST
 from predict_fixture import build_results_dir
 
 pytestmark = pytest.mark.usefixtures("no_figures")
@@ -433,7 +433,7 @@ def tune(*extra: str) -> Callable[[Env], list[str]]:
 
 
 def only_cnn_age_profile(tmp: Path) -> Path:
-    from facetune.config import load_yaml
+    from facetune.config_files import load_yaml
 
     profile = {**load_yaml("profiles/smoke.yaml"), "combinations": ["cnn/age"], "name": "one"}
     (tmp / "one.yaml").write_text(json.dumps(profile))

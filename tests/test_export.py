@@ -1,4 +1,4 @@
-"""What export (facetune.tuning.export) makes of a combination's trial results before it writes
+"""What export (facetune.tuning.best_trial) makes of a combination's trial results before it writes
 the best one: one report an epoch, and the best trial over every epoch it reported."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from facetune.tuning.export import best_result, once_per_epoch, without_replayed_epochs
+from facetune.tuning.best_trial import best_result, once_per_epoch, without_replayed_epochs
 
 
 def history(*reports: tuple[int, float]) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import skimage.data as skimage_data  # noqa: E402  (a test dependency: real phot
 from facetune.commands import predict as predict_command  # noqa: E402
 from facetune.data.images import to_gray48  # noqa: E402
 from facetune.predict import Predictor  # noqa: E402
-from facetune.predict.faces import find_faces  # noqa: E402
+from facetune.predict.face_detection import find_faces  # noqa: E402
 from facetune.predict.photos import FACE_COLUMNS, NO_FACE, predict_photos  # noqa: E402
 from predict_fixture import build_results_dir  # noqa: E402
 from scenes import background_photos, iou, make_scene  # noqa: E402

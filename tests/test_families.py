@@ -8,12 +8,12 @@ import pytest
 from torch import nn
 
 import results_fixture
-from facetune.config import RAYCFG_ENV
+from facetune.config_files import RAYCFG_ENV
 from facetune.models import registry
 from facetune.models.registry import output_size, register_family
 from facetune.results.build import build_report
 from facetune.results.collect import collect_results
-from facetune.schema import NUM_PIXELS, TASK_NAMES, combination_name
+from facetune.records import NUM_PIXELS, TASK_NAMES, combination_name
 from facetune.tuning.profiles import combinations, load_profile
 
 REPO_RAYCFG = Path(__file__).resolve().parents[1] / "raycfg"

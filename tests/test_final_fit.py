@@ -9,7 +9,7 @@ from facetune.cli import main
 from facetune.data.loading import load_split
 from facetune.predict.choice import choose_best, read_summary
 from facetune.predict.predictor import Predictor
-from facetune.schema import SummaryEntry, SweepRecord
+from facetune.records import SummaryEntry, SweepRecord
 from facetune.tuning.final_fit import FINAL_FIT_FAMILY, TRAINED_ON, final_fit
 
 SMALL_CNN = {"conv_channels": [4, 8], "dense": [16], "batch_norm": True}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from facetune.data.loading import load_split, pixels_to_images, read_split_dataset
-from facetune.schema import PREPARED_MANIFEST, SPLITS
+from facetune.records import PREPARED_MANIFEST, SPLITS
 from facetune.settings import DataNotFoundError
 
 

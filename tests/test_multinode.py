@@ -22,9 +22,9 @@ import yaml
 
 from trial_log import epochs_by_trial, read_trial_reports, read_trial_states
 
-from facetune.config import load_yaml
+from facetune.config_files import load_yaml
 from facetune.results.collect import STUDY_FAMILIES
-from facetune.schema import POOL_EXPERIMENT, TASK_NAMES, TUNE_DIR, combination_name
+from facetune.records import POOL_EXPERIMENT, TASK_NAMES, TUNE_DIR, combination_name
 
 pytestmark = pytest.mark.slow  # a head and two worker nodes running the smoke sweep (minutes)
 

@@ -10,7 +10,7 @@ from facetune.models.onnx_engine import PARITY_ATOL, onnx_runtime_twin
 from facetune.models.pca import fit_pca
 from facetune.predict import Predictor
 from facetune.predict.run import ONNXRUNTIME_MIN_IMAGES, chooses_onnxruntime
-from facetune.schema import IMAGE_SIZE, MULTITASK, NUM_PIXELS
+from facetune.records import IMAGE_SIZE, MULTITASK, NUM_PIXELS
 from predict_fixture import build_results_dir
 from synthetic import make_faces
 

@@ -136,7 +136,7 @@ def test_slot_occupancy_is_used_slot_seconds_over_available_ones(spans, slots, e
 def test_each_trial_time_is_written_as_its_trial_ends_after_the_earlier_runs_rows(tmp_path):
     import json
 
-    from facetune.schema import TRIAL_TIMES_FILE
+    from facetune.records import TRIAL_TIMES_FILE
     from facetune.storage import ResultsStore
     from facetune.tuning.sweep import _SweepProgress
 

@@ -16,7 +16,7 @@ from facetune.cli import run_command
 from facetune.commands import prepare as prepare_command
 from facetune.data.prepare import BadRowError, prepare
 from facetune.data.split import assign_splits, content_hashes, duplicate_stats
-from facetune.schema import PREPARED_FIGURES_DIR, PREPARED_MANIFEST, SPLITS
+from facetune.records import PREPARED_FIGURES_DIR, PREPARED_MANIFEST, SPLITS
 from facetune.settings import DataNotFoundError
 
 

@@ -16,7 +16,7 @@ from facetune.data.loading import load_split
 from facetune.data.outdir import check_output_dir
 from facetune.data.prepare import prepare
 from facetune.errors import OutputError
-from facetune.schema import PREPARED_MANIFEST, is_prepared_dir
+from facetune.records import PREPARED_MANIFEST, is_prepared_dir
 
 pytestmark = pytest.mark.usefixtures("no_figures")
 

@@ -52,7 +52,7 @@ def test_model_card_gives_each_group_an_interval_and_the_worst_group_per_task():
 
 
 def test_shipped_recipe_is_the_one_in_raycfg():
-    from facetune.config_schema import RELEASE, with_defaults
+    from facetune.config_keys import RELEASE, with_defaults
 
     metrics = json.loads((PRETRAINED_DIR / "metrics.json").read_text())
     # A key added to the recipe schema after the release was trained counts at its default.

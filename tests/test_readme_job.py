@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from facetune.schema import SUMMARY_FILE, combination_name
+from facetune.records import SUMMARY_FILE, combination_name
 from facetune.settings import DEFAULT_DATA_SOURCE
 from facetune.tuning.profiles import combinations, load_profile
 from facetune.tuning.sweep import result_tasks

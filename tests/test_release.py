@@ -16,7 +16,7 @@ from facetune.release.recipe import member_recipes
 from facetune.release.train import train_release
 from facetune.errors import InvalidInputError
 from facetune.release.card import FIGURES_BEGIN, FIGURES_END, card_checksums, docs_figures, file_sha256, shipped_files
-from facetune.schema import ENSEMBLE_CONFIG_FILE, MODEL_CONFIG_FILE
+from facetune.records import ENSEMBLE_CONFIG_FILE, MODEL_CONFIG_FILE
 from facetune.tasks import MULTITASK
 
 TINY_RECIPE = {

@@ -15,7 +15,7 @@ from facetune.release.paths import CARD_FILE
 from facetune.release.recipe import load_recipe, task_member_recipes
 from facetune.release.train import train_release
 from facetune.release.card import card_checksums
-from facetune.schema import ENSEMBLE_CONFIG_FILE
+from facetune.records import ENSEMBLE_CONFIG_FILE
 from facetune.tasks import MULTITASK
 
 CNN_GENDER = {

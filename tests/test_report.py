@@ -14,7 +14,7 @@ from facetune.cli import main as cli_main
 from facetune.results import build_report, collect_results, load_study
 from facetune.results.collect import trial_columns
 from facetune.results.fairness import fairness_gaps
-from facetune.schema import PREPARED_MANIFEST, split_combination_name
+from facetune.records import PREPARED_MANIFEST, split_combination_name
 from facetune.tasks import TASKS
 from results_fixture import ALL_COMBINATIONS, build_results_dir
 

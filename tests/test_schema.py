@@ -1,4 +1,4 @@
-"""facetune.schema: one writer and one reader per file, and prepared folders plain Parquet readers can open."""
+"""facetune.records: one writer and one reader per file, and prepared folders plain Parquet readers can open."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 
 from facetune.data.loading import load_split
 from facetune.errors import RecordFormatError
-from facetune.schema import (
+from facetune.records import (
     OLD_PREPARED_MANIFEST,
     PREPARED_FIGURES_DIR,
     PREPARED_MANIFEST,

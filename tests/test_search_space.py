@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from ray import tune
 
-from facetune.config import raycfg_dir
+from facetune.config_files import raycfg_dir
 from facetune.tuning.profiles import combinations, load_profile
-from facetune.schema import TASK_NAMES
+from facetune.records import TASK_NAMES
 from facetune.tuning.space import combination_config, param_space, to_distribution
 
 SHIPPED_PROFILES = sorted(p.stem for p in (raycfg_dir() / "profiles").glob("*.yaml"))
@@ -78,7 +78,7 @@ def test_every_shipped_search_space_samples_into_a_model_and_a_train_config(prof
     space_overrides (a preset profile: its own entries), samples into a TrainConfig and a model."""
     import random
 
-    from facetune.config import set_dotted
+    from facetune.config_files import set_dotted
     from facetune.models import build_model
     from facetune.models.registry import age_distribution_context
     from facetune.tasks import MULTITASK

@@ -11,7 +11,7 @@ from PIL import Image
 
 from facetune.data.images import ImageDecodeError, load_gray48
 from facetune.serve import uploads
-from facetune.serve.faces import faces_in
+from facetune.serve.detection import faces_in
 from facetune.serve.uploads import BadRequest
 from serve_fixture import face_photo, many_field_form, multipart, png_bomb, rgb_png
 
@@ -105,7 +105,7 @@ def test_a_small_crop_is_one_face_converted_exactly_as_facetune_predict_does(tmp
 def test_faces_in_a_photo_are_the_ones_predict_finds(tmp_path):
     import skimage.data
 
-    from facetune.predict.faces import find_faces
+    from facetune.predict.face_detection import find_faces
 
     path = tmp_path / "astronaut.png"
     Image.fromarray(skimage.data.astronaut()).save(path)

@@ -11,7 +11,7 @@ import torch
 
 from facetune.models import load_model
 from facetune.models.multitask import TaskView
-from facetune.schema import (
+from facetune.records import (
     IMAGE_SIZE,
     MULTITASK,
     NUM_PIXELS,
@@ -180,7 +180,7 @@ def test_ensemble_from_the_sweep_is_chosen_by_predict_and_no_worse_on_validation
 
     from facetune.predict import Predictor
     from facetune.tasks import TASKS
-    from facetune.tuning.ensemble import build_ensembles
+    from facetune.tuning.ensemble_selection import build_ensembles
 
     source, _ = smoke_results
     results = tmp_path_factory.mktemp("ensemble") / "results"

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from facetune.cli import main
-from facetune.config import raycfg_dir
+from facetune.config_files import raycfg_dir
 from facetune.errors import InvalidInputError
 from facetune.tuning.cost import CombinationCost, epochs_bounds, measure_epoch_seconds
 from facetune.tuning.plan import SweepPlan, plan_sweep

@@ -24,9 +24,9 @@ import yaml
 from trial_log import read_trial_reports, read_trial_states, resume_checkpoints
 
 from facetune.cluster.local_head import session_members
-from facetune.config import load_yaml
+from facetune.config_files import load_yaml
 from facetune.results.collect import STUDY_FAMILIES
-from facetune.schema import TASK_NAMES, combination_name, split_combination_name
+from facetune.records import TASK_NAMES, combination_name, split_combination_name
 
 pytestmark = pytest.mark.slow  # a sweep killed and resumed on Ray Tune (minutes)
 

@@ -12,7 +12,7 @@ from facetune.models import build_model, make_context
 from facetune.tasks import TASKS
 from facetune.training import EpochReport, TrainConfig, evaluate, fit, predict_outputs, seed_everything
 from facetune.training.augment import augment_batch, random_shift
-from facetune.training.run import batch_bounds
+from facetune.training.fit_parts import batch_bounds
 
 SMALL_CNN = {"conv_channels": [4, 8], "dense": [16], "batch_norm": True}
 

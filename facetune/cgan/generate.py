@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from facetune.cgan.models import build_generator, to_unit
-from facetune.schema import IMAGE_SIZE, MAX_AGE
+from facetune.records import IMAGE_SIZE, MAX_AGE
 
 #: The exported generator inside a results dir (written at the end of a training run).
 GENERATOR_FILE = "generator.pt"

@@ -10,11 +10,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from facetune.config import config_path, deep_merge, load_yaml
-from facetune.config_schema import CGAN_FILE, CGAN_RUN, apply_assignments, check
+from facetune.config_files import config_path, deep_merge, load_yaml
+from facetune.config_keys import CGAN_FILE, CGAN_RUN, apply_assignments, check
 from facetune.errors import InputNotFoundError, InvalidInputError, UsageError
 from facetune.ray_session import add_address_argument, check_address, ray_session
-from facetune.schema import MODEL_CONFIG_FILE
+from facetune.records import MODEL_CONFIG_FILE
 
 CONFIG_FILE = "cgan.yaml"
 AGE_MODEL_DIR = "age_regressor"  # the fallback regressor's dir under RESULTS
@@ -28,7 +28,7 @@ def profile_names(path: str = CONFIG_FILE) -> list[str]:
 def resolve_config(profile: str, overrides: dict[str, Any] | None = None, path: str = CONFIG_FILE,
                    assignments: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """raycfg/cgan.yaml defaults <- profile <- overrides <- `--set` assignments, with the named
-    preset split into model/optim. Unknown keys anywhere fail here (facetune.config_schema)."""
+    preset split into model/optim. Unknown keys anywhere fail here (facetune.config_keys)."""
     source = config_path(path)
     raw = load_yaml(source)
     check(raw, CGAN_FILE, str(source))

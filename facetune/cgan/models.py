@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-from facetune.schema import IMAGE_SIZE
+from facetune.records import IMAGE_SIZE
 
 GENERATORS: dict[str, Callable[..., nn.Module]] = {}
 DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {}

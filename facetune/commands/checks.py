@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from facetune.errors import InputNotFoundError, InvalidInputError, NoDataError, OutputError, UsageError, path_text
-from facetune.schema import SUMMARY_FILE, SWEEP_FILE, SummaryEntry, SweepRecord, summary_from_json
+from facetune.records import SUMMARY_FILE, SWEEP_FILE, SummaryEntry, SweepRecord, summary_from_json
 
 
 def read_sweep_record(results_dir: Path) -> SweepRecord:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from facetune.commands.checks import read_sweep_record
-from facetune.schema import TASK_NAMES
+from facetune.records import TASK_NAMES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"facetune ensemble: --max-members must be at least 1, not {args.max_members}", file=sys.stderr)
         return 2
     read_sweep_record(args.results_dir)
-    from facetune.tuning.ensemble import build_ensembles
+    from facetune.tuning.ensemble_selection import build_ensembles
 
     entries = build_ensembles(args.results_dir, args.max_members, args.tasks)
     return 0 if entries else 1

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
         faces = load_split(args.check_data, "test").images().numpy()
     else:
-        from facetune.schema import IMAGE_SIZE
+        from facetune.records import IMAGE_SIZE
 
         faces = np.random.default_rng(0).random((64, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     print(f"parity check on {len(faces)} faces", file=sys.stderr)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from facetune.commands.checks import read_sweep_record
 from facetune.errors import InputNotFoundError, InvalidInputError
-from facetune.schema import SUMMARY_FILE, TASK_NAMES
+from facetune.records import SUMMARY_FILE, TASK_NAMES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from facetune.predict.run import (
     chooses_onnxruntime,
     chooses_ray,
 )
-from facetune.schema import SPLITS
+from facetune.records import SPLITS
 
 #: Rejects listed on the terminal; all of them go to the rejects CSV.
 SHOWN_REJECTS = 20

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from facetune.data.prepare import prepare, summary_lines
-from facetune.schema import PARQUET_PATTERN, PREPARED_FIGURES_DIR, PREPARED_MANIFEST
+from facetune.records import PARQUET_PATTERN, PREPARED_FIGURES_DIR, PREPARED_MANIFEST
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from facetune.commands.checks import check_writable_folder, read_sweep_summary
 from facetune.errors import NoDataError, UsageError, path_text
 from facetune.groups import MIN_GROUP_SIZE
 from facetune.results.study import STUDY_FILE
-from facetune.schema import SWEEP_FILE, SweepRecord
+from facetune.records import SWEEP_FILE, SweepRecord
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -56,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def available_profiles() -> list[str]:
-    from facetune.config import raycfg_dir
+    from facetune.config_files import raycfg_dir
 
     return sorted(path.stem for path in (raycfg_dir() / "profiles").glob("*.yaml"))
 

@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from facetune.schema import ETHNICITY_NAMES, GENDER_NAMES, MAX_AGE  # noqa: E402
+from facetune.records import ETHNICITY_NAMES, GENDER_NAMES, MAX_AGE  # noqa: E402
 
 
 def _bar_figure(counts: np.ndarray, names: tuple[str, ...], title: str, path: Path) -> Path:

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facetune.data.walk import NOT_A_REGULAR_FILE
-from facetune.schema import IMAGE_SIZE
+from facetune.records import IMAGE_SIZE
 
 #: Gray level that transparent pixels are composited onto.
 BACKGROUND = 255
@@ -42,7 +42,7 @@ MIN_PIXEL_STD = 4.0
 #: detector searches take ~18 bytes a pixel at worst (RGBA), so one image stays under ~300 MB.
 MAX_PIXELS = 4096 * 4096
 #: JPEGs at least twice this long (either side) are decoded at reduced size, down to no less
-#: than this: photos are searched for faces at 1024 px (facetune.predict.faces.DETECT_MAX_SIDE)
+#: than this: photos are searched for faces at 1024 px (facetune.predict.face_detection.DETECT_MAX_SIDE)
 #: and faces cut from at least twice that resolution.
 DRAFT_MIN_SIDE = 2048
 #: A complete Huffman-coded JPEG (baseline or progressive: all JPEGs in practice) spends at least

@@ -22,7 +22,7 @@ from facetune.data.pixel_text import concatenate_parsed, describe_bad_pixels, pa
 from facetune.data.walk import walk_files
 from facetune.errors import NoDataError
 from facetune.progress import progress_bar
-from facetune.schema import IMAGE_SIZE, LABEL_RANGES, NUM_PIXELS, is_any_prepared_dir
+from facetune.records import IMAGE_SIZE, LABEL_RANGES, NUM_PIXELS, is_any_prepared_dir
 
 CSV_COLUMNS = ("age", "ethnicity", "gender", "img_name", "pixels")
 #: UTKFace names: [age]_[gender]_[race]_[datetime].jpg.chip.jpg. What follows the datetime is not

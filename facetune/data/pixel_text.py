@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from facetune.schema import NUM_PIXELS
+from facetune.records import NUM_PIXELS
 
 #: One pixel as the Kaggle CSV writes it: 1-3 ASCII digits.
 PIXEL_TOKEN = re.compile(r"[0-9]{1,3}")

@@ -8,7 +8,7 @@ DIR/_figures/*.png   ethnicity, gender and age distributions (the study's Figs. 
 The Parquet files sit directly in DIR and every other name starts with "_", which Parquet
 readers skip: `pandas.read_parquet(DIR)`, `pyarrow.dataset.dataset(DIR)` and
 `ray.data.read_parquet(DIR)` read the folder as one dataset with no flags.
-(File names: facetune.schema.)
+(File names: facetune.records.)
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from facetune.data.outdir import check_output_dir, replaced_atomically
 from facetune.data.split import HASH_NAME, assign_splits, content_hashes, duplicate_stats
 from facetune.errors import NoDataError, UsageError
 from facetune.json_files import write_json
-from facetune.schema import (
+from facetune.records import (
     LABEL_RANGES,
     NUM_PIXELS,
     PARQUET_PATTERN,

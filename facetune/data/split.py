@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facetune.schema import NUM_PIXELS, SPLITS
+from facetune.records import NUM_PIXELS, SPLITS
 
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 #: Named in the manifest so readers know how content_hash was computed.

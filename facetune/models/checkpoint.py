@@ -10,7 +10,7 @@ from torch import nn
 from facetune.json_files import write_json
 from facetune.models.ensemble import assemble_ensemble, read_ensemble_config
 from facetune.models.registry import build_model
-from facetune.schema import ENSEMBLE_CONFIG_FILE, MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, STACKED_HEADS_FILE
+from facetune.records import ENSEMBLE_CONFIG_FILE, MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, STACKED_HEADS_FILE
 from facetune.tasks import MULTITASK, Task, get_task
 
 

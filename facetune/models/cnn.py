@@ -12,7 +12,7 @@ from facetune.models.registry import (
     output_size,
     register_family,
 )
-from facetune.schema import IMAGE_SIZE
+from facetune.records import IMAGE_SIZE
 from facetune.tasks import Task
 
 DEFAULTS: dict = {

@@ -25,7 +25,7 @@ from torch import nn
 
 from facetune.json_files import write_json
 from facetune.models.multitask import TaskView
-from facetune.schema import ENSEMBLE_CONFIG_FILE, STACKED_HEADS_FILE
+from facetune.records import ENSEMBLE_CONFIG_FILE, STACKED_HEADS_FILE
 from facetune.tasks import MULTITASK, TASKS, Task, age_expectation, get_task
 MEMBERS_DIR = "members"
 

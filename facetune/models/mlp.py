@@ -13,7 +13,7 @@ from facetune.models.registry import (
     output_size,
     register_family,
 )
-from facetune.schema import NUM_PIXELS
+from facetune.records import NUM_PIXELS
 from facetune.tasks import Task
 
 DNN_DEFAULTS: dict = {"dense": [1024, 1024, 512, 256, 128], "dropout": 0.0, "activation": "relu", "batch_norm": False}

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from facetune.models.registry import FaceModel, TargetScale, build_model, check_arch_keys, output_size, register_family
-from facetune.schema import IMAGE_SIZE, TASK_NAMES
+from facetune.records import IMAGE_SIZE, TASK_NAMES
 from facetune.tasks import MULTITASK, TASKS, Task
 
 #: Head order inside the output tensor.

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facetune.schema import IMAGE_SIZE
+from facetune.records import IMAGE_SIZE
 
 #: ONNX opset of every export (the exported files and the in-memory twins).
 OPSET = 17

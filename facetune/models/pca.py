@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.decomposition import PCA
 
-from facetune.schema import NUM_PIXELS
+from facetune.records import NUM_PIXELS
 
 log = logging.getLogger(__name__)
 

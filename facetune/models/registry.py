@@ -36,7 +36,7 @@ def register_family(name: str, arch_defaults: dict | None = None, *, multitask: 
     `multitask` when its one model answers every task (it is built for task MULTITASK and swept
     as FAMILY/all).
 
-    The arch defaults are how configs are checked before anything is built (facetune.config_schema).
+    The arch defaults are how configs are checked before anything is built (facetune.config_keys).
     """
 
     def register(builder: Builder) -> Builder:

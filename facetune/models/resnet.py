@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from facetune.models.registry import FaceModel, activation, check_arch_keys, output_size, register_family
-from facetune.schema import IMAGE_SIZE
+from facetune.records import IMAGE_SIZE
 from facetune.tasks import Task
 
 DEFAULTS: dict = {

@@ -21,7 +21,7 @@ from ray.data.extensions import ArrowTensorArray
 from facetune.predict.inputs import Inputs, Reject, decode_images, decode_threads
 from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback, pixels_to_tensor
 from facetune.ray_session import ray_session
-from facetune.schema import NUM_PIXELS
+from facetune.records import NUM_PIXELS
 
 #: Most rows per Ray Data block (fewer when needed to give every actor a few blocks).
 ROWS_PER_BLOCK = 2048

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from facetune.schema import SUMMARY_FILE, summary_from_json, summary_to_json
+from facetune.records import SUMMARY_FILE, summary_from_json, summary_to_json
 from facetune.tasks import TASKS
 
 

@@ -20,7 +20,7 @@ from facetune.data.images import ImageDecodeError, load_gray48
 from facetune.data.ingest import SourceFormatError, parse_utkface_name, read_faces_csv
 from facetune.data.walk import NOT_A_REGULAR_FILE, walk_files
 from facetune.errors import InputNotFoundError, InvalidInputError
-from facetune.schema import NUM_PIXELS, SPLITS, TASK_NAMES, is_any_prepared_dir
+from facetune.records import NUM_PIXELS, SPLITS, TASK_NAMES, is_any_prepared_dir
 
 @dataclass(frozen=True)
 class Reject:

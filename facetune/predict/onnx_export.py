@@ -15,8 +15,8 @@ import torch
 
 from facetune.models.inference import forward_views
 from facetune.models.onnx_engine import INPUT_NAME, OUTPUT_NAME, onnx_bytes
-from facetune.schema import IMAGE_SIZE
-from facetune.predict import faces as faces_module
+from facetune.records import IMAGE_SIZE
+from facetune.predict import face_detection as faces_module
 from facetune.predict.predictor import Predictor
 from facetune.tasks import TASKS
 
@@ -46,7 +46,7 @@ def contract(task: str, tta_flip: bool = False, num_outputs: int | None = None) 
         "input": {"name": "faces", "shape": ["N", 1, IMAGE_SIZE, IMAGE_SIZE], "dtype": "float32", "range": [0.0, 1.0]},
         "preprocessing": [
             "find the face; crop a square of side box_w / %.3f whose centre is the box centre moved "
-            "(%.3f, %.3f) crop sides right/down, rotated so the eyes are level (facetune.predict.faces)"
+            "(%.3f, %.3f) crop sides right/down, rotated so the eyes are level (facetune.predict.face_detection)"
             % (faces_module.BOX_PER_CROP, *faces_module.CROP_CENTRE_OFFSET),
             "to gray with PIL Image.convert('L') (ITU-R 601-2 luma)",
             f"resize to {IMAGE_SIZE}x{IMAGE_SIZE} with PIL's Lanczos filter",

@@ -1,4 +1,4 @@
-"""Predict on ordinary photos: find the faces (facetune.predict.faces), predict each crop with a
+"""Predict on ordinary photos: find the faces (facetune.predict.face_detection), predict each crop with a
 Predictor, and return one row per face with its box; optionally draw the results.
 
 Whole-image inputs (UTKFace-style crops, `--faces whole`) keep the batch path of
@@ -16,11 +16,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from facetune.data.images import ImageDecodeError, header_size, open_image, upright_rgb
 from facetune.errors import OutputError, path_text
-from facetune.predict.faces import AUTO_WHOLE_MAX_SIDE, FacesMode, find_faces
+from facetune.predict.face_detection import AUTO_WHOLE_MAX_SIDE, FacesMode, find_faces
 from facetune.predict.inputs import Reject
 from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback, pixels_to_tensor
 from facetune.predict.table import PredictionResult, prediction_frame
-from facetune.schema import IMAGE_SIZE
+from facetune.records import IMAGE_SIZE
 
 #: Columns put in front of the predictions for per-face output.
 FACE_COLUMNS = ["source", "face", "x", "y", "w", "h", "score", "faces_mode"]

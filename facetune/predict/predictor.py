@@ -23,7 +23,7 @@ from facetune.models.multitask import TaskView, network_of
 from facetune.predict.choice import choose_best, read_summary
 from facetune.predict.table import prediction_frame
 from facetune.release import paths as release_paths
-from facetune.schema import IMAGE_SIZE, NUM_PIXELS
+from facetune.records import IMAGE_SIZE, NUM_PIXELS
 from facetune.tasks import MULTITASK, TASKS
 
 #: Faces per forward pass; 48x48 inputs are small, so this is bounded by speed, not memory.

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from facetune.config_schema import RELEASE, with_defaults
+from facetune.config_keys import RELEASE, with_defaults
 from facetune.models import build_model, make_context
 from facetune.release.recipe import MEMBER_KEYS
 from facetune.tasks import MULTITASK, TASKS

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facetune.schema import ENSEMBLE_CONFIG_FILE, MODEL_CONFIG_FILE
+from facetune.records import ENSEMBLE_CONFIG_FILE, MODEL_CONFIG_FILE
 
 #: Where the shipped models live inside the installed package.
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"

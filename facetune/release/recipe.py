@@ -8,12 +8,12 @@ from typing import Any
 
 import yaml
 
-from facetune.config import raycfg_dir
-from facetune.config_schema import RELEASE, TASK_MEMBER, check, is_number, with_defaults
+from facetune.config_files import raycfg_dir
+from facetune.config_keys import RELEASE, TASK_MEMBER, check, is_number, with_defaults
 from facetune.errors import InputNotFoundError, InvalidInputError
 from facetune.models import build_model, make_context
 from facetune.models.registry import families, is_multitask_family
-from facetune.schema import MAX_AGE
+from facetune.records import MAX_AGE
 from facetune.tasks import MULTITASK, TASKS
 from facetune.training.loop import TrainConfig
 
@@ -35,7 +35,7 @@ def default_recipe_path() -> Path:
 
 
 def load_recipe(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The release recipe; unknown keys (facetune.config_schema.RELEASE) and a bad TrainConfig
+    """The release recipe; unknown keys (facetune.config_keys.RELEASE) and a bad TrainConfig
     fail here, before any training."""
     recipe_path = Path(path) if path is not None else default_recipe_path()
     if not recipe_path.is_file():

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from facetune.config_schema import RELEASE, with_defaults
+from facetune.config_keys import RELEASE, with_defaults
 from facetune.errors import InvalidInputError
 from facetune.models import load_model
 from facetune.release.members import train_config

@@ -33,7 +33,7 @@ from facetune.release.members import STATE_FILE, finetune_member, fit_stacked_he
 from facetune.release.paths import MEMBERS_DIR, METRICS_FILE, PRETRAINED_DIR
 from facetune.release.recipe import load_recipe, member_recipes, task_member_dtype, task_member_recipes
 from facetune.release.reuse import FIT_FIGURES, read_shipped, shipped_metrics
-from facetune.schema import SPLITS, PreparedManifest
+from facetune.records import SPLITS, PreparedManifest
 from facetune.storage import ResultsStore
 from facetune.tasks import MULTITASK
 

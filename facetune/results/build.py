@@ -18,7 +18,7 @@ from facetune.results.fairness import fairness_gaps, group_metrics, task_summary
 from facetune.results.labels import label_counts
 from facetune.results.render import Bullets, Image, Report, Section, Table, Text, write_report
 from facetune.results.study import STUDY_FILE, Study, load_study
-from facetune.schema import IMAGE_SIZE
+from facetune.records import IMAGE_SIZE
 from facetune.tasks import TASKS
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from facetune.config import flatten
-from facetune.schema import (
+from facetune.config_files import flatten
+from facetune.records import (
     BEST_CONFIG_FILE,
     HISTORY_FILE,
     MODEL_CONFIG_FILE,
@@ -44,7 +44,7 @@ def report_families() -> tuple[str, ...]:
     """The study's families first, then every other registered family, then ensembles and final fits."""
     import facetune.models  # noqa: F401  (registers the built-in families)
     from facetune.models.registry import families
-    from facetune.tuning.ensemble import ENSEMBLE_FAMILY
+    from facetune.tuning.ensemble_selection import ENSEMBLE_FAMILY
     from facetune.tuning.final_fit import FINAL_FIT_FAMILY
 
     return (*STUDY_FAMILIES, *(f for f in families() if f not in STUDY_FAMILIES), ENSEMBLE_FAMILY, FINAL_FIT_FAMILY)
@@ -81,7 +81,7 @@ class Combination:
     @property
     def metric_column(self) -> str:
         """The validation metric column its trials.csv holds (the one its best trial was chosen by)."""
-        from facetune.tuning.export import validation_metric
+        from facetune.tuning.best_trial import validation_metric
 
         return validation_metric(self.family, self.task)
 

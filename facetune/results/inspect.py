@@ -10,7 +10,7 @@ from torch import nn
 
 from facetune.models.pca import PCAParams, components_for_ratio, reconstruct
 from facetune.results.figures import save
-from facetune.schema import IMAGE_SIZE
+from facetune.records import IMAGE_SIZE
 
 VARIANCE_RATIOS = (0.90, 0.95, 0.99)
 

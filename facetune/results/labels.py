@@ -1,6 +1,6 @@
 """Label counts of the prepared data, per split, for the report's "Data" section.
 
-Preferred source: the prepared dir's manifest (per-split histograms, facetune.schema.PreparedManifest).
+Preferred source: the prepared dir's manifest (per-split histograms, facetune.records.PreparedManifest).
 Without prepared data, the true labels in a test_predictions.csv (test only).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from facetune.groups import age_bands
-from facetune.schema import PREPARED_MANIFEST, SPLITS, TASK_NAMES, PreparedManifest
+from facetune.records import PREPARED_MANIFEST, SPLITS, TASK_NAMES, PreparedManifest
 from facetune.tasks import TASKS
 
 COLUMNS = ["split", "attribute", "label", "count"]

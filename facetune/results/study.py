@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facetune.config import load_yaml
+from facetune.config_files import load_yaml
 
 STUDY_FILE = "study.yaml"
 

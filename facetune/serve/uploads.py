@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from facetune.data.images import MAX_PIXELS, Decoded, ImageDecodeError, open_image
-from facetune.serve.faces import Face, faces_in
+from facetune.serve.detection import Face, faces_in
 
 #: Largest request body accepted; phone photos are a few MB, so this leaves room without
 #: letting one client make a replica hold hundreds of MB.

@@ -18,10 +18,10 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from facetune.models.inference import predict_outputs
-from facetune.schema import TASK_NAMES
+from facetune.records import TASK_NAMES
 from facetune.tasks import Task, get_task, losses
 from facetune.training.augment import AFFINE_PROBABILITY, augment_batch, check_augment
-from facetune.training.run import (  # noqa: F401  (EpochReport and FitResult: fit's outputs, named here too)
+from facetune.training.fit_parts import (  # noqa: F401  (EpochReport and FitResult: fit's outputs, named here too)
     EpochReport,
     FitResult,
     batch_bounds,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from facetune.schema import IMAGE_SIZE, LABEL_RANGES, MULTITASK
+from facetune.records import IMAGE_SIZE, LABEL_RANGES, MULTITASK
 from facetune.tuning.plan import CombinationPlan, SweepPlan, dummy_pca
 
 #: Faces per timed epoch: enough batches to time, few enough that a dry run takes seconds.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from facetune.data.split import DEFAULT_FRACTIONS
 from facetune.data.loading import split_rows
-from facetune.schema import PREPARED_DIR, SUMMARY_FILE, is_prepared_dir
+from facetune.records import PREPARED_DIR, SUMMARY_FILE, is_prepared_dir
 from facetune.tuning.cost import plan_costs
 from facetune.tuning.plan import SweepPlan
 

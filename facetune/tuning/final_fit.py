@@ -21,7 +21,7 @@ import pandas as pd
 from facetune.tasks import MULTITASK, TASKS
 
 if TYPE_CHECKING:
-    from facetune.schema import SummaryEntry
+    from facetune.records import SummaryEntry
 
 FINAL_FIT_FAMILY = "final_fit"
 #: What a final-fit entry's `trained_on` says (the sweep's own entries were trained on train only).
@@ -39,10 +39,10 @@ def final_fit(results: str | os.PathLike[str], tasks: Sequence[str] = tuple(TASK
     from facetune.predict.choice import choose_best, read_summary
     from facetune.training.loop import TrainConfig, evaluate, fit, seed_everything
     from facetune.json_files import write_json
-    from facetune.schema import (BEST_CONFIG_FILE, HISTORY_FILE, MODEL_WEIGHTS_FILE, SUMMARY_FILE, SWEEP_FILE,
+    from facetune.records import (BEST_CONFIG_FILE, HISTORY_FILE, MODEL_WEIGHTS_FILE, SUMMARY_FILE, SWEEP_FILE,
                                  TEST_METRICS_FILE, TEST_PREDICTIONS_FILE, SummaryEntry, SweepRecord, summary_to_json)
-    from facetune.tuning.export import write_predictions
-    from facetune.tuning.ensemble import ENSEMBLE_FAMILY
+    from facetune.tuning.best_trial import write_predictions
+    from facetune.tuning.ensemble_selection import ENSEMBLE_FAMILY
     from facetune.models.pca import load_pca
     from facetune.models.registry import is_multitask_family
     from facetune.tuning.trainable import SweepData, model_context, pixels_to_device, trial_labels

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from facetune.errors import InvalidInputError
-from facetune.schema import IMAGE_SIZE, MULTITASK, NUM_PIXELS, combination_name
-from facetune.tuning.export import MULTITASK_METRIC, MULTITASK_MODE, validation_metric
+from facetune.records import IMAGE_SIZE, MULTITASK, NUM_PIXELS, combination_name
+from facetune.tuning.best_trial import MULTITASK_METRIC, MULTITASK_MODE, validation_metric
 from facetune.tuning.profiles import check_combinations, combinations, per_family
 from facetune.tuning.space import combination_config, param_space
 

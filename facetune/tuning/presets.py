@@ -4,8 +4,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from facetune.config import config_path, load_yaml
-from facetune.config_schema import PRESET, check
+from facetune.config_files import config_path, load_yaml
+from facetune.config_keys import PRESET, check
 
 
 def load_preset(name: str = "paper") -> dict[str, Any]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-from facetune.config import config_path, load_yaml
-from facetune.config_schema import PROFILE, REHEARSAL, apply_assignments, check, is_number, is_whole_number, with_defaults
+from facetune.config_files import config_path, load_yaml
+from facetune.config_keys import PROFILE, REHEARSAL, apply_assignments, check, is_number, is_whole_number, with_defaults
 from facetune.errors import InvalidInputError
 from facetune.models.registry import is_multitask_family
-from facetune.schema import MULTITASK, TASK_NAMES
+from facetune.records import MULTITASK, TASK_NAMES
 from facetune.tuning.space import SEARCH_DIR, combination_config, sweepable_families
 
 #: The sections of a trial config that `--set` may name directly.
@@ -18,7 +18,7 @@ TRIAL_SECTIONS = ("train.", "arch.")
 def load_profile(name_or_path: str, assignments: Iterable[str] = ()) -> dict[str, Any]:
     """A profile by name (raycfg/profiles/NAME.yaml) or by path to a YAML file, with `--set`
     assignments (`max_epochs=3`, `train.lr=0.01`, `overrides.cnn.arch.dense=[64]`) applied, checked and completed
-    with the declared defaults (facetune.config_schema.PROFILE)."""
+    with the declared defaults (facetune.config_keys.PROFILE)."""
     # A trial key alone (`train.lr=0.01`) is short for the profile's `overrides.all.train.lr=0.01`.
     assignments = [f"overrides.all.{a}" if a.startswith(TRIAL_SECTIONS) else a for a in assignments]
     path = profile_file(name_or_path)

@@ -13,10 +13,10 @@ from typing import Any
 
 from ray import tune
 
-from facetune.config import config_path, deep_merge, load_yaml, raycfg_dir, set_dotted
-from facetune.config_schema import SEARCH, check
+from facetune.config_files import config_path, deep_merge, load_yaml, raycfg_dir, set_dotted
+from facetune.config_keys import SEARCH, check
 from facetune.errors import InvalidInputError
-from facetune.schema import combination_name
+from facetune.records import combination_name
 
 SEARCH_DIR = "search"
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from facetune.data.prepare import ensure_prepared
 from facetune.ray_session import ray_session
-from facetune.schema import (
+from facetune.records import (
     MULTITASK,
     PCA_DIR,
     PCA_INFO_FILE,
@@ -41,7 +41,7 @@ from facetune.schema import (
 )
 from facetune.settings import require_data_path
 from facetune.storage import ResultsStore
-from facetune.tuning.export import export_best
+from facetune.tuning.best_trial import export_best
 from facetune.tuning.plan import CombinationPlan, SweepPlan, local_cpus, plan_sweep
 from facetune.tuning.pool import TrialTime
 from facetune.tuning.profiles import load_profile, profile_source, resolve_profile

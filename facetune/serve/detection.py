@@ -1,4 +1,4 @@
-"""The one seam between the service and face detection: facetune.predict.faces, as `predict` uses it.
+"""The one seam between the service and face detection: facetune.predict.face_detection, as `predict` uses it.
 
 Faces are found, aligned and cropped to 48x48 exactly as `facetune predict --faces auto` does, so
 the service and the command give the same numbers.
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facetune.data.images import Decoded, upright_rgb
-from facetune.predict.faces import find_faces
+from facetune.predict.face_detection import find_faces
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from facetune.json_files import write_json
-from facetune.schema import (
+from facetune.records import (
     ENSEMBLE_CONFIG_FILE,
     PCA_DIR,
     PCA_INFO_FILE,

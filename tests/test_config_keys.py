@@ -1,6 +1,6 @@
 """Strict configs: an unknown key in a profile, search space, CGAN file, release recipe or a
 `--set` override fails before Ray starts, in one line naming the file, the key and the nearest
-known key (facetune.config_schema)."""
+known key (facetune.config_keys)."""
 from __future__ import annotations
 
 import shutil
@@ -14,7 +14,7 @@ import facetune.models  # noqa: F401  (registers the families; keeps the import 
 import facetune.training.loop  # noqa: F401
 from facetune.cgan.job import resolve_config
 from facetune.cli import build_parser, main
-from facetune.config import load_yaml
+from facetune.config_files import load_yaml
 from facetune.errors import EXIT_USAGE, InvalidInputError
 from facetune.release.recipe import load_recipe
 
@@ -120,7 +120,7 @@ def test_a_profile_without_a_required_key_names_it():
 
 
 def test_a_misspelt_search_space_key_names_the_search_file(tmp_path, monkeypatch, capsys):
-    from facetune.config import raycfg_dir
+    from facetune.config_files import raycfg_dir
 
     raycfg = tmp_path / "raycfg"
     shutil.copytree(raycfg_dir(), raycfg)

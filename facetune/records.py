@@ -197,7 +197,7 @@ class SummaryEntry(JsonRecord):
     test_seconds: float | None = None
     num_trials: int | None = None
     trial_id: str | None = None
-    #: Ensembles only (facetune.tuning.ensemble).
+    #: Ensembles only (facetune.tuning.ensemble_selection).
     members: list[dict[str, Any]] | None = None
     num_candidates: int | None = None
     best_single_trial: str | None = None

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facetune.config import flatten
+from facetune.config_files import flatten
 from facetune.json_files import write_json
-from facetune.schema import (
+from facetune.records import (
     BEST_CONFIG_FILE,
     HISTORY_FILE,
     MODEL_WEIGHTS_FILE,
