@@ -15,6 +15,7 @@ from facetune.config_keys import CGAN_FILE, CGAN_RUN, apply_assignments, check
 from facetune.errors import InputNotFoundError, InvalidInputError, UsageError
 from facetune.ray_session import add_address_argument, check_address, ray_session
 from facetune.records import MODEL_CONFIG_FILE
+from facetune.settings import require_data_path
 
 CONFIG_FILE = "cgan.yaml"
 AGE_MODEL_DIR = "age_regressor"  # the fallback regressor's dir under RESULTS
@@ -111,7 +112,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, make sure an age regressor exists, run the training under Ray."""
     from facetune.cgan.train import check_run_state, run_training
-    from facetune.settings import require_data_path
 
     data_dir = require_data_path(args.data).resolve()
     results = Path(args.results).resolve()

@@ -33,6 +33,7 @@ from facetune.cgan.generate import (
     save_age_grid,
 )
 from facetune.cgan.step import GanTrainer
+from facetune.models import load_model
 
 RUN_NAME = "cgan"
 TRAIN_STORAGE = "ray_train"  # Ray Train's run storage under the results dir
@@ -80,7 +81,6 @@ class _Evaluator:
 
     def __init__(self, config: dict[str, Any]) -> None:
         from facetune.data.loading import load_split
-        from facetune.models import load_model
 
         self.results = Path(config["results_dir"])
         self.noise_dim = config["model"]["noise_dim"]

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from facetune.records import IMAGE_SIZE
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -51,8 +53,6 @@ def run(args: argparse.Namespace) -> int:
 
         faces = load_split(args.check_data, "test").images().numpy()
     else:
-        from facetune.records import IMAGE_SIZE
-
         faces = np.random.default_rng(0).random((64, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     print(f"parity check on {len(faces)} faces", file=sys.stderr)
     for task, difference in max_abs_difference(predictor, paths, faces).items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from facetune.cgan.generate import generate_grid, parse_ages
+from facetune.cgan.generate import generate_grid, load_generator, parse_ages
 from facetune.commands.checks import check_output_file
 from facetune.errors import NoDataError, UsageError, one_line, path_text
 
@@ -38,7 +38,6 @@ def _ages(text: str) -> list[int]:
 def _run(args: argparse.Namespace) -> int:
     import pickle
 
-    from facetune.cgan.generate import load_generator
 
     if args.n < 1:
         raise UsageError(f"--n {args.n}: must be at least 1")

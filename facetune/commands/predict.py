@@ -9,8 +9,12 @@ import time
 from pathlib import Path
 
 from facetune.commands.checks import check_writable_folder
+from facetune.devices import resolve_device
 from facetune.errors import NoDataError, OutputError, UsageError, one_line, path_text
-from facetune.predict.predictor import DEFAULT_BATCH_SIZE
+from facetune.predict.choice import read_summary
+from facetune.predict.evaluate import evaluate, evaluate_groups, format_evaluation, format_groups
+from facetune.predict.inputs import gather_inputs
+from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor
 from facetune.predict.run import (
     ENGINES,
     ONNXRUNTIME_MIN_IMAGES,
@@ -18,8 +22,11 @@ from facetune.predict.run import (
     attached_cluster_cpus,
     chooses_onnxruntime,
     chooses_ray,
+    predict_inputs,
 )
+from facetune.predict.table import spreadsheet_safe
 from facetune.records import SPLITS
+from facetune.release.paths import CARD_FILE, PRETRAINED_DIR
 
 #: Rejects listed on the terminal; all of them go to the rejects CSV.
 SHOWN_REJECTS = 20
@@ -124,8 +131,6 @@ def check_out(out: Path, inputs: list[str]) -> None:
 
 def load_predictor(args: argparse.Namespace):
     """The shipped models, or the sweep's best; a missing or damaged results directory is a user error."""
-    from facetune.predict.choice import read_summary
-    from facetune.predict.predictor import Predictor
 
     if args.models is None:
         try:
@@ -152,15 +157,9 @@ def load_predictor(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetune.devices import resolve_device
-    from facetune.predict.evaluate import evaluate, evaluate_groups, format_evaluation, format_groups
-    from facetune.predict.inputs import gather_inputs
     from facetune.predict.photos import needs_detection, predict_photos
-    from facetune.predict.run import predict_inputs
 
     if args.about:
-        from facetune.release.paths import CARD_FILE, PRETRAINED_DIR
-
         card = PRETRAINED_DIR / CARD_FILE
         if not card.is_file():
             raise NoDataError(f"no model card at {card}: the package ships no pretrained models")
@@ -238,7 +237,6 @@ def print_rejects(rejects, where: str) -> None:
 def write_outputs(result, out: Path) -> None:
     """Write the predictions and, when there are any, the rejects beside them (never a stale one);
     a write that fails (disk full, a file where a folder should be) is an OutputError naming the file."""
-    from facetune.predict.table import spreadsheet_safe
 
     rejects = rejects_path(out)
     written = out

@@ -8,8 +8,9 @@ from pathlib import Path
 from facetune.commands.checks import check_writable_folder, read_sweep_summary
 from facetune.errors import NoDataError, UsageError, path_text
 from facetune.groups import MIN_GROUP_SIZE
-from facetune.results.study import STUDY_FILE
 from facetune.records import SWEEP_FILE, SweepRecord
+from facetune.results.build import build_report
+from facetune.results.study import STUDY_FILE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +36,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetune.results.build import build_report  # matplotlib/torch load only when a report is made
-
     check_report_arguments(args)
     try:
         paths = build_report(args.results_dir, args.out, study_file=args.study, min_group_size=args.min_group_size)

@@ -10,6 +10,7 @@ import threading
 from dataclasses import asdict
 
 from facetune.errors import UsageError
+from facetune.release.paths import PRETRAINED_DIR, shipped_models_present
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -71,8 +72,6 @@ def run(args: argparse.Namespace) -> int:
         if args.models:
             read_summary(args.models)
         else:
-            from facetune.release.paths import PRETRAINED_DIR, shipped_models_present
-
             if not shipped_models_present():
                 raise FileNotFoundError(f"no --models given and no shipped models in {PRETRAINED_DIR}: "
                                         "pass --models RESULTS_DIR (a sweep's results directory)")

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+from facetune.release.paths import PRETRAINED_DIR
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from facetune.release.paths import PRETRAINED_DIR
     from facetune.release.card import DOCS_PAGE
 
     parser = subparsers.add_parser(

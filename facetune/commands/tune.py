@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from facetune.commands.checks import read_sweep_summary
+from facetune.config_files import raycfg_dir
 from facetune.errors import FacetuneError, NoDataError, OutputError, UsageError
 from facetune.ray_session import add_address_argument
 from facetune.settings import DEFAULT_REHEARSAL_RESULTS, DEFAULT_RESULTS, default_data_source, require_data_path
@@ -56,8 +57,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def available_profiles() -> list[str]:
-    from facetune.config_files import raycfg_dir
-
     return sorted(path.stem for path in (raycfg_dir() / "profiles").glob("*.yaml"))
 
 

@@ -14,7 +14,15 @@ import pyarrow as pa
 import pyarrow.dataset as pa_ds
 import torch
 
-from facetune.records import IMAGE_SIZE, NUM_PIXELS, PARQUET_PATTERN, SPLITS, TASK_NAMES, PreparedManifest, require_prepared_dir
+from facetune.records import (
+    IMAGE_SIZE,
+    NUM_PIXELS,
+    PARQUET_PATTERN,
+    SPLITS,
+    TASK_NAMES,
+    PreparedManifest,
+    require_prepared_dir,
+)
 from facetune.settings import DataNotFoundError
 
 if TYPE_CHECKING:

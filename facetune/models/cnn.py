@@ -8,8 +8,8 @@ from facetune.models.registry import (
     activation,
     check_arch_keys,
     dense_stack,
-    per_layer,
     output_size,
+    per_layer,
     register_family,
 )
 from facetune.records import IMAGE_SIZE

@@ -27,6 +27,7 @@ from facetune.json_files import write_json
 from facetune.models.multitask import TaskView
 from facetune.records import ENSEMBLE_CONFIG_FILE, STACKED_HEADS_FILE
 from facetune.tasks import MULTITASK, TASKS, Task, age_expectation, get_task
+
 MEMBERS_DIR = "members"
 
 

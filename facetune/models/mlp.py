@@ -9,8 +9,8 @@ from facetune.models.registry import (
     FaceModel,
     check_arch_keys,
     dense_stack,
-    per_layer,
     output_size,
+    per_layer,
     register_family,
 )
 from facetune.records import NUM_PIXELS

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facetune.tasks import AGE_BINS, MULTITASK, Task, get_task
+from facetune.tasks import AGE_BINS, DISTRIBUTION_LOSSES, MULTITASK, Task, get_task
 
 Builder = Callable[[dict, Task, dict], nn.Module]
 
@@ -88,7 +88,6 @@ def output_size(task: Task, context: dict) -> int:
 
 def age_distribution_context(loss_name: str | None) -> dict:
     """The context entry that makes builders give age a distribution head, for losses that need one."""
-    from facetune.tasks import DISTRIBUTION_LOSSES
 
     return {"age_bins": AGE_BINS} if loss_name in DISTRIBUTION_LOSSES else {}
 
@@ -99,7 +98,6 @@ def make_context(task: "Task | str", train_targets: Any = None, pca: Any = None,
 
     The one place a model's context is made: sweeps, the release, the GAN's regressor and tests.
     """
-    from facetune.tasks import MULTITASK
 
     context: dict = {}
     if task == MULTITASK or get_task(task).kind == "regression":

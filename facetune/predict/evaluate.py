@@ -9,7 +9,6 @@ import pandas as pd
 
 from facetune.group_figures import figure_of, format_figure, metric_name, per_face_scores
 from facetune.groups import ATTRIBUTES, group_labels, group_name, label_column
-
 from facetune.predict.predictor import Predictor
 from facetune.predict.table import PredictionResult
 from facetune.tasks import TASKS

@@ -18,9 +18,11 @@ import pandas as pd
 
 from facetune.data.images import ImageDecodeError, load_gray48
 from facetune.data.ingest import SourceFormatError, parse_utkface_name, read_faces_csv
+from facetune.data.loading import load_split
 from facetune.data.walk import NOT_A_REGULAR_FILE, walk_files
 from facetune.errors import InputNotFoundError, InvalidInputError
 from facetune.records import NUM_PIXELS, SPLITS, TASK_NAMES, is_any_prepared_dir
+
 
 @dataclass(frozen=True)
 class Reject:
@@ -164,8 +166,6 @@ def _table_inputs(path: Path, split: str | None) -> Inputs:
 
 
 def _prepared_inputs(path: Path, split: str | None) -> Inputs:
-    from facetune.data.loading import load_split
-
     if split is not None and split not in SPLITS:
         raise InvalidInputError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
     try:

@@ -15,9 +15,9 @@ import torch
 
 from facetune.models.inference import forward_views
 from facetune.models.onnx_engine import INPUT_NAME, OUTPUT_NAME, onnx_bytes
-from facetune.records import IMAGE_SIZE
 from facetune.predict import face_detection as faces_module
 from facetune.predict.predictor import Predictor
+from facetune.records import IMAGE_SIZE
 from facetune.tasks import TASKS
 
 CONTRACT_KEY = "facetune.contract"

@@ -20,10 +20,11 @@ from facetune.devices import resolve_device
 from facetune.models import load_model
 from facetune.models.inference import predict_outputs
 from facetune.models.multitask import TaskView, network_of
+from facetune.models.onnx_engine import onnx_runtime_twin
 from facetune.predict.choice import choose_best, read_summary
 from facetune.predict.table import prediction_frame
-from facetune.release import paths as release_paths
 from facetune.records import IMAGE_SIZE, NUM_PIXELS
+from facetune.release import paths as release_paths
 from facetune.tasks import MULTITASK, TASKS
 
 #: Faces per forward pass; 48x48 inputs are small, so this is bounded by speed, not memory.
@@ -80,7 +81,6 @@ class Predictor:
         facetune.models.onnx_engine.PARITY_ATOL (on CPU only; a GPU stays with torch). Building a
         twin exports the network (a second or two each), so this pays off for batches of hundreds
         of faces and up. Returns a line saying what each network runs on."""
-        from facetune.models.onnx_engine import onnx_runtime_twin
 
         if self.device.type != "cpu":
             return "engine: torch (onnxruntime is used on CPU only)"

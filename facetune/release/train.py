@@ -27,13 +27,19 @@ from facetune.errors import InvalidInputError
 from facetune.json_files import write_json
 from facetune.models import load_model, save_model
 from facetune.models.ensemble import write_ensemble_config, write_stacked_heads
-from facetune.release.card import figures_block_span, figures_line, task_figure_line, write_docs_figures, write_model_card
+from facetune.records import SPLITS, PreparedManifest
+from facetune.release.card import (
+    figures_block_span,
+    figures_line,
+    task_figure_line,
+    write_docs_figures,
+    write_model_card,
+)
 from facetune.release.evaluation import evaluate, evaluate_task_member
 from facetune.release.members import STATE_FILE, finetune_member, fit_stacked_heads, train_member
 from facetune.release.paths import MEMBERS_DIR, METRICS_FILE, PRETRAINED_DIR
 from facetune.release.recipe import load_recipe, member_recipes, task_member_dtype, task_member_recipes
 from facetune.release.reuse import FIT_FIGURES, read_shipped, shipped_metrics
-from facetune.records import SPLITS, PreparedManifest
 from facetune.storage import ResultsStore
 from facetune.tasks import MULTITASK
 

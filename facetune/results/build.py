@@ -9,16 +9,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from facetune.group_figures import metric_name, summary_lines
+from facetune.groups import AGE_BAND_LABELS, ATTRIBUTES, MIN_GROUP_SIZE
+from facetune.models import load_model
+from facetune.models.pca import load_pca
+from facetune.records import IMAGE_SIZE
 from facetune.results import figures, inspect
 from facetune.results.collect import SweepResults, collect_results, trial_columns
 from facetune.results.compare import best_families, comparison_table, headline, results_rows
-from facetune.group_figures import metric_name, summary_lines
-from facetune.groups import AGE_BAND_LABELS, ATTRIBUTES, MIN_GROUP_SIZE
 from facetune.results.fairness import fairness_gaps, group_metrics, task_summary
 from facetune.results.labels import label_counts
 from facetune.results.render import Bullets, Image, Report, Section, Table, Text, write_report
 from facetune.results.study import STUDY_FILE, Study, load_study
-from facetune.records import IMAGE_SIZE
 from facetune.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -134,7 +136,6 @@ def _task_sections(results: SweepResults, make: _FigureMaker) -> list[Section]:
 def _pca_section(results: SweepResults, faces: np.ndarray | None, make: _FigureMaker) -> Section:
     if results.pca_npz is None:
         return Section("PCA", [Text("No pca/pca.npz in the results: the sweep ran no pca_dnn combination yet.")])
-    from facetune.models.pca import load_pca
 
     params = load_pca(results.pca_npz)
     blocks: list = []
@@ -158,8 +159,6 @@ def _pca_section(results: SweepResults, faces: np.ndarray | None, make: _FigureM
 
 
 def _cnn_section(results: SweepResults, faces: np.ndarray | None, make: _FigureMaker) -> Section:
-    from facetune.models import load_model
-
     blocks: list = []
     for task in TASKS:
         combo = results.get("cnn", task)

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from facetune.config_files import flatten
+from facetune.models.registry import families
 from facetune.records import (
     BEST_CONFIG_FILE,
     HISTORY_FILE,
@@ -35,6 +36,9 @@ from facetune.records import (
     split_combination_name,
     summary_from_json,
 )
+from facetune.tuning.best_trial import validation_metric
+from facetune.tuning.ensemble_selection import ENSEMBLE_FAMILY
+from facetune.tuning.final_fit import FINAL_FIT_FAMILY
 
 #: The study's families, listed first in reports (its tables compare these three).
 STUDY_FAMILIES: tuple[str, ...] = ("cnn", "dnn", "pca_dnn")
@@ -42,10 +46,6 @@ STUDY_FAMILIES: tuple[str, ...] = ("cnn", "dnn", "pca_dnn")
 
 def report_families() -> tuple[str, ...]:
     """The study's families first, then every other registered family, then ensembles and final fits."""
-    import facetune.models  # noqa: F401  (registers the built-in families)
-    from facetune.models.registry import families
-    from facetune.tuning.ensemble_selection import ENSEMBLE_FAMILY
-    from facetune.tuning.final_fit import FINAL_FIT_FAMILY
 
     return (*STUDY_FAMILIES, *(f for f in families() if f not in STUDY_FAMILIES), ENSEMBLE_FAMILY, FINAL_FIT_FAMILY)
 
@@ -81,7 +81,6 @@ class Combination:
     @property
     def metric_column(self) -> str:
         """The validation metric column its trials.csv holds (the one its best trial was chosen by)."""
-        from facetune.tuning.best_trial import validation_metric
 
         return validation_metric(self.family, self.task)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from facetune.results.collect import Combination, SweepResults, all_combinations, report_families, trial_columns
 from facetune.records import combination_name
+from facetune.results.collect import Combination, SweepResults, all_combinations, report_families, trial_columns
 from facetune.results.study import Study
 from facetune.tasks import TASKS
 

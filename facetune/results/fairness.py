@@ -12,6 +12,7 @@ import pandas as pd
 from facetune.group_figures import figure_of, metric_name, per_face_scores, summary
 from facetune.groups import ATTRIBUTES, MIN_GROUP_SIZE, group_labels, group_name, label_column
 
+
 def _groups(predictions: pd.DataFrame, attribute: str) -> pd.Series:
     try:
         labels = group_labels(attribute, predictions[label_column(attribute)])

@@ -9,8 +9,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from facetune.models.pca import PCAParams, components_for_ratio, reconstruct
-from facetune.results.figures import save
 from facetune.records import IMAGE_SIZE
+from facetune.results.figures import save
 
 VARIANCE_RATIOS = (0.90, 0.95, 0.99)
 

@@ -14,6 +14,7 @@ import torch
 from facetune.predict.predictor import Predictor, pixels_to_tensor
 from facetune.tasks import TASKS
 
+
 def load_predictor(models: str | None, family: str | None = None, device: str | None = None) -> Predictor:
     """The sweep's best models from `models`, else the models shipped in the package."""
     if models:

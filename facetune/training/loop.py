@@ -19,7 +19,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from facetune.models.inference import predict_outputs
 from facetune.records import TASK_NAMES
-from facetune.tasks import Task, get_task, losses
+from facetune.tasks import MULTITASK, TASKS, Task, get_task, losses
 from facetune.training.augment import AFFINE_PROBABILITY, augment_batch, check_augment
 from facetune.training.fit_parts import (  # noqa: F401  (EpochReport and FitResult: fit's outputs, named here too)
     EpochReport,
@@ -158,8 +158,6 @@ class Objective:
     """
 
     def __init__(self, model: nn.Module, task: "Task | str", cfg: TrainConfig) -> None:
-        from facetune.tasks import MULTITASK, TASKS
-
         self.multitask = task == MULTITASK
         if self.multitask:
             self.tasks = dict(TASKS)

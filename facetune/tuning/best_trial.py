@@ -9,8 +9,8 @@ import copy
 import json
 import math
 import time
-from pathlib import Path
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from facetune.models import build_model, make_context
 from facetune.records import IMAGE_SIZE, LABEL_RANGES, MULTITASK
+from facetune.training.loop import TrainConfig, fit
 from facetune.tuning.plan import CombinationPlan, SweepPlan, dummy_pca
 
 #: Faces per timed epoch: enough batches to time, few enough that a dry run takes seconds.
@@ -46,8 +48,6 @@ def measure_epoch_seconds(plan: SweepPlan, combination: CombinationPlan, train_r
     validation split an eighth of that), measured here on random faces."""
     import torch
 
-    from facetune.models import build_model, make_context
-    from facetune.training.loop import TrainConfig, fit
 
     config = combination.configs[0]
     rng = np.random.default_rng(seed)

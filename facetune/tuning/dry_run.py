@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from facetune.data.split import DEFAULT_FRACTIONS
 from facetune.data.loading import split_rows
+from facetune.data.split import DEFAULT_FRACTIONS
 from facetune.records import PREPARED_DIR, SUMMARY_FILE, is_prepared_dir
 from facetune.tuning.cost import plan_costs
 from facetune.tuning.plan import SweepPlan

@@ -19,6 +19,10 @@ import numpy as np
 import torch
 
 from facetune.json_files import write_json
+from facetune.models import build_model, save_model
+from facetune.models.ensemble import from_prediction_space, to_prediction_space, write_ensemble_config
+from facetune.models.multitask import TaskView, network_of
+from facetune.models.registry import age_distribution_context
 from facetune.records import (
     ENSEMBLE_CONFIG_FILE,
     PCA_DIR,
@@ -31,6 +35,8 @@ from facetune.records import (
     summary_to_json,
 )
 from facetune.tasks import MULTITASK, TASKS, Task
+from facetune.training.loop import predict_outputs
+from facetune.tuning.trainable import pixels_to_device
 
 ENSEMBLE_FAMILY = "ensemble"
 STATE_FILE = "training_state.pt"
@@ -51,7 +57,6 @@ class Candidate:
 
 def ensemble_metrics(task: Task, outputs: Sequence[np.ndarray], counts: Sequence[int], y: np.ndarray) -> dict[str, float]:
     """The task's metrics of the count-weighted mean of members' prediction-space outputs."""
-    from facetune.models.ensemble import from_prediction_space
 
     mean = sum(c * o for c, o in zip(counts, outputs)) / float(sum(counts))
     return {k: float(v) for k, v in task.metrics(y, from_prediction_space(torch.from_numpy(mean), task).numpy()).items()}
@@ -94,11 +99,6 @@ def _latest_checkpoint(trial_dir: Path) -> Path | None:
 def trial_candidates(tune_dir: Path, pca_components: int | None, val_x: torch.Tensor, test_x: torch.Tensor,
                      log: Callable[[str], None] = print) -> list[Candidate]:
     """Every trial under Tune's storage with a checkpoint, rebuilt with its best weights."""
-    from facetune.models import build_model
-    from facetune.models.ensemble import to_prediction_space
-    from facetune.models.multitask import TaskView
-    from facetune.models.registry import age_distribution_context
-    from facetune.training.loop import predict_outputs
 
     candidates: list[Candidate] = []
     for params in sorted(tune_dir.glob("*/*/params.json")):
@@ -130,10 +130,6 @@ def build_ensembles(results: str | Path, max_members: int = 5, tasks: Sequence[s
                     log: Callable[[str], None] = print) -> list[SummaryEntry]:
     """Select, evaluate and write one ensemble per task into `results`; returns their summary entries."""
     from facetune.data.loading import load_split
-    from facetune.models import save_model
-    from facetune.models.ensemble import write_ensemble_config
-    from facetune.models.multitask import network_of
-    from facetune.tuning.trainable import pixels_to_device
 
     root = Path(results)
     sweep_path = root / SWEEP_FILE

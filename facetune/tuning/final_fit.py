@@ -13,15 +13,33 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from facetune.json_files import write_json
+from facetune.models import build_model, save_model
+from facetune.models.multitask import TaskView
+from facetune.models.pca import load_pca
+from facetune.models.registry import is_multitask_family
+from facetune.records import (
+    BEST_CONFIG_FILE,
+    HISTORY_FILE,
+    MODEL_WEIGHTS_FILE,
+    SUMMARY_FILE,
+    SWEEP_FILE,
+    TEST_METRICS_FILE,
+    TEST_PREDICTIONS_FILE,
+    SummaryEntry,
+    SweepRecord,
+    summary_to_json,
+)
 from facetune.tasks import MULTITASK, TASKS
-
-if TYPE_CHECKING:
-    from facetune.records import SummaryEntry
+from facetune.training.loop import TrainConfig, evaluate, fit, seed_everything
+from facetune.tuning.best_trial import write_predictions
+from facetune.tuning.ensemble_selection import ENSEMBLE_FAMILY
+from facetune.tuning.trainable import SweepData, model_context, pixels_to_device, trial_labels
 
 FINAL_FIT_FAMILY = "final_fit"
 #: What a final-fit entry's `trained_on` says (the sweep's own entries were trained on train only).
@@ -34,18 +52,7 @@ def final_fit(results: str | os.PathLike[str], tasks: Sequence[str] = tuple(TASK
     import torch
 
     from facetune.data.loading import load_split
-    from facetune.models import build_model, save_model
-    from facetune.models.multitask import TaskView
     from facetune.predict.choice import choose_best, read_summary
-    from facetune.training.loop import TrainConfig, evaluate, fit, seed_everything
-    from facetune.json_files import write_json
-    from facetune.records import (BEST_CONFIG_FILE, HISTORY_FILE, MODEL_WEIGHTS_FILE, SUMMARY_FILE, SWEEP_FILE,
-                                 TEST_METRICS_FILE, TEST_PREDICTIONS_FILE, SummaryEntry, SweepRecord, summary_to_json)
-    from facetune.tuning.best_trial import write_predictions
-    from facetune.tuning.ensemble_selection import ENSEMBLE_FAMILY
-    from facetune.models.pca import load_pca
-    from facetune.models.registry import is_multitask_family
-    from facetune.tuning.trainable import SweepData, model_context, pixels_to_device, trial_labels
 
     root = Path(results)
     summary = read_summary(root)

@@ -19,8 +19,12 @@ from typing import Any
 import numpy as np
 
 from facetune.errors import InvalidInputError
+from facetune.models import build_model, make_context
+from facetune.models.pca import PCAParams
 from facetune.records import IMAGE_SIZE, MULTITASK, NUM_PIXELS, combination_name
+from facetune.tasks import TASKS
 from facetune.tuning.best_trial import MULTITASK_METRIC, MULTITASK_MODE, validation_metric
+from facetune.tuning.pool import combination_seed, sample_configs
 from facetune.tuning.profiles import check_combinations, combinations, per_family
 from facetune.tuning.space import combination_config, param_space
 
@@ -106,7 +110,6 @@ def plan_sweep(profile: dict[str, Any], source: str, only: list[str] | None = No
     `cpus`: the CPUs of the machine the trials run on, when known (a local run), so that a
     trial asking more than there are is refused instead of waiting for ever.
     """
-    from facetune.tuning.pool import combination_seed, sample_configs
 
     pairs = combinations(profile, only)
     check_combinations(profile, pairs)
@@ -123,8 +126,6 @@ def plan_sweep(profile: dict[str, Any], source: str, only: list[str] | None = No
 
 
 def _combination(family: str, task: str, profile: dict[str, Any]) -> CombinationPlan:
-    from facetune.tasks import TASKS
-
     metric, mode = (MULTITASK_METRIC, MULTITASK_MODE) if task == MULTITASK else \
         (validation_metric(family, task), TASKS[task].mode)
     base, space = combination_config(family, task, profile)
@@ -184,7 +185,6 @@ def _build_each_model(plan: SweepPlan) -> None:
     refused now."""
     import torch
 
-    from facetune.models import build_model, make_context
 
     pca = dummy_pca(int(plan.profile["pca_components"]))
     ages = np.arange(0, 100, dtype=float)
@@ -222,7 +222,6 @@ def _shape_of(arch: Any) -> Any:
 
 def dummy_pca(components: int) -> Any:
     """A PCA of the profile's size that a pca_dnn model builds and runs with (not fitted)."""
-    from facetune.models.pca import PCAParams
 
     return PCAParams(mean=np.zeros(NUM_PIXELS, np.float32), components=np.eye(components, NUM_PIXELS, dtype=np.float32),
                      explained_variance=np.ones(components, np.float32),

@@ -9,6 +9,7 @@ from facetune.config_keys import PROFILE, REHEARSAL, apply_assignments, check, i
 from facetune.errors import InvalidInputError
 from facetune.models.registry import is_multitask_family
 from facetune.records import MULTITASK, TASK_NAMES
+from facetune.training.loop import TrainConfig
 from facetune.tuning.space import SEARCH_DIR, combination_config, sweepable_families
 
 #: The sections of a trial config that `--set` may name directly.
@@ -107,7 +108,6 @@ def check_values(profile: dict[str, Any], source: str) -> None:
 def check_combinations(profile: dict[str, Any], pairs: Iterable[tuple[str, str]]) -> None:
     """Resolve every combination's search space and fixed training settings, so a bad key or
     value in a search file, a preset or the profile fails here, before Ray starts."""
-    from facetune.training.loop import TrainConfig
 
     for family, task in pairs:
         base, _ = combination_config(family, task, profile)

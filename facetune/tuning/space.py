@@ -17,6 +17,7 @@ from facetune.config_files import config_path, deep_merge, load_yaml, raycfg_dir
 from facetune.config_keys import SEARCH, check
 from facetune.errors import InvalidInputError
 from facetune.records import combination_name
+from facetune.tuning.presets import load_preset
 
 SEARCH_DIR = "search"
 
@@ -58,7 +59,6 @@ def combination_config(family: str, task: str, profile: dict[str, Any]) -> tuple
     """
     if profile.get("preset"):
         # A fixed preset (e.g. the study's architectures): nothing is tuned.
-        from facetune.tuning.presets import load_preset
 
         entry = load_preset(profile["preset"])[family][task]
         base = {"arch": dict(entry["arch"]), "train": dict(entry["train"])}

@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from facetune.data.loading import load_split
 from facetune.data.prepare import ensure_prepared
+from facetune.models.pca import fit_pca, load_pca, save_pca, summary
 from facetune.ray_session import ray_session
 from facetune.records import (
     MULTITASK,
@@ -42,9 +44,19 @@ from facetune.records import (
 from facetune.settings import require_data_path
 from facetune.storage import ResultsStore
 from facetune.tuning.best_trial import export_best
+from facetune.tuning.console import TrialLines
 from facetune.tuning.plan import CombinationPlan, SweepPlan, local_cpus, plan_sweep
-from facetune.tuning.pool import TrialTime
+from facetune.tuning.pool import (
+    CombinationQueue,
+    PerCombinationScheduler,
+    SweepEvents,
+    SweepHandlers,
+    TrialTime,
+    results_of,
+    sweep_handlers,
+)
 from facetune.tuning.profiles import load_profile, profile_source, resolve_profile
+from facetune.tuning.retention import CheckpointKeeper, keep_latest_checkpoints, restore_kept_checkpoints
 from facetune.tuning.space import combination_of
 from facetune.tuning.trainable import SweepData, run_trial
 
@@ -104,7 +116,6 @@ def run_sweep(
         store.write_json(SWEEP_FILE, record.to_dict())
         sweep_data = load_sweep_data(prepared, profile, store, need_pca=any(f == "pca_dnn" for f, _ in pairs))
         data_ref = ray.put(sweep_data)
-        from facetune.data.loading import load_split
 
         test_split = load_split(prepared, "test")
         gpu_fraction = _gpu_fraction(profile, use_gpu)
@@ -148,7 +159,6 @@ def result_tasks(task: str) -> tuple[str, ...]:
 def load_sweep_data(prepared: Path, profile: dict[str, Any], store: ResultsStore, need_pca: bool) -> SweepData:
     """Train and val splits as arrays (the first `row_limit` rows of each when the profile sets
     one), the age scaling and (once per sweep) the fitted PCA."""
-    from facetune.data.loading import load_split
 
     train, val = load_split(prepared, "train"), load_split(prepared, "val")
     if profile["row_limit"]:
@@ -166,7 +176,6 @@ def load_sweep_data(prepared: Path, profile: dict[str, Any], store: ResultsStore
 
 def fitted_pca(train_pixels: np.ndarray, n_components: int, store: ResultsStore) -> Any:
     """The sweep's PCA: loaded from RESULTS/pca when a resumed sweep already fitted it, else fitted now."""
-    from facetune.models.pca import fit_pca, load_pca, save_pca, summary
 
     folder = store.local_dir(PCA_DIR)
     npz = folder / PCA_PARAMS_FILE
@@ -258,7 +267,6 @@ def _restored_tuner(experiment: str, trainable: Any, group: list[CombinationPlan
     """The interrupted experiment's Tuner, with any checkpoint Tune deleted too early put back."""
     from ray import tune
 
-    from facetune.tuning.retention import restore_kept_checkpoints
 
     restored, lost = restore_kept_checkpoints(experiment)
     for path in restored:
@@ -279,9 +287,6 @@ def _new_tuner(experiment_name: str, experiment: str, trainable: Any, group: lis
     """A Tuner running the plan's configs for `group`, in order, each combination under its own ASHA."""
     from ray import tune
 
-    from facetune.tuning.console import TrialLines
-    from facetune.tuning.pool import CombinationQueue, PerCombinationScheduler, SweepEvents
-    from facetune.tuning.retention import CheckpointKeeper
 
     names = {c.name for c in group}
     configs = [config for c in group for config in c.configs]
@@ -319,8 +324,6 @@ def _new_tuner(experiment_name: str, experiment: str, trainable: Any, group: lis
 def _fit_exporting_as_combinations_end(tuner: Any, group: list[CombinationPlan], progress: _SweepProgress) -> None:
     """Run the experiment; each combination is exported (a test-set evaluation) as soon as its
     last trial ends, beside Tune's loop and one at a time, so the loop keeps starting trials."""
-    from facetune.tuning.pool import SweepHandlers, results_of, sweep_handlers
-    from facetune.tuning.retention import keep_latest_checkpoints
 
     combinations = {c.name: c for c in group}
     exports = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facetune-export")
