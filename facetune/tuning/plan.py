@@ -23,9 +23,10 @@ from facetune.models import build_model, make_context
 from facetune.models.pca import PCAParams
 from facetune.records import IMAGE_SIZE, MULTITASK, NUM_PIXELS, combination_name
 from facetune.tasks import TASKS
+from facetune.training.loop import TrainConfig
 from facetune.tuning.best_trial import MULTITASK_METRIC, MULTITASK_MODE, validation_metric
 from facetune.tuning.pool import combination_seed, sample_configs
-from facetune.tuning.profiles import check_combinations, combinations, per_family
+from facetune.tuning.profiles import combinations, per_family
 from facetune.tuning.space import combination_config, param_space
 
 
@@ -112,7 +113,6 @@ def plan_sweep(profile: dict[str, Any], source: str, only: list[str] | None = No
     """
 
     pairs = combinations(profile, only)
-    check_combinations(profile, pairs)
     plan = SweepPlan(profile, source, [_combination(family, task, profile) for family, task in pairs])
     _check_together(plan, cpus)
     plan.schedulers()  # Ray's own assertions, here rather than after Ray has started
@@ -129,6 +129,10 @@ def _combination(family: str, task: str, profile: dict[str, Any]) -> Combination
     metric, mode = (MULTITASK_METRIC, MULTITASK_MODE) if task == MULTITASK else \
         (validation_metric(family, task), TASKS[task].mode)
     base, space = combination_config(family, task, profile)
+    try:
+        TrainConfig.from_dict(base["train"])  # a bad train value in a search file, preset or profile
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(f"profile {profile.get('name')}: {family}/{task}: {err}") from None
     max_epochs = int(per_family(profile, "max_epochs", family))
     base.update(max_epochs=max_epochs, torch_threads=int(profile["torch_threads"]))
     return CombinationPlan(family, task, metric, mode, int(per_family(profile, "num_samples", family)), max_epochs,

@@ -9,8 +9,7 @@ from facetune.config_keys import PROFILE, REHEARSAL, apply_assignments, check, i
 from facetune.errors import InvalidInputError
 from facetune.models.registry import is_multitask_family
 from facetune.records import MULTITASK, TASK_NAMES
-from facetune.training.loop import TrainConfig
-from facetune.tuning.space import SEARCH_DIR, combination_config, sweepable_families
+from facetune.tuning.space import SEARCH_DIR, sweepable_families
 
 #: The sections of a trial config that `--set` may name directly.
 TRIAL_SECTIONS = ("train.", "arch.")
@@ -103,18 +102,6 @@ def check_values(profile: dict[str, Any], source: str) -> None:
         refuse("trial_resources.gpu", resources["gpu"], "a number of GPUs >= 0")
     if not is_whole_number(profile["failure"]["max_failures"], -1):
         refuse("failure.max_failures", profile["failure"]["max_failures"], "a whole number >= 0 (-1: retry for ever)")
-
-
-def check_combinations(profile: dict[str, Any], pairs: Iterable[tuple[str, str]]) -> None:
-    """Resolve every combination's search space and fixed training settings, so a bad key or
-    value in a search file, a preset or the profile fails here, before Ray starts."""
-
-    for family, task in pairs:
-        base, _ = combination_config(family, task, profile)
-        try:
-            TrainConfig.from_dict(base["train"])
-        except (TypeError, ValueError) as err:
-            raise InvalidInputError(f"profile {profile.get('name')}: {family}/{task}: {err}") from None
 
 
 def combinations(profile: dict[str, Any], only: list[str] | None = None) -> list[tuple[str, str]]:
