@@ -189,6 +189,18 @@ RELEASE: dict[str, Any] = {
     "torch_threads": 2,
 }
 
+#: The distilled model shipped beside the ensemble: raycfg/student.yaml.
+STUDENT: dict[str, Any] = {
+    "description": "",
+    # A shipped member's folder under members/ (e.g. seed-0) whose weights it starts from; null: from scratch.
+    "init": None,
+    "family": REQUIRED,
+    "arch": ARCH,
+    "train": TRAIN,  # train.distill_weight: the share of each task's loss spent matching the ensemble
+    "weights_dtype": "float16",
+    "torch_threads": 2,
+}
+
 #: One entry of the release's `task_members`: a single-task classifier trained on the train split
 #: like a seed (val picks its epoch), whose probabilities join its task's average with `weight`
 #: (a multitask member weighs 1).

@@ -42,7 +42,7 @@ def prepared_data(tmp_path_factory, kaggle_csv) -> Path:
 
 
 #: Fixtures that train a model or start Ray: a test using one is `slow` (pytest_collection_modifyitems).
-SLOW_FIXTURES = frozenset({"ray_session", "tiny_release", "tiny_finetuned", "task_member_release"})
+SLOW_FIXTURES = frozenset({"ray_session", "tiny_release", "tiny_finetuned", "task_member_release", "tiny_student"})
 
 
 def pytest_collection_modifyitems(items):

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from facetune.records import IMAGE_SIZE
+from facetune.release.paths import PRETRAINED_CHOICES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,8 +18,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "metadata (key facetune.contract), then compare onnxruntime with torch (max abs difference)."
         ),
     )
-    parser.add_argument("--models", required=True, metavar="RESULTS_DIR|pretrained",
-                        help="a sweep's results directory, or 'pretrained' for the models shipped with facetune")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--models", metavar="RESULTS_DIR|pretrained",
+                        help="a sweep's results directory ('pretrained': the same as --pretrained ensemble)")
+    source.add_argument("--pretrained", choices=sorted(PRETRAINED_CHOICES),
+                        help="a model shipped with facetune: ensemble (the most accurate) or fast (one distilled network)")
     parser.add_argument("--family", help="with a results dir: this family's checkpoints")
     parser.add_argument("--format", choices=("onnx",), default="onnx")
     parser.add_argument("--out", required=True, type=Path, help="directory to write the model files to")
@@ -29,11 +33,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def load_predictor(models: str, family: str | None):
+def load_predictor(models: str | None, family: str | None, pretrained: str | None = None):
     from facetune.predict.predictor import Predictor
 
-    if models == "pretrained":
-        return Predictor.pretrained(device="cpu")
+    if models is None or models == "pretrained":
+        return Predictor.pretrained(device="cpu", which=pretrained or "ensemble")
     return Predictor.from_results(models, family=family, device="cpu")
 
 
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from facetune.predict.onnx_export import export_onnx, max_abs_difference
 
     try:
-        predictor = load_predictor(args.models, args.family)
+        predictor = load_predictor(args.models, args.family, args.pretrained)
     except (FileNotFoundError, ValueError) as err:
         print(f"facetune export: {err}", file=sys.stderr)
         return 2

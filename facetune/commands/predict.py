@@ -26,7 +26,7 @@ from facetune.predict.run import (
 )
 from facetune.predict.table import spreadsheet_safe
 from facetune.records import SPLITS
-from facetune.release.paths import CARD_FILE, PRETRAINED_DIR
+from facetune.release.paths import CARD_FILE, PRETRAINED_CHOICES, PRETRAINED_DIR
 
 #: Rejects listed on the terminal; all of them go to the rejects CSV.
 SHOWN_REJECTS = 20
@@ -46,13 +46,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files/folders, a prepared dir or a CSV")
     parser.add_argument("--models", metavar="RESULTS_DIR", help="a sweep's results directory (default: the shipped models)")
+    parser.add_argument("--pretrained", choices=sorted(PRETRAINED_CHOICES), default="ensemble",
+                        help="which shipped model answers without --models: ensemble (default, the most accurate) "
+                        "or fast (one distilled network, about ten times the faces a second; see --about)")
     parser.add_argument("--about", action="store_true", help="print the shipped models' model card and exit")
     parser.add_argument("--family", help="with --models: use this model family's checkpoints (e.g. cnn, resnet, ensemble)")
     parser.add_argument("--out", type=Path, help="predictions CSV to write (default: print the table)")
     parser.add_argument(
         "--tta", action=argparse.BooleanOptionalAction, default=None,
-        help="average each face with its mirror image (default: on for the shipped models, off for --models, "
-             "whose test figures were measured without it)",
+        help="average each face with its mirror image (default: on for the shipped ensemble, off for the fast "
+             "model and for --models, whose test figures were measured without it)",
     )
     parser.add_argument(
         "--evaluate", action="store_true",
@@ -134,7 +137,7 @@ def load_predictor(args: argparse.Namespace):
 
     if args.models is None:
         try:
-            return Predictor.pretrained(device=args.device, tta_flip=args.tta is not False)
+            return Predictor.pretrained(device=args.device, tta_flip=args.tta, which=args.pretrained)
         except FileNotFoundError as err:
             raise NoDataError(str(err)) from None
     where = f"--models {path_text(args.models)}"
@@ -167,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.inputs:
         raise UsageError("give at least one INPUT (image files or folders, a prepared dir or a CSV), or --about")
+    if args.models is not None and args.pretrained != "ensemble":
+        raise UsageError(f"--pretrained {args.pretrained} picks a shipped model; leave it out with --models RESULTS_DIR")
     if args.family is not None and args.models is None:
         raise UsageError("--family needs --models RESULTS_DIR (the shipped models are one multitask network)")
     if args.batch_size < 1 or (args.workers is not None and args.workers < 1):

@@ -10,7 +10,7 @@ import threading
 from dataclasses import asdict
 
 from facetune.errors import UsageError
-from facetune.release.paths import PRETRAINED_DIR, shipped_models_present
+from facetune.release.paths import PRETRAINED_CHOICES, shipped_models_present
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -26,6 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--models", metavar="RESULTS_DIR",
                         help="a sweep's results directory (default: the package's pretrained models, when it has them)")
     parser.add_argument("--family", help="use this model family's checkpoints (cnn, dnn, pca_dnn)")
+    parser.add_argument("--pretrained", choices=sorted(PRETRAINED_CHOICES), default="fast",
+                        help="which shipped model answers without --models: fast (default: one distilled network, "
+                        "the lowest latency under load) or ensemble (the most accurate)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     parser.add_argument("--replicas", type=int, default=2, metavar="N",
@@ -72,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
         if args.models:
             read_summary(args.models)
         else:
-            if not shipped_models_present():
-                raise FileNotFoundError(f"no --models given and no shipped models in {PRETRAINED_DIR}: "
-                                        "pass --models RESULTS_DIR (a sweep's results directory)")
+            if not shipped_models_present(PRETRAINED_CHOICES[args.pretrained]):
+                raise FileNotFoundError(f"no --models given and no shipped {args.pretrained} model in "
+                                        f"{PRETRAINED_CHOICES[args.pretrained]}: pass --models RESULTS_DIR (a sweep's results "
+                                        "directory) or another --pretrained")
     except (FileNotFoundError, ValueError) as err:
         print(f"facetune serve: {err}", file=sys.stderr)
         return 2
@@ -84,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         models=os.path.abspath(args.models) if args.models else None,
         family=args.family,
+        pretrained=args.pretrained,
         device=args.device,
         max_batch_size=args.max_batch_size,
         batch_wait_timeout_s=args.batch_wait_ms / 1000,
@@ -110,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                 raise
             raise cannot_listen(args.host, args.port, "another process took the port while Ray started") from None
         serve.run(build_app(asdict(settings)), name=APP_NAME, route_prefix="/")
-        print(f"facetune serve: http://{args.host}:{args.port}/ (models: {args.models or 'pretrained'}); "
+        print(f"facetune serve: http://{args.host}:{args.port}/ (models: {args.models or 'pretrained ' + args.pretrained}); "
               "Ctrl-C stops", file=sys.stderr, flush=True)
         stop.wait()
     finally:

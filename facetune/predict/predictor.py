@@ -102,12 +102,19 @@ class Predictor:
         return "torch" if not count else "onnxruntime" if count == len(self.networks()) else "mixed"
 
     @classmethod
-    def pretrained(cls, device: str | torch.device | None = None, tta_flip: bool = True) -> Predictor:
-        """The models shipped inside the package (see `facetune predict --about`)."""
-        if not release_paths.shipped_models_present():
-            raise FileNotFoundError(f"no pretrained models in {release_paths.PRETRAINED_DIR}: rebuild them with `python jobs/train_release.py`")
-        return cls.from_model_dirs({MULTITASK: release_paths.PRETRAINED_DIR}, device=device, tta_flip=tta_flip,
-                                   summaries=_release_summaries(release_paths.PRETRAINED_DIR, tta_flip))
+    def pretrained(cls, device: str | torch.device | None = None, tta_flip: bool | None = None,
+                   which: str = "ensemble") -> Predictor:
+        """The models shipped inside the package (see `facetune predict --about`): `which` is
+        "ensemble" (the most accurate) or "fast" (one distilled network, about ten times the faces a
+        second). `tta_flip` None: flip averaging for the ensemble, one view for the fast model."""
+        if which not in release_paths.PRETRAINED_CHOICES:
+            raise ValueError(f"pretrained model {which!r}: choose one of {sorted(release_paths.PRETRAINED_CHOICES)}")
+        folder = release_paths.PRETRAINED_CHOICES[which]
+        if not release_paths.shipped_models_present(folder):
+            command = "train_release" if which == "ensemble" else "train_student"
+            raise FileNotFoundError(f"no pretrained {which} model in {folder}: rebuild it with `python jobs/{command}.py`")
+        tta = (which == "ensemble") if tta_flip is None else bool(tta_flip)
+        return cls.from_model_dirs({MULTITASK: folder}, device=device, tta_flip=tta, summaries=_release_summaries(folder, tta))
 
     @classmethod
     def from_results(
@@ -212,7 +219,7 @@ def _release_summaries(release_dir: Path, tta_flip: bool) -> dict[str, dict]:
     path = release_dir / release_paths.METRICS_FILE
     if not path.is_file():
         return {}
-    metrics = json.loads(path.read_text())
+    metrics = json.loads(path.read_text())  # the ensemble's or the fast model's: one layout
     test = metrics["test"]["tta_flip" if tta_flip else "single_view"]["overall"]
     return {
         task: {"family": "multitask", "task": task,

@@ -3,6 +3,7 @@ trained on, how, and how well, per group with intervals) and the figures block o
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from facetune.errors import InvalidInputError
 from facetune.group_figures import RESAMPLES, format_figure, summary, summary_lines
 from facetune.groups import MIN_GROUP_SIZE, group_names
 from facetune.release.evaluation import headline
-from facetune.release.paths import CARD_FILE
+from facetune.release.paths import CARD_FILE, METRICS_FILE, STUDENT_DIR_NAME
 
 SHA_HEADING = "## Files"
 #: Issue 10's bar for shipping and the project's targets on the test split: (age MAE, gender, ethnicity).
@@ -33,9 +34,19 @@ def file_sha256(path: Path) -> str:
 
 
 def shipped_files(release_dir: Path) -> list[str]:
-    """Every file of a release but the card itself, as POSIX paths relative to the release folder."""
+    """Every file of a release but the card itself and the fast model's folder (which has its own
+    section), as POSIX paths relative to the release folder."""
     root = Path(release_dir)
-    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file() and path.name != CARD_FILE)
+    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*")
+                  if path.is_file() and path.name != CARD_FILE and path.relative_to(root).parts[0] != STUDENT_DIR_NAME)
+
+
+def teacher_digest(release_dir: Path) -> str:
+    """One sha256 over the release's shipped files: which ensemble a fast model was distilled from."""
+    digest = hashlib.sha256()
+    for name in shipped_files(release_dir):
+        digest.update(f"{name} {file_sha256(Path(release_dir) / name)}\n".encode())
+    return digest.hexdigest()
 
 
 def _group_row(name: str, m: dict[str, dict]) -> str:
@@ -43,10 +54,10 @@ def _group_row(name: str, m: dict[str, dict]) -> str:
     return f"| {name} | {m['age']['n']} | " + " | ".join(format_figure(task, headline(m, task)) for task, _ in _COLUMNS) + " |"
 
 
-def per_group_lines(groups: dict[str, dict]) -> list[str]:
+def per_group_lines(groups: dict[str, dict], views: str = "flip averaging") -> list[str]:
     """The per-group table (each figure with its interval) and its summary in words, as Markdown."""
     return [
-        f"Per group (flip averaging), each figure with its 95% bootstrap interval ({RESAMPLES:,} resamples of",
+        f"Per group ({views}), each figure with its 95% bootstrap interval ({RESAMPLES:,} resamples of",
         "the group's test faces; the fewer the faces, the wider the interval):",
         "",
         "| group | faces | age MAE | gender accuracy | ethnicity accuracy |",
@@ -207,6 +218,7 @@ def model_card(out_dir: Path, metrics: dict[str, Any]) -> str:
         "",
         *per_group_lines(best),
         "",
+        *student_section(out_dir, metrics),
         "## Limits",
         "- UTKFace's labels are noisy (223 groups of identical images carry conflicting labels) and its",
         "  ethnicity classes are imbalanced (\"Others\" is 7% of the faces): per-group figures differ.",
@@ -221,6 +233,52 @@ def model_card(out_dir: Path, metrics: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def student_section(out_dir: Path, metrics: dict[str, Any]) -> list[str]:
+    """The card's section on the fast model in out_dir/student/, when there is one: its recipe,
+    test figures beside the ensemble's, speed, per-group figures and files."""
+    folder = Path(out_dir) / STUDENT_DIR_NAME
+    if not (folder / METRICS_FILE).is_file():
+        return []
+    student = json.loads((folder / METRICS_FILE).read_text())
+    recipe, fit, speed = student["recipe"], student["fit"], student["faces_per_second"]
+    single, flipped = student["test"]["single_view"], student["test"]["tta_flip"]
+    start = f"from member {recipe['init']}'s weights" if recipe["init"] else "from scratch"
+    lines = [
+        "## The fast model (`--pretrained fast`)",
+        "",
+        "One network of the members' shape, distilled from this ensemble by `python jobs/train_student.py`",
+        f"(`raycfg/student.yaml`): trained {start} on the train split for {fit['epochs_run']} epochs (val chose epoch",
+        f"{fit['best_epoch']}; {fit['train_seconds'] / 60:.0f} min), each task's loss {recipe['train']['distill_weight']:.0%} the KL divergence from the",
+        "ensemble's flip-averaged probabilities (classes and age bins, computed once on the train faces) and the",
+        f"rest the labels. Weights stored in {recipe['weights_dtype']}. It answers with one view.",
+    ]
+    if student["teacher"] != teacher_digest(out_dir):
+        lines += ["", "**It was distilled from another build of the ensemble: rebuild it with `python jobs/train_student.py`.**"]
+    if student.get("shrunk_for_test"):
+        lines += ["", "**This is a shrunk test build (fewer epochs or rows), not a release.**"]
+    ensemble_speed = speed["torch"]["ensemble"]
+    lines += [
+        "",
+        "| evaluation (test split) | age MAE (years) | gender accuracy | ethnicity accuracy |",
+        "| --- | --- | --- | --- |",
+        f"| **fast model, one view (what `--pretrained fast` uses)** | {_figures(single['overall'])} |",
+        f"| fast model with flip averaging (`--tta`) | {_figures(flipped['overall'])} |",
+        f"| ensemble with flip averaging | {_figures(metrics['test']['tta_flip']['overall'])} |",
+        "",
+        f"Faces a second on {speed['faces']:,} test faces, torch on {speed['torch_threads']} threads, measured by the build: fast",
+        f"model {speed['torch']['student']:.0f}, ensemble {ensemble_speed:.0f} ({speed['torch']['student'] / ensemble_speed:.1f}x). "
+        "onnxruntime and int8: docs/benchmarks.md.",
+        "",
+        *per_group_lines(single, "the fast model, one view"),
+        "",
+        "| file | sha256 |",
+        "| --- | --- |",
+        *[f"| {STUDENT_DIR_NAME}/{path.name} | `{file_sha256(path)}` |" for path in sorted(folder.iterdir()) if path.is_file()],
+        "",
+    ]
+    return lines
 
 
 def write_model_card(out_dir: Path, metrics: dict[str, Any]) -> Path:

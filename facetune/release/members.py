@@ -66,7 +66,7 @@ def train_member(
         if saved.get("train_config") == train_cfg.to_dict() and same_recipe and saved.get("limit") == limit:
             resume = saved
     name = f"seed {member['train']['seed']}" if task is None else f"task member {work.name}"
-    return _fit_resumably(model, train_cfg, splits, state_path, resume, {"recipe": member, "limit": limit}, name, log, device,
+    return fit_resumably(model, train_cfg, splits, state_path, resume, {"recipe": member, "limit": limit}, name, log, device,
                           task=task)
 
 
@@ -95,7 +95,7 @@ def finetune_member(
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
         if saved.get("train_config") == train_cfg.to_dict() and saved.get("identity") == identity:
             resume = saved
-    model, fitted = _fit_resumably(model, train_cfg, splits, state_path, resume, {"identity": identity},
+    model, fitted = fit_resumably(model, train_cfg, splits, state_path, resume, {"identity": identity},
                                    f"seed {member['train']['seed']} fine-tune", log, device)
     return model, base_fitted | {"train_seconds": base_fitted["train_seconds"] + fitted["train_seconds"], "finetune": fitted}
 
@@ -105,13 +105,15 @@ def train_config(keys: dict[str, Any], epochs: int | None) -> Any:
     return TrainConfig.from_dict({**keys, **({"epochs": epochs} if epochs else {})})
 
 
-def _fit_resumably(
+def fit_resumably(
     model: Any, train_cfg: Any, splits: dict[str, Any], state_path: Path, resume: dict | None, extra_state: dict[str, Any],
     name: str, log: Callable[[str], None], device: Any, task: str | None = None,
+    teacher: dict[str, torch.Tensor] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """fit() on the train split (val picks the epoch) on `device`, saving its state to `state_path`
     after every epoch (with `extra_state`, which the caller compares before resuming from it).
-    `task`: a single-task model's task; None for a multitask model. The model comes back on the CPU."""
+    `task`: a single-task model's task; None for a multitask model. `teacher`: what a distilled
+    model also matches (fit's `teacher`, rows of the train split). The model comes back on the CPU."""
 
     # The images and labels go to the device once: fit() trains where its train images are.
     images = {split: splits[split].images().to(device) for split in ("train", "val")}
@@ -137,7 +139,8 @@ def _fit_resumably(
 
     pick = (lambda y: y) if task is None else (lambda y: y[task])
     result = fit(model, task or MULTITASK, images["train"], pick(labels["train"]), images["val"], pick(labels["val"]),
-                 train_cfg, on_epoch=on_epoch, resume_state=resume)
+                 train_cfg, on_epoch=on_epoch, resume_state=resume,
+                 teacher=None if teacher is None else {k: v.to(device) for k, v in teacher.items()})
     model.to("cpu")
     return model, {
         "train_config": train_cfg.to_dict(),

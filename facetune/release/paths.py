@@ -10,6 +10,11 @@ PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "MODEL_CARD.md"
 MEMBERS_DIR = "members"
+#: The distilled model shipped beside the ensemble, inside the release folder.
+STUDENT_DIR_NAME = "student"
+STUDENT_DIR = PRETRAINED_DIR / STUDENT_DIR_NAME
+#: The shipped models a user picks by name (predict/serve/export's --pretrained, Predictor.pretrained).
+PRETRAINED_CHOICES: dict[str, Path] = {"ensemble": PRETRAINED_DIR, "fast": STUDENT_DIR}
 
 
 def shipped_models_present(release_dir: Path | None = None) -> bool:

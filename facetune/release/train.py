@@ -37,7 +37,7 @@ from facetune.release.card import (
 )
 from facetune.release.evaluation import evaluate, evaluate_task_member
 from facetune.release.members import STATE_FILE, finetune_member, fit_stacked_heads, train_member
-from facetune.release.paths import MEMBERS_DIR, METRICS_FILE, PRETRAINED_DIR
+from facetune.release.paths import MEMBERS_DIR, METRICS_FILE, PRETRAINED_DIR, STUDENT_DIR_NAME
 from facetune.release.recipe import load_recipe, member_recipes, task_member_dtype, task_member_recipes
 from facetune.release.reuse import FIT_FIGURES, read_shipped, shipped_metrics
 from facetune.storage import ResultsStore
@@ -84,7 +84,7 @@ def train_release(
     out, work = Path(out_dir), Path(work_dir)
     if not val_only and out.exists() and any(out.iterdir()) and not (out / METRICS_FILE).is_file():
         raise ValueError(f"{out}: not a release folder (no {METRICS_FILE}); refusing to replace it")
-    splits, data_record = _splits(data, work, limit)
+    splits, data_record = release_splits(data, work, limit)
     torch.set_num_threads(int(recipe["torch_threads"]))
 
     log(f"[release] training on {describe_device(train_device)}")
@@ -106,6 +106,9 @@ def train_release(
                    + (f", {describe_device(train_device)}" if train_device.type != "cpu" else "") + f", torch {torch.__version__}",
     }
     write_json(staging / METRICS_FILE, metrics, sort_keys=True)
+    if (out / STUDENT_DIR_NAME).is_dir():
+        # The fast model stays; its card section says so when it was distilled from another build.
+        shutil.copytree(out / STUDENT_DIR_NAME, staging / STUDENT_DIR_NAME)
     write_model_card(staging, metrics)
     _swap_in(staging, out)
     if docs is not None:
@@ -116,7 +119,7 @@ def train_release(
     return metrics
 
 
-def _splits(data: str | os.PathLike[str] | None, work: Path, limit: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def release_splits(data: str | os.PathLike[str] | None, work: Path, limit: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every split of the prepared data (train cut to `limit` rows), and the data's record for metrics.json."""
     prepared = ensure_prepared(data, ResultsStore(work))
     splits = {name: load_split(prepared, name) for name in SPLITS}

@@ -21,6 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from facetune.devices import parse_device
 from facetune.errors import InvalidInputError
+from facetune.release.paths import PRETRAINED_CHOICES
 from facetune.serve import uploads
 from facetune.serve.inference import describe_models, face_entries, load_predictor, models_used
 from facetune.serve.uploads import BadRequest, read_request
@@ -35,8 +36,10 @@ READ_THREADS = 2
 class ServeSettings:
     """Everything an application is built from; also the `args:` of raycfg/serve.yaml."""
 
-    models: str | None = None  # results directory; None: the package's pretrained models
+    models: str | None = None  # results directory; None: the package's pretrained model named by `pretrained`
     family: str | None = None
+    # Without `models`: which shipped model answers (facetune.release.paths.PRETRAINED_CHOICES).
+    pretrained: str = "fast"
     device: str | None = None
     max_batch_size: int = 32  # 1 turns batching off (each face its own forward pass)
     batch_wait_timeout_s: float = 0.005
@@ -52,6 +55,8 @@ class ServeSettings:
         # Refused here, in one line, rather than as a replica that fails to start again and again.
         # The device's spelling only: whether it exists is for the replica, which may sit on a GPU node.
         parse_device(self.device, "device")
+        if self.pretrained not in PRETRAINED_CHOICES:
+            raise InvalidInputError(f"pretrained {self.pretrained!r}: choose one of {sorted(PRETRAINED_CHOICES)}")
         limits = (("max_batch_size", 1), ("min_replicas", 1), ("max_ongoing_requests", 1), ("max_body_bytes", 1),
                   ("batch_wait_timeout_s", 0), ("replica_cpus", 0), ("replica_gpus", 0))
         for name, least in limits:
@@ -102,7 +107,8 @@ class FaceService:
     def __init__(self, counts: DeploymentHandle, settings: dict[str, Any]) -> None:
         self.settings = ServeSettings.from_args(settings)
         self.counts = counts
-        self.predictor = load_predictor(self.settings.models, self.settings.family, self.settings.device)
+        self.predictor = load_predictor(self.settings.models, self.settings.family, self.settings.device,
+                                        self.settings.pretrained)
         self.models_used = models_used(self.predictor)
         self.page = resources.files("facetune.serve").joinpath("page.html").read_text(encoding="utf-8")
         self.predict_faces.set_max_batch_size(self.settings.max_batch_size)

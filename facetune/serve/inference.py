@@ -15,11 +15,12 @@ from facetune.predict.predictor import Predictor, pixels_to_tensor
 from facetune.tasks import TASKS
 
 
-def load_predictor(models: str | None, family: str | None = None, device: str | None = None) -> Predictor:
-    """The sweep's best models from `models`, else the models shipped in the package."""
+def load_predictor(models: str | None, family: str | None = None, device: str | None = None,
+                   pretrained: str = "ensemble") -> Predictor:
+    """The sweep's best models from `models`, else the `pretrained` model shipped in the package."""
     if models:
         return Predictor.from_results(models, family=family, device=device)
-    return Predictor.pretrained(device=device)
+    return Predictor.pretrained(device=device, which=pretrained)
 
 
 def models_used(predictor: Predictor) -> dict[str, str]:

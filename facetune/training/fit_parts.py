@@ -1,6 +1,6 @@
 """The parts of a fit() that carry no training decision: what it reports (EpochReport, FitResult),
 its optimiser, schedule, EMA update, mixup draw, batch bounds, best-epoch test, device precision
-check and CPU copies of its state."""
+check, CPU copies of its state, and the distillation loss with its teacher's check."""
 from __future__ import annotations
 
 import copy
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -129,3 +130,21 @@ def mixup_batch(x: torch.Tensor, alpha: float, generator: torch.Generator) -> tu
     perm = torch.randperm(len(x), generator=generator, device=x.device)
     return lam * x + (1 - lam) * x[perm], perm, lam
 
+
+def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || model) per face, averaged: how far the model's softmax is from the teacher's
+    probabilities (classes, or age bins of a distribution head)."""
+    if logits.shape != teacher_probs.shape:
+        raise ValueError(f"distillation needs the teacher's outputs in the model's layout: {tuple(teacher_probs.shape)} "
+                         f"against {tuple(logits.shape)} (a teacher's age is its distribution over years)")
+    return F.kl_div(torch.log_softmax(logits.float(), dim=1), teacher_probs.float(), reduction="batchmean")
+
+
+def check_teacher(teacher: dict[str, torch.Tensor] | None, distill_weight: float, rows: dict[str, int]) -> None:
+    """A teacher comes with a distill_weight and gives one row per train face ({task: rows}) for every task."""
+    if (teacher is None) != (distill_weight == 0):
+        raise ValueError(f"distill_weight and a teacher go together: distill_weight={distill_weight} with "
+                         f"{'a' if teacher is not None else 'no'} teacher")
+    if teacher is not None and {name: len(t) for name, t in teacher.items()} != rows:
+        raise ValueError(f"the teacher needs one row per train face for each task {rows}, "
+                         f"got {({name: len(t) for name, t in teacher.items()})}")

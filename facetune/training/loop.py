@@ -26,6 +26,8 @@ from facetune.training.fit_parts import (  # noqa: F401  (EpochReport and FitRes
     FitResult,
     batch_bounds,
     bf16_supported,
+    check_teacher,
+    distillation_loss,
     ema_update,
     improved,
     make_optimizer,
@@ -69,6 +71,9 @@ class TrainConfig:
     # study's linear output under Keras' binary cross-entropy (docs/study-dnn.md)
     class_loss: str | None = None
     label_smoothing: float = 0.0
+    # The share of each task's loss that matches a teacher's outputs (fit's `teacher`): KL from
+    # its class or age-bin probabilities; the rest stays on the labels. 0 = labels only.
+    distill_weight: float = 0.0
     patience: int = 5  # early stopping on the task's selection metric; 0 = off
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     seed: int = 0
@@ -83,7 +88,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "patience", "seed", "warmup_epochs"):
             setattr(self, name, int(getattr(self, name)))
         for name in ("lr", "weight_decay", "label_smoothing", "grad_clip", "color_jitter", "mixup", "ema_decay",
-                     "affine_probability"):
+                     "affine_probability", "distill_weight"):
             setattr(self, name, float(getattr(self, name)))
         self.channels_last = bool(self.channels_last)
         self.tta_flip = bool(self.tta_flip)
@@ -98,8 +103,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig needs epochs >= 1, batch_size >= 1, lr > 0, patience >= 0: {self}")
         if not 0.0 <= self.ema_decay < 1.0 or self.mixup < 0 or self.color_jitter < 0 or self.warmup_epochs < 0:
             raise ValueError(f"TrainConfig needs 0 <= ema_decay < 1, mixup >= 0, color_jitter >= 0, warmup_epochs >= 0: {self}")
-        if not 0.0 <= self.affine_probability <= 1.0:
-            raise ValueError(f"TrainConfig.affine_probability={self.affine_probability} must lie in [0, 1]")
+        for name in ("affine_probability", "distill_weight"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)} must lie in [0, 1]")
         unknown = set(self.loss_weights) - set(TASK_NAMES)
         if unknown:
             raise ValueError(f"TrainConfig.loss_weights: unknown tasks {sorted(unknown)}; known: {list(TASK_NAMES)}")
@@ -184,7 +190,10 @@ class Objective:
         (name,) = self.tasks
         return {name: outputs}
 
-    def loss(self, outputs: torch.Tensor, targets: dict[str, torch.Tensor], class_weights: dict[str, torch.Tensor | None]) -> torch.Tensor:
+    def loss(self, outputs: torch.Tensor, targets: dict[str, torch.Tensor], class_weights: dict[str, torch.Tensor | None],
+             teacher: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The training loss; with `teacher` ({task: probabilities, N x outputs}) each task's loss is
+        mixed with the KL divergence from the teacher's probabilities by cfg.distill_weight."""
         parts = self.split(outputs)
         total = outputs.new_zeros(())
         log_vars = getattr(self.model, "log_vars", None)
@@ -193,6 +202,9 @@ class Objective:
             value = task.loss(parts[name], targets[name], class_weights=class_weights.get(name), loss_name=loss_name,
                               label_smoothing=self.cfg.label_smoothing if task.kind == "classification" else 0.0,
                               target_std=self.target_std if task.kind == "regression" else None)
+            if teacher is not None:
+                share = self.cfg.distill_weight
+                value = (1 - share) * value + share * distillation_loss(parts[name], teacher[name])
             if not self.multitask:
                 return value
             if log_vars is not None:
@@ -238,6 +250,7 @@ def fit(
     cfg: TrainConfig,
     on_epoch: Callable[[EpochReport], None] | None = None,
     resume_state: dict | None = None,
+    teacher: dict[str, torch.Tensor] | None = None,
 ) -> FitResult:
     """Train `model` on (train_x, train_y), select the best epoch on validation, load it back.
 
@@ -247,9 +260,10 @@ def fit(
     is what is evaluated, selected and returned. `resume_state` (an
     EpochReport.training_state()) continues a run, also one saved on another kind of device. With
     no validation set (`val_x` None, as in a final fit on train+val) every epoch counts as the
-    best, so the last weights are returned.
+    best, so the last weights are returned. `teacher` ({task: probabilities}, one row per train
+    face, on train_x's device) is what a distilled model also learns to match (cfg.distill_weight).
     """
-    run = _FitRun(model, task, train_x, train_y, val_x, val_y, cfg)
+    run = _FitRun(model, task, train_x, train_y, val_x, val_y, cfg, teacher)
     if resume_state is not None:
         run.restore(resume_state)
     run.train(on_epoch)
@@ -260,7 +274,8 @@ class _FitRun:
     """One call of fit(): what its epochs read and update, and its steps by name."""
 
     def __init__(self, model: nn.Module, task: "Task | str", train_x: torch.Tensor, train_y: Any,
-                 val_x: torch.Tensor | None, val_y: Any, cfg: TrainConfig) -> None:
+                 val_x: torch.Tensor | None, val_y: Any, cfg: TrainConfig,
+                 teacher: dict[str, torch.Tensor] | None = None) -> None:
         self.model, self.cfg = model, cfg
         self.objective = objective = Objective(model, task, cfg)
         self.validated = validated = val_x is not None
@@ -274,6 +289,8 @@ class _FitRun:
             if len(train_t[name]) != n or len(val_t[name]) != len(self.val_x):
                 raise ValueError(f"images/labels mismatch: train {n}/{len(train_t[name])}, "
                                  f"val {len(self.val_x)}/{len(val_t[name])}")
+        check_teacher(teacher, cfg.distill_weight, {name: len(y) for name, y in train_t.items()})
+        self.teacher = teacher
         self.device = device = train_x.device
         model.to(device)
         if cfg.channels_last:
@@ -380,6 +397,7 @@ class _FitRun:
             xb = augment_batch(self.train_x[index], cfg.augment, self.augment_rng, cfg.color_jitter,
                                cfg.affine_probability)
             yb = {name: y[index] for name, y in self.train_t.items()}
+            tb = {name: t[index] for name, t in self.teacher.items()} if self.teacher is not None else None
             if cfg.mixup > 0:
                 xb, partner, lam = mixup_batch(xb, cfg.mixup, self.augment_rng)
             if cfg.channels_last:
@@ -387,11 +405,12 @@ class _FitRun:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
                 outputs = model(xb)
             outputs = outputs.float()
-            loss = objective.loss(outputs, yb, self.class_weights)
+            loss = objective.loss(outputs, yb, self.class_weights, tb)
             if cfg.mixup > 0:
                 # Mixup's loss is the same mix of the two partners' losses.
-                loss = lam * loss + (1 - lam) * objective.loss(outputs, {k: v[partner] for k, v in yb.items()},
-                                                               self.class_weights)
+                loss = lam * loss + (1 - lam) * objective.loss(
+                    outputs, {k: v[partner] for k, v in yb.items()}, self.class_weights,
+                    {k: v[partner] for k, v in tb.items()} if tb is not None else None)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
