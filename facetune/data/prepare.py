@@ -42,7 +42,7 @@ from facetune.records import (
     parquet_file_name,
     require_prepared_dir,
 )
-from facetune.settings import require_data_path
+from facetune.settings import DataNotFoundError, require_data_path
 
 if TYPE_CHECKING:
     from facetune.storage import ResultsStore
@@ -239,6 +239,17 @@ def prepared_dir_name(spec: InputSpec = DEFAULT_INPUT_SPEC) -> str:
     """The folder, inside RESULTS, a raw source is prepared into in `spec`'s layout: "data" for the
     default (as before specs existed), "data-64-color" for another, so specs never share one."""
     return PREPARED_DIR if spec == DEFAULT_INPUT_SPEC else f"{PREPARED_DIR}-{spec.slug}"
+
+
+def planned_spec(data: str | os.PathLike[str] | None) -> InputSpec:
+    """The layout `data` will be swept or trained in: a prepared folder's own, else the default
+    (ensure_prepared prepares a raw source in it); the default too when `data` is not found (that
+    is reported, with its reason, when it is read)."""
+    try:
+        source = require_data_path(data)
+    except DataNotFoundError:
+        return DEFAULT_INPUT_SPEC
+    return PreparedManifest.read(source).spec if is_prepared_dir(source) else DEFAULT_INPUT_SPEC
 
 
 def ensure_prepared(data: str | os.PathLike[str] | None, store: "ResultsStore", spec: InputSpec | None = None) -> Path:
