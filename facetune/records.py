@@ -40,9 +40,94 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 # ---- images -----------------------------------------------------------------------------------
 
-#: Faces are IMAGE_SIZE x IMAGE_SIZE gray, stored row-major as NUM_PIXELS uint8.
-IMAGE_SIZE = 48
-NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+GRAY_CHANNELS = 1
+COLOR_CHANNELS = 3
+#: The sides a prepared face may have: below MIN_IMAGE_SIZE a face is mostly interpolation (the
+#: smallest image accepted, facetune.data.images.MIN_SIDE), above MAX_IMAGE_SIZE the models'
+#: memory grows past what this project's machines train.
+MIN_IMAGE_SIZE = 16
+MAX_IMAGE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The layout of the faces a prepared folder holds and a model takes: `size` x `size` pixels
+    of `channels` (1 gray, 3 RGB) uint8, stored channel-first and row-major as `pixels` values.
+
+    A property of the prepared data: prepare writes it into the manifest, the builders take it
+    from the model context, a checkpoint records it.
+    """
+
+    size: int
+    channels: int
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.size, int) and MIN_IMAGE_SIZE <= self.size <= MAX_IMAGE_SIZE):
+            raise ValueError(f"image size {self.size!r}: must be a whole number from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}")
+        if self.channels not in (GRAY_CHANNELS, COLOR_CHANNELS):
+            raise ValueError(f"channels {self.channels!r}: must be {GRAY_CHANNELS} (gray) or {COLOR_CHANNELS} (colour)")
+
+    @classmethod
+    def gray(cls, size: int) -> InputSpec:
+        return cls(size, GRAY_CHANNELS)
+
+    @classmethod
+    def color(cls, size: int) -> InputSpec:
+        return cls(size, COLOR_CHANNELS)
+
+    @property
+    def is_color(self) -> bool:
+        return self.channels == COLOR_CHANNELS
+
+    @property
+    def pixels(self) -> int:
+        """Values per face: channels x size x size."""
+        return self.channels * self.size * self.size
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """One face as a model takes it: (channels, size, size)."""
+        return (self.channels, self.size, self.size)
+
+    def describe(self) -> str:
+        """"48x48 gray", "64x64 colour": for messages."""
+        return f"{self.size}x{self.size} {'colour' if self.is_color else 'gray'}"
+
+    @property
+    def slug(self) -> str:
+        """"48-gray", "64-color": for folder names."""
+        return f"{self.size}-{'color' if self.is_color else 'gray'}"
+
+    def to_dict(self) -> dict[str, int]:
+        return {"size": self.size, "channels": self.channels}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "input_spec") -> InputSpec:
+        """The spec from `data` as read from `source`; a malformed entry is a one-line RecordFormatError."""
+        try:
+            return record_from_dict(cls, data, source)
+        except RecordFormatError:
+            raise
+        except (TypeError, ValueError) as err:  # a value out of range, as the file's error
+            raise RecordFormatError(f"{source}: {err}") from None
+
+
+def input_spec_from(data: Any, source: str = "input_spec") -> InputSpec:
+    """An InputSpec given as itself, as its dict, or absent (None: DEFAULT_INPUT_SPEC, the layout of
+    everything written before specs were recorded)."""
+    if data is None:
+        return DEFAULT_INPUT_SPEC
+    return data if isinstance(data, InputSpec) else InputSpec.from_dict(data, source)
+
+
+#: The study's layout, and that of the Kaggle CSV: 48x48 gray. The one place this size is stated.
+DEFAULT_INPUT_SPEC = InputSpec(48, GRAY_CHANNELS)
+#: The Kaggle CSV's faces are always in the default layout (2304 values a row).
+CSV_INPUT_SPEC = DEFAULT_INPUT_SPEC
+#: The default layout's side and values per face, for the modules that still handle that layout
+#: only (predict, serve, the CGAN; their per-model conversion is a later change).
+IMAGE_SIZE = DEFAULT_INPUT_SPEC.size
+NUM_PIXELS = DEFAULT_INPUT_SPEC.pixels
 
 # ---- a prepared folder (output of `facetune prepare`) -------------------------------------------
 
@@ -261,6 +346,13 @@ class PreparedManifest(JsonRecord):
     figures: list[str]  # relative to DIR
     seconds: float
     format: str = PREPARED_FORMAT
+    #: InputSpec.to_dict() of the faces; absent in folders prepared before it was recorded (48 gray).
+    input_spec: dict[str, int] | None = None
+
+    @property
+    def spec(self) -> InputSpec:
+        """The layout of the folder's faces."""
+        return input_spec_from(self.input_spec, f"{PREPARED_MANIFEST}: input_spec")
 
     @classmethod
     def read(cls, directory: str | os.PathLike[str]) -> PreparedManifest:

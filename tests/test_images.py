@@ -15,6 +15,7 @@ from facetune.data.images import (
     DRAFT_MIN_SIDE,
     MAX_PIXELS,
     ImageDecodeError,
+    load_face,
     load_gray48,
     open_image,
     to_gray48,
@@ -147,7 +148,9 @@ def test_prepare_and_predict_decode_through_the_same_function():
     import facetune.data.ingest as ingest
     import facetune.predict.inputs as inputs
 
-    assert ingest.load_gray48 is inputs.load_gray48 is load_gray48
+    # Prepare decodes with load_face, predict with load_gray48: the default-layout half of load_face.
+    assert ingest.load_face is load_face
+    assert inputs.load_gray48 is load_gray48
 
 
 # ------------------------------------------------------------ what decoding one image may cost (issue 38)

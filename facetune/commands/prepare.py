@@ -1,10 +1,19 @@
-"""`facetune prepare SOURCE --out DIR [--seed N] [--strict]`: face data -> Parquet + manifest + figures."""
+"""`facetune prepare SOURCE --out DIR [--seed N] [--strict] [--size N] [--color | --gray]`: face data -> Parquet + manifest + figures."""
 from __future__ import annotations
 
 import argparse
 
 from facetune.data.prepare import prepare, summary_lines
-from facetune.records import PARQUET_PATTERN, PREPARED_FIGURES_DIR, PREPARED_MANIFEST
+from facetune.errors import UsageError
+from facetune.records import (
+    DEFAULT_INPUT_SPEC,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    PARQUET_PATTERN,
+    PREPARED_FIGURES_DIR,
+    PREPARED_MANIFEST,
+    InputSpec,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,14 +36,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--strict", action="store_true", help="stop with a non-zero exit at the first bad row instead of rejecting it"
     )
+    parser.add_argument("--size", metavar="N", type=int, default=DEFAULT_INPUT_SPEC.size,
+                        help=f"side of the square faces written, {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} pixels "
+                        f"(default: {DEFAULT_INPUT_SPEC.size}; a Kaggle CSV gives {DEFAULT_INPUT_SPEC.size} or less)")
+    colour = parser.add_mutually_exclusive_group()
+    colour.add_argument("--color", dest="color", action="store_true", default=DEFAULT_INPUT_SPEC.is_color,
+                        help="write RGB faces (a UTKFace image folder only)")
+    colour.add_argument("--gray", dest="color", action="store_false", help="write gray faces (the default)")
     parser.set_defaults(func=run)
     return parser
+
+
+def input_spec(args: argparse.Namespace) -> InputSpec:
+    """The layout --size and --color/--gray ask for, or a one-line UsageError."""
+    try:
+        return InputSpec.color(args.size) if args.color else InputSpec.gray(args.size)
+    except ValueError as err:
+        raise UsageError(f"--size {args.size}: {err}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     """Prepare the data and print the summary; user errors are raised (facetune.errors) for cli.main."""
     manifest = prepare(args.source, args.out, seed=args.seed, strict=args.strict, progress=True,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, spec=input_spec(args))
     for line in summary_lines(manifest):
         print(line)
     print(f"wrote {args.out}/ ({', '.join(manifest['parquet_files'])}, {PREPARED_MANIFEST}, {PREPARED_FIGURES_DIR}/)")

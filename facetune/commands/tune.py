@@ -69,6 +69,7 @@ def check_sweep_arguments(args: argparse.Namespace) -> tuple[SweepPlan, list[dic
     """
     import yaml
 
+    from facetune.data.prepare import planned_spec
     from facetune.tuning.plan import local_cpus, plan_sweep
     from facetune.tuning.profiles import combinations, load_profile, profile_source, rehearsal
 
@@ -97,7 +98,7 @@ def check_sweep_arguments(args: argparse.Namespace) -> tuple[SweepPlan, list[dic
     if not pairs:
         raise UsageError(f"--only {' '.join(args.only or [])}: selects none of profile {args.profile}'s "
                          f"combinations ({' '.join(f'{f}/{t}' for f, t in offered)})")
-    plan = plan_sweep(profile, source, args.only, cpus=local_cpus(args.address))
+    plan = plan_sweep(profile, source, args.only, cpus=local_cpus(args.address), input_spec=planned_spec(args.data))
     local = Path(args.results) if "://" not in str(args.results) else None
     if local is not None and local.exists() and not local.is_dir():
         raise OutputError(f"--results {args.results}: is a file, not a results folder")

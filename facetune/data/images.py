@@ -1,8 +1,8 @@
-"""Decode any face image file to the 48x48 grayscale layout of the Kaggle CSV.
+"""Decode any face image file to a face layout (an InputSpec; by default the Kaggle CSV's gray one).
 
-The one decoding path of facetune: prepare (UTKFace folders) and predict both call
-`load_gray48`, so a face is converted the same way everywhere. On top of the Kaggle conversion
-(convert("L"), then a Lanczos resize) it makes unusual files mean what they show:
+The one decoding path of facetune: prepare (UTKFace folders, `load_face`) and predict
+(`load_gray48`) convert a face the same way everywhere. On top of the Kaggle conversion
+(convert("L") or convert("RGB"), then a Lanczos resize) it makes unusual files mean what they show:
 
 - EXIF orientation is applied, so a phone photo stored sideways goes in upright;
 - 16-bit and 32-bit integer images are scaled to 0..255 (not clipped to white), float images
@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facetune.data.walk import NOT_A_REGULAR_FILE
-from facetune.records import IMAGE_SIZE
+from facetune.records import DEFAULT_INPUT_SPEC, InputSpec
 
 #: Gray level that transparent pixels are composited onto.
 BACKGROUND = 255
@@ -83,16 +83,25 @@ class Decoded:
     scale: int = 1
 
 
-def to_gray48(image: Image.Image) -> np.ndarray:
-    """Convert a PIL image to a (48, 48) uint8 gray array (orientation, depth and alpha handled).
+def to_face(image: Image.Image, spec: InputSpec = DEFAULT_INPUT_SPEC) -> np.ndarray:
+    """Convert a PIL image to a spec.shape (channels, size, size) uint8 array (orientation, depth
+    and alpha handled).
 
-    For an ordinary 8-bit opaque image this is convert("L"), then a Lanczos resize: how the
-    Kaggle CSV was made from the UTKFace JPEGs, so both inputs agree.
+    For an ordinary 8-bit opaque image this is convert("L") (or "RGB"), then a Lanczos resize:
+    how the Kaggle CSV was made from the UTKFace JPEGs, so both inputs agree.
     """
-    gray = _to_gray8(_upright(image))
-    if gray.size != (IMAGE_SIZE, IMAGE_SIZE):
-        gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
-    return np.asarray(gray, dtype=np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
+    flat = _flattened(_upright(image))
+    converted = flat.convert("RGB" if spec.is_color else "L")
+    if converted.size != (spec.size, spec.size):
+        converted = converted.resize((spec.size, spec.size), Image.Resampling.LANCZOS)
+    array = np.asarray(converted, dtype=np.uint8)
+    # Channel-first, as the models take it: (S, S, 3) -> (3, S, S); gray (S, S) -> (1, S, S).
+    return np.ascontiguousarray(array.transpose(2, 0, 1)) if spec.is_color else array.reshape(spec.shape)
+
+
+def to_gray48(image: Image.Image) -> np.ndarray:
+    """Convert a PIL image to a (48, 48) uint8 gray array: to_face in the default layout."""
+    return to_face(image, DEFAULT_INPUT_SPEC).reshape(DEFAULT_INPUT_SPEC.size, DEFAULT_INPUT_SPEC.size)
 
 
 def face_problem(width: int, height: int, gray48: np.ndarray | None = None) -> str | None:
@@ -107,7 +116,7 @@ def face_problem(width: int, height: int, gray48: np.ndarray | None = None) -> s
 
 
 def uniform_rows(pixels: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Boolean mask of (N, 2304) uint8 rows too uniform to be a face (the MIN_PIXEL_STD rule)."""
+    """Boolean mask of (N, P) uint8 rows too uniform to be a face (the MIN_PIXEL_STD rule)."""
     mask = np.zeros(len(pixels), dtype=bool)
     for start in range(0, len(pixels), chunk):
         mask[start : start + chunk] = pixels[start : start + chunk].astype(np.float32).std(axis=1) < MIN_PIXEL_STD
@@ -187,11 +196,17 @@ def _decode(image: Image.Image, file_bytes: int, max_pixels: int) -> Decoded:
     return Decoded(image, size, scale)
 
 
-def load_gray48(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as a (48, 48) uint8 gray array, or raise ImageDecodeError with the reason."""
+def load_face(path: str | os.PathLike[str], spec: InputSpec = DEFAULT_INPUT_SPEC) -> tuple[np.ndarray, np.ndarray]:
+    """Read an image file as (the face in `spec`'s layout, spec.shape uint8; the face in the default
+    gray layout, (48, 48) uint8), or raise ImageDecodeError with the reason.
+
+    The default-layout face decides whether the image is a face and is what prepare hashes and
+    splits by, so a file is accepted, and lands in a split, alike at every size and colour.
+    """
     decoded = open_image(path)
     try:
         gray = to_gray48(decoded.image)
+        face = gray.reshape(spec.shape) if spec == DEFAULT_INPUT_SPEC else to_face(decoded.image, spec)
     except (OSError, ValueError) as err:  # a mode PIL decodes but cannot convert
         raise ImageDecodeError(f"unreadable image ({err})") from None
     finally:
@@ -199,7 +214,24 @@ def load_gray48(path: str | os.PathLike[str]) -> np.ndarray:
     problem = face_problem(*decoded.size, gray)
     if problem is not None:
         raise ImageDecodeError(problem, "not_a_face")
-    return gray
+    return face, gray
+
+
+def load_gray48(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file as a (48, 48) uint8 gray array, or raise ImageDecodeError with the reason."""
+    return load_face(path)[1]
+
+
+def resized_faces(pixels: np.ndarray, source: InputSpec, target: InputSpec) -> np.ndarray:
+    """(N, source.pixels) uint8 gray faces -> (N, target.pixels), each resized with Lanczos (a smaller
+    gray layout from the Kaggle CSV's faces)."""
+    if source.is_color or target.is_color:
+        raise ValueError("resized_faces converts gray faces to gray faces only")
+    out = np.empty((len(pixels), target.pixels), np.uint8)
+    for row, face in enumerate(np.asarray(pixels, np.uint8).reshape(-1, source.size, source.size)):
+        small = Image.fromarray(face, "L").resize((target.size, target.size), Image.Resampling.LANCZOS)
+        out[row] = np.asarray(small, np.uint8).reshape(-1)
+    return out
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -219,11 +251,6 @@ def _flattened(image: Image.Image) -> Image.Image:
         backdrop = Image.new("RGBA", rgba.size, (BACKGROUND, BACKGROUND, BACKGROUND, 255))
         return Image.alpha_composite(backdrop, rgba).convert("RGB")
     return image
-
-
-def _to_gray8(image: Image.Image) -> Image.Image:
-    """An 8-bit gray ("L") image: deep images scaled, transparency composited onto BACKGROUND."""
-    return _flattened(image).convert("L")
 
 
 def upright_rgb(image: Image.Image) -> np.ndarray:

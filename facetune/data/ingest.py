@@ -17,12 +17,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from facetune.data.images import ImageDecodeError, face_problem, load_gray48, uniform_rows
+from facetune.data.images import ImageDecodeError, face_problem, load_face, resized_faces, uniform_rows
 from facetune.data.pixel_text import concatenate_parsed, describe_bad_pixels, parse_pixel_array
 from facetune.data.walk import walk_files
-from facetune.errors import NoDataError
+from facetune.errors import InvalidInputError, NoDataError
 from facetune.progress import progress_bar
-from facetune.records import IMAGE_SIZE, LABEL_RANGES, NUM_PIXELS, is_any_prepared_dir
+from facetune.records import CSV_INPUT_SPEC, DEFAULT_INPUT_SPEC, LABEL_RANGES, InputSpec, is_any_prepared_dir
 
 CSV_COLUMNS = ("age", "ethnicity", "gender", "img_name", "pixels")
 #: UTKFace names: [age]_[gender]_[race]_[datetime].jpg.chip.jpg. What follows the datetime is not
@@ -55,13 +55,22 @@ class IngestResult:
     source: str
     kind: str  # "csv" or "utkface"
     rows_read: int
-    pixels: np.ndarray  # (N, 2304) uint8
+    pixels: np.ndarray  # (N, spec.pixels) uint8, channel-first
     age: np.ndarray  # (N,) int64
     gender: np.ndarray  # (N,) int64
     ethnicity: np.ndarray  # (N,) int64
     names: np.ndarray  # (N,) object (str): file name or img_name
     rejected: list[Rejected] = field(default_factory=list)
     blank_lines: int = 0  # CSV blank lines: not rows, only counted
+    spec: InputSpec = DEFAULT_INPUT_SPEC
+    #: The faces in the default layout when `spec` is another (None: `pixels` are in it).
+    default_pixels: np.ndarray | None = None
+
+    @property
+    def key_pixels(self) -> np.ndarray:
+        """(N, 2304) uint8: the faces in the default layout, which content hashes and the split are
+        computed from, so a face lands in the same split at every size and colour."""
+        return self.pixels if self.default_pixels is None else self.default_pixels
 
     @property
     def rows_written(self) -> int:
@@ -82,12 +91,23 @@ def detect_kind(source: Path) -> str:
     )
 
 
-def ingest(source: str | os.PathLike[str], progress: bool = True) -> IngestResult:
-    """Read `source` (CSV or UTKFace folder, detected) into an IngestResult."""
+def ingest(source: str | os.PathLike[str], progress: bool = True, spec: InputSpec = DEFAULT_INPUT_SPEC) -> IngestResult:
+    """Read `source` (CSV or UTKFace folder, detected) into an IngestResult of faces in `spec`'s layout."""
     path = Path(source)
     if detect_kind(path) == "utkface":
-        return read_utkface_folder(path, progress=progress)
-    return read_kaggle_csv(path)
+        return read_utkface_folder(path, progress=progress, spec=spec)
+    check_csv_spec(path, spec)
+    return read_kaggle_csv(path, spec=spec)
+
+
+def check_csv_spec(path: Path, spec: InputSpec) -> None:
+    """A Kaggle CSV holds 48x48 gray faces: a smaller gray layout can be made from them, colour or a
+    larger size cannot (one-line InvalidInputError naming the file)."""
+    if spec.is_color or spec.size > CSV_INPUT_SPEC.size:
+        raise InvalidInputError(
+            f"{path}: a Kaggle CSV holds {CSV_INPUT_SPEC.describe()} faces, so it cannot be prepared as "
+            f"{spec.describe()} (prepare a UTKFace image folder for that, or use a gray size up to {CSV_INPUT_SPEC.size})"
+        )
 
 
 # --------------------------------------------------------------------------------------------- CSV
@@ -122,8 +142,9 @@ class CsvRows:
         return names[row] or f"line {self.lines[row]}"
 
 
-def read_kaggle_csv(path: str | os.PathLike[str], threads: int = 2) -> IngestResult:
-    """Parse a Kaggle age_gender.csv (plain or .gz) with pyarrow and vectorised numpy.
+def read_kaggle_csv(path: str | os.PathLike[str], threads: int = 2, spec: InputSpec = CSV_INPUT_SPEC) -> IngestResult:
+    """Parse a Kaggle age_gender.csv (plain or .gz) with pyarrow and vectorised numpy; faces in
+    `spec`'s layout (a smaller gray one is resized from the CSV's own, see check_csv_spec).
 
     Every column is read as text so that one bad value rejects its row, not the whole column;
     a malformed line (wrong field count, invalid UTF-8) is rejected alone, with its line number.
@@ -143,11 +164,14 @@ def read_kaggle_csv(path: str | os.PathLike[str], threads: int = 2) -> IngestRes
                 problems.setdefault(row, describe_bad_label(column, text, low, high))
     keep = _keep_mask(rows, problems)
     rejected = _rejections(rows, problems, names)
+    own = rows.pixels[keep]
     return IngestResult(
         source=str(path),
         kind="csv",
         rows_read=rows.rows_read,
-        pixels=rows.pixels[keep],
+        pixels=own if spec == CSV_INPUT_SPEC else resized_faces(own, CSV_INPUT_SPEC, spec),
+        default_pixels=None if spec == CSV_INPUT_SPEC else own,
+        spec=spec,
         age=labels["age"][keep],
         gender=labels["gender"][keep],
         ethnicity=labels["ethnicity"][keep],
@@ -221,7 +245,8 @@ def read_csv_rows(
         texts = table.column("pixels").take(pa.array(bad_pixels, pa.int64())).to_pylist()
         problems.update({row: describe_bad_pixels(text) for row, text in zip(bad_pixels, texts)})
     for row in np.flatnonzero(uniform_rows(pixels) & ~blank).tolist():
-        problems.setdefault(row, face_problem(IMAGE_SIZE, IMAGE_SIZE, pixels[row].reshape(IMAGE_SIZE, IMAGE_SIZE)) or "image too uniform")
+        side = CSV_INPUT_SPEC.size
+        problems.setdefault(row, face_problem(side, side, pixels[row].reshape(side, side)) or "image too uniform")
     malformed = [Rejected(number, f"line {number}", f"line {number}: {reason}") for number, reason in sorted(skipped)]
     return CsvRows(table, lines, pixels, problems, malformed, blank)
 
@@ -388,8 +413,9 @@ def parse_utkface_name(name: str) -> dict[str, int]:
     return labels
 
 
-def read_utkface_folder(folder: str | os.PathLike[str], progress: bool = True, threads: int = 4) -> IngestResult:
-    """Decode every file under `folder` (recursively) as a labelled UTKFace image.
+def read_utkface_folder(folder: str | os.PathLike[str], progress: bool = True, threads: int = 4,
+                        spec: InputSpec = DEFAULT_INPUT_SPEC) -> IngestResult:
+    """Decode every file under `folder` (recursively) as a labelled UTKFace image in `spec`'s layout.
 
     Labels come from each file's name; `source` is its path relative to `folder`. Entries that
     are not files (broken symlinks, symlink loops, unreadable folders) are rejected with a reason,
@@ -402,17 +428,19 @@ def read_utkface_folder(folder: str | os.PathLike[str], progress: bool = True, t
         found = f" ({len(listing.skipped)} entries, none a file)" if listing.skipped else ""
         raise SourceFormatError(f"{folder}: folder holds no files{found} (expected UTKFace images {UTKFACE_NAME_HINT})")
 
-    def decode(relative: str) -> tuple[dict[str, int], np.ndarray] | str:
+    def decode(relative: str) -> tuple[dict[str, int], tuple[np.ndarray, np.ndarray]] | str:
         name = relative.rsplit("/", 1)[-1]
         try:
             labels = parse_utkface_name(name)
-            return labels, load_gray48(folder / relative)
+            return labels, load_face(folder / relative, spec)
         except ImageDecodeError as err:
             return f"{relative}: {err.reason}"
         except ValueError as err:
             return f"{relative}: {str(err).removeprefix(name + ': ')}"
 
-    pixels = np.zeros((len(files), NUM_PIXELS), dtype=np.uint8)
+    pixels = np.zeros((len(files), spec.pixels), dtype=np.uint8)
+    # The default-layout faces too, when `spec` is another (see IngestResult.key_pixels).
+    default = None if spec == DEFAULT_INPUT_SPEC else np.zeros((len(files), DEFAULT_INPUT_SPEC.pixels), np.uint8)
     labels = np.zeros((len(files), 3), dtype=np.int64)
     keep = np.zeros(len(files), dtype=bool)
     rejected: list[Rejected] = []
@@ -424,8 +452,10 @@ def read_utkface_folder(folder: str | os.PathLike[str], progress: bool = True, t
             if isinstance(outcome, str):
                 rejected.append(Rejected(index, files[index], outcome))
                 continue
-            found, image = outcome
+            found, (image, gray) = outcome
             pixels[index] = image.reshape(-1)
+            if default is not None:
+                default[index] = gray.reshape(-1)
             labels[index] = (found["age"], found["gender"], found["ethnicity"])
             keep[index] = True
     for number, (path, reason) in enumerate(listing.skipped, start=len(files)):
@@ -441,4 +471,6 @@ def read_utkface_folder(folder: str | os.PathLike[str], progress: bool = True, t
         ethnicity=labels[keep, 2],
         names=np.asarray(files, dtype=object)[keep],
         rejected=rejected,
+        spec=spec,
+        default_pixels=None if default is None else default[keep],
     )

@@ -25,40 +25,47 @@ from facetune.data.figures import write_figures
 from facetune.data.ingest import IngestResult, Rejected, ingest
 from facetune.data.outdir import check_output_dir, replaced_atomically
 from facetune.data.split import HASH_NAME, assign_splits, content_hashes, duplicate_stats
-from facetune.errors import NoDataError, UsageError
+from facetune.errors import InvalidInputError, NoDataError, UsageError
 from facetune.json_files import write_json
 from facetune.records import (
+    DEFAULT_INPUT_SPEC,
     LABEL_RANGES,
-    NUM_PIXELS,
     PARQUET_PATTERN,
     PREPARED_DIR,
     PREPARED_FIGURES_DIR,
     PREPARED_MANIFEST,
     SPLITS,
+    InputSpec,
     PreparedManifest,
     is_any_prepared_dir,
     is_prepared_dir,
     parquet_file_name,
     require_prepared_dir,
 )
-from facetune.settings import require_data_path
+from facetune.settings import DataNotFoundError, require_data_path
 
 if TYPE_CHECKING:
     from facetune.storage import ResultsStore
 
 ROWS_PER_FILE = 8192
 ROWS_PER_GROUP = 2048
-SCHEMA = pa.schema(
-    [
-        ("pixels", pa.list_(pa.uint8(), NUM_PIXELS)),
-        ("age", pa.int64()),
-        ("gender", pa.int64()),
-        ("ethnicity", pa.int64()),
-        ("split", pa.string()),
-        ("source", pa.string()),
-        ("content_hash", pa.string()),
-    ]
-)
+
+
+def parquet_schema(spec: InputSpec = DEFAULT_INPUT_SPEC) -> pa.Schema:
+    """The Parquet schema of a prepared folder whose faces are in `spec`'s layout (spec.pixels values a row)."""
+    return pa.schema(
+        [
+            ("pixels", pa.list_(pa.uint8(), spec.pixels)),
+            ("age", pa.int64()),
+            ("gender", pa.int64()),
+            ("ethnicity", pa.int64()),
+            ("split", pa.string()),
+            ("source", pa.string()),
+            ("content_hash", pa.string()),
+        ]
+    )
+
+
 AGE_BIN_YEARS = 10
 
 
@@ -90,8 +97,13 @@ def prepare(
     strict: bool = False,
     progress: bool = False,
     overwrite: bool = False,
+    spec: InputSpec = DEFAULT_INPUT_SPEC,
 ) -> dict:
     """Ingest `source`, split it, write `out`; return the manifest (also in out/_manifest.json).
+
+    The faces are written in `spec`'s layout (default 48x48 gray, for every source); a Kaggle CSV
+    cannot give colour or more than its 48x48 (InvalidInputError, before anything is read).
+    Content hashes, and so the split, come from the default-layout faces at every spec.
 
     Arguments and `out` are checked before any reading: a file, a folder overlapping the source
     or a non-empty folder that is not a prepared dataset (unless `overwrite`) is refused with
@@ -105,7 +117,7 @@ def prepare(
     source_path = require_data_path(source)
     out_dir = Path(out)
     check_output_dir(out_dir, [source_path], overwrite, is_any_prepared_dir, what=f"prepared dataset ({PREPARED_MANIFEST})")
-    result = ingest(source_path, progress=progress)
+    result = ingest(source_path, progress=progress, spec=spec)
     if strict and result.rejected:
         raise BadRowError(result.rejected[0], len(result.rejected))
     if result.rows_read == 0:
@@ -114,7 +126,7 @@ def prepare(
         first = f"; first: {result.rejected[0].reason}" if result.rejected else ""
         raise NoDataError(f"{source_path}: no usable rows ({result.rows_read} read, {len(result.rejected)} rejected{first})")
 
-    hashes = content_hashes(result.pixels)
+    hashes = content_hashes(result.key_pixels)
     splits = assign_splits(hashes, result.ethnicity, result.gender, seed=seed)
     _check_groups_within_one_split(hashes, splits)
     duplicates = duplicate_stats(hashes, result.age, result.gender, result.ethnicity)
@@ -134,11 +146,12 @@ def prepare(
             duplicate_groups=duplicates.groups,
             duplicate_rows=duplicates.rows,
             conflicting_label_groups=duplicates.conflicting_label_groups,
-            content_hash=HASH_NAME,
+            content_hash=HASH_NAME if spec == DEFAULT_INPUT_SPEC else f"{HASH_NAME} of the face at {DEFAULT_INPUT_SPEC.describe()}",
             splits=split_summary(result, splits),
             parquet_files=[p.name for p in parquet_files],
             figures=[p.relative_to(work).as_posix() for p in figures],
             seconds=round(time.monotonic() - started, 2),
+            input_spec=spec.to_dict(),
         ).to_dict()
         # The invariant the manifest promises; a failure here is a bug in ingest, not bad data.
         assert manifest["rows_read"] == manifest["rows_written"] + manifest["rows_rejected"], manifest
@@ -160,7 +173,7 @@ def write_parquet(result: IngestResult, splits: np.ndarray, hashes: np.ndarray, 
     flat = pa.array(np.ascontiguousarray(result.pixels[order]).reshape(-1), type=pa.uint8())
     table = pa.table(
         {
-            "pixels": pa.FixedSizeListArray.from_arrays(flat, NUM_PIXELS),
+            "pixels": pa.FixedSizeListArray.from_arrays(flat, result.spec.pixels),
             "age": pa.array(result.age[order], pa.int64()),
             "gender": pa.array(result.gender[order], pa.int64()),
             "ethnicity": pa.array(result.ethnicity[order], pa.int64()),
@@ -168,7 +181,7 @@ def write_parquet(result: IngestResult, splits: np.ndarray, hashes: np.ndarray, 
             "source": pa.array(result.names[order].astype(str), pa.string()),
             "content_hash": pa.array(hashes[order].astype(str), pa.string()),
         },
-        schema=SCHEMA,
+        schema=parquet_schema(result.spec),
     )
     paths = []
     for number, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE)):
@@ -213,6 +226,7 @@ def summary_lines(manifest: dict) -> list[str]:
         f"({manifest['duplicate_rows']:,} rows), {manifest['conflicting_label_groups']:,} with conflicting labels",
         "split: " + ", ".join(f"{name} {splits[name]['rows']:,} ({100 * splits[name]['fraction']:.1f}%)" for name in SPLITS)
         + f" (seed {manifest['seed']})",
+        f"faces: {PreparedManifest.from_dict(manifest).spec.describe()}",
     ]
     shown = manifest["rejected"][:5]
     lines += [f"  rejected: {r['reason']}" if r["source"] in r["reason"] else f"  rejected {r['source']}: {r['reason']}" for r in shown]
@@ -221,14 +235,41 @@ def summary_lines(manifest: dict) -> list[str]:
     return lines
 
 
-def ensure_prepared(data: str | os.PathLike[str] | None, store: "ResultsStore") -> Path:
-    """A prepared Parquet folder: `data` itself, or `data` prepared into RESULTS/data (once)."""
+def prepared_dir_name(spec: InputSpec = DEFAULT_INPUT_SPEC) -> str:
+    """The folder, inside RESULTS, a raw source is prepared into in `spec`'s layout: "data" for the
+    default (as before specs existed), "data-64-color" for another, so specs never share one."""
+    return PREPARED_DIR if spec == DEFAULT_INPUT_SPEC else f"{PREPARED_DIR}-{spec.slug}"
+
+
+def planned_spec(data: str | os.PathLike[str] | None) -> InputSpec:
+    """The layout `data` will be swept or trained in: a prepared folder's own, else the default
+    (ensure_prepared prepares a raw source in it); the default too when `data` is not found (that
+    is reported, with its reason, when it is read)."""
+    try:
+        source = require_data_path(data)
+    except DataNotFoundError:
+        return DEFAULT_INPUT_SPEC
+    return PreparedManifest.read(source).spec if is_prepared_dir(source) else DEFAULT_INPUT_SPEC
+
+
+def ensure_prepared(data: str | os.PathLike[str] | None, store: "ResultsStore", spec: InputSpec | None = None) -> Path:
+    """A prepared Parquet folder: `data` itself, or `data` prepared into RESULTS/data (once).
+
+    `spec`: the layout asked for (None: a prepared `data` as it is, a raw one in the default
+    layout). A prepared `data` in another layout is refused with one line.
+    """
     source = require_data_path(data)
     if is_any_prepared_dir(source):
-        return require_prepared_dir(source)  # an old layout: one line saying to prepare it again
-    target = store.local_dir(PREPARED_DIR)
-    if is_prepared_dir(target):
+        prepared = require_prepared_dir(source)  # an old layout: one line saying to prepare it again
+        found = PreparedManifest.read(prepared).spec
+        if spec is not None and found != spec:
+            raise InvalidInputError(f"{source}: prepared as {found.describe()}, not the {spec.describe()} asked for; "
+                                    f"prepare the raw source with that layout instead")
+        return prepared
+    spec = spec or DEFAULT_INPUT_SPEC
+    target = store.local_dir(prepared_dir_name(spec))
+    if is_prepared_dir(target) and PreparedManifest.read(target).spec == spec:
         return target
-    print(f"[facetune] preparing {source} into {target}", flush=True)
-    prepare(source, target, seed=0)
+    print(f"[facetune] preparing {source} into {target} ({spec.describe()})", flush=True)
+    prepare(source, target, seed=0, spec=spec)
     return target

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facetune.records import NUM_PIXELS, SPLITS
+from facetune.records import DEFAULT_INPUT_SPEC, SPLITS
 
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
-#: Named in the manifest so readers know how content_hash was computed.
-HASH_NAME = f"blake2b-128 of the {NUM_PIXELS} pixel bytes"
+#: Named in the manifest so readers know how content_hash was computed. Always of the face in the
+#: default layout (facetune.data.ingest.IngestResult.key_pixels), so the split ignores size and colour.
+HASH_NAME = f"blake2b-128 of the {DEFAULT_INPUT_SPEC.pixels} pixel bytes"
 
 
 def content_hashes(pixels: np.ndarray) -> np.ndarray:

@@ -10,7 +10,14 @@ from torch import nn
 from facetune.json_files import write_json
 from facetune.models.ensemble import assemble_ensemble, read_ensemble_config
 from facetune.models.registry import build_model
-from facetune.records import ENSEMBLE_CONFIG_FILE, MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, STACKED_HEADS_FILE
+from facetune.records import (
+    DEFAULT_INPUT_SPEC,
+    ENSEMBLE_CONFIG_FILE,
+    MODEL_CONFIG_FILE,
+    MODEL_WEIGHTS_FILE,
+    STACKED_HEADS_FILE,
+    input_spec_from,
+)
 from facetune.tasks import MULTITASK, Task, get_task
 
 
@@ -34,7 +41,8 @@ def save_model(
     `context_meta` defaults to what the model recorded itself (e.g. pca_dnn's n_components);
     it holds only sizes, the data-derived values travel as buffers in the state_dict.
     `weights_dtype` (e.g. torch.float16) stores the floating-point tensors in that type, to halve a
-    shipped file; load_model casts them back to the model's own type.
+    shipped file; load_model casts them back to the model's own type. The faces' layout the model
+    takes (its `input_spec`) is recorded as "input_spec", so a loader knows how to convert faces.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -52,6 +60,7 @@ def save_model(
         "arch": arch,
         "context_meta": meta,
         "num_parameters": num_parameters(model),
+        "input_spec": getattr(model, "input_spec", DEFAULT_INPUT_SPEC).to_dict(),
     }
     write_json(out / MODEL_CONFIG_FILE, config, sort_keys=True)
 
@@ -59,6 +68,8 @@ def save_model(
 def load_model(out_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model from out_dir/model_config.json, load model.pt into it, return it in eval mode.
 
+    The model is built for the recorded "input_spec" (its `input_spec` attribute; a checkpoint
+    written before specs were recorded takes 48x48 gray, and its returned config says so).
     A folder written as an ensemble (ensemble.json) loads as one Ensemble module.
     """
     out = Path(out_dir)
@@ -75,7 +86,10 @@ def load_model(out_dir: str | Path, map_location: str | torch.device = "cpu") ->
         if not path.is_file():
             raise FileNotFoundError(f"not a saved facetune model: {path} is missing")
     config = json.loads(config_path.read_text())
-    model = build_model(config["family"], config["arch"], config["task"], context=config.get("context_meta") or {})
+    spec = input_spec_from(config.get("input_spec"), f"{config_path}: input_spec")
+    config.setdefault("input_spec", spec.to_dict())
+    context = {**(config.get("context_meta") or {}), "input_spec": spec}
+    model = build_model(config["family"], config["arch"], config["task"], context=context)
     state = torch.load(weights_path, map_location=map_location, weights_only=True)
     # strict: a mismatch means the config does not describe these weights. load_state_dict copies
     # into the model's own float32 tensors, so weights stored as float16 come back as float32.

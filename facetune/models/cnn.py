@@ -7,12 +7,12 @@ from facetune.models.registry import (
     FaceModel,
     activation,
     check_arch_keys,
+    context_spec,
     dense_stack,
     output_size,
     per_layer,
     register_family,
 )
-from facetune.records import IMAGE_SIZE
 from facetune.tasks import Task
 
 DEFAULTS: dict = {
@@ -35,17 +35,18 @@ def build_cnn(arch: dict, task: Task, context: dict) -> nn.Module:
     channels = [int(c) for c in a["conv_channels"]]
     if not channels:
         raise ValueError("cnn: conv_channels needs at least one block")
-    side = IMAGE_SIZE // 2 ** len(channels)
+    spec = context_spec(context)
+    side = spec.size // 2 ** len(channels)
     if side < 1:
-        raise ValueError(f"cnn: {len(channels)} max-pool blocks shrink a {IMAGE_SIZE}px image below 1px")
+        raise ValueError(f"cnn: {len(channels)} max-pool blocks shrink a {spec.size}px image below 1px")
     conv_dropouts = per_layer(a["conv_dropout"], len(channels), "cnn conv_dropout")
     dense_dropouts = per_layer(a["dense_dropout"], len(a["dense"]), "cnn dense_dropout")
 
     layers: list[nn.Module] = []
-    in_channels = 1
+    in_channels = spec.channels
     for out_channels, rate in zip(channels, conv_dropouts):
         for _ in range(int(a["convs_per_block"])):
-            # "same" padding keeps the size so only the pools shrink it (48 -> 24 -> 12 ...).
+            # "same" padding keeps the size so only the pools shrink it (S -> S/2 -> S/4 ...).
             # The conv bias is redundant before batch norm.
             layers.append(nn.Conv2d(in_channels, out_channels, int(a["kernel_size"]), padding="same", bias=not a["batch_norm"]))
             if a["batch_norm"]:

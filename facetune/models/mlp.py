@@ -1,4 +1,4 @@
-"""The dense families: `dnn` on the 2304 raw pixels and `pca_dnn` on PCA scores."""
+"""The dense families: `dnn` on the raw pixels (C*S*S of the data's layout) and `pca_dnn` on PCA scores."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,12 +8,12 @@ from torch import nn
 from facetune.models.registry import (
     FaceModel,
     check_arch_keys,
+    context_spec,
     dense_stack,
     output_size,
     per_layer,
     register_family,
 )
-from facetune.records import NUM_PIXELS
 from facetune.tasks import Task
 
 DNN_DEFAULTS: dict = {"dense": [1024, 1024, 512, 256, 128], "dropout": 0.0, "activation": "relu", "batch_norm": False}
@@ -27,19 +27,24 @@ class PCAProjection(nn.Module):
     the projection out of the optimiser: the PCA is fitted once, never trained.
     """
 
-    def __init__(self, n_components: int, pca=None, whiten: bool = False) -> None:
+    def __init__(self, n_components: int, pixels: int, pca=None, whiten: bool = False) -> None:
         super().__init__()
-        mean = np.zeros(NUM_PIXELS, np.float32)
-        components = np.zeros((n_components, NUM_PIXELS), np.float32)
+        if n_components > pixels:
+            raise ValueError(f"pca_dnn: {n_components} components is more than the {pixels} pixel values of a face")
+        if pca is not None and pca.components.shape[1] != pixels:
+            raise ValueError(f"pca_dnn: the PCA was fitted on {pca.components.shape[1]} pixel values, the faces have {pixels}")
+        mean = np.zeros(pixels, np.float32)
+        components = np.zeros((n_components, pixels), np.float32)
         scale = np.ones(n_components, np.float32)
         if pca is not None:
             mean, components = pca.mean, pca.components
             if whiten:
                 # Unit-variance scores, as sklearn's whiten=True; the epsilon guards near-zero tails.
                 scale = 1.0 / np.sqrt(pca.explained_variance.astype(np.float64) + 1e-8)
-        # Copies (np.array): the PCA may live in Ray's read-only object store.
+        # Copies (np.array): the PCA may live in Ray's read-only object store. Row-major, as a model
+        # loaded from its checkpoint holds them, so both compute the projection alike to the last bit.
         self.register_buffer("mean", torch.from_numpy(np.array(mean, np.float32)))
-        self.register_buffer("components", torch.from_numpy(np.array(components, np.float32)))
+        self.register_buffer("components", torch.from_numpy(np.array(components, np.float32, order="C")))
         self.register_buffer("scale", torch.from_numpy(np.array(scale, np.float32)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,7 +61,7 @@ def _dense_model(family: str, arch: dict, task: Task, context: dict, features: n
 @register_family("dnn", DNN_DEFAULTS)
 def build_dnn(arch: dict, task: Task, context: dict) -> nn.Module:
     check_arch_keys("dnn", arch, set(DNN_DEFAULTS))
-    return _dense_model("dnn", {**DNN_DEFAULTS, **arch}, task, context, nn.Flatten(), NUM_PIXELS, {})
+    return _dense_model("dnn", {**DNN_DEFAULTS, **arch}, task, context, nn.Flatten(), context_spec(context).pixels, {})
 
 
 @register_family("pca_dnn", PCA_DNN_DEFAULTS)
@@ -70,5 +75,5 @@ def build_pca_dnn(arch: dict, task: Task, context: dict) -> nn.Module:
         n_components = int(context["n_components"])  # rebuilding; the buffers come from the state_dict
     else:
         raise ValueError("pca_dnn needs context['pca'] (a fitted PCAParams) or context['n_components']")
-    projection = PCAProjection(n_components, pca, whiten=bool(a["whiten"]))
+    projection = PCAProjection(n_components, context_spec(context).pixels, pca, whiten=bool(a["whiten"]))
     return _dense_model("pca_dnn", a, task, context, projection, n_components, {"n_components": n_components})

@@ -11,8 +11,16 @@ import itertools
 import torch
 from torch import nn
 
-from facetune.models.registry import FaceModel, TargetScale, build_model, check_arch_keys, output_size, register_family
-from facetune.records import IMAGE_SIZE, TASK_NAMES
+from facetune.models.registry import (
+    FaceModel,
+    TargetScale,
+    build_model,
+    check_arch_keys,
+    context_spec,
+    output_size,
+    register_family,
+)
+from facetune.records import TASK_NAMES
 from facetune.tasks import MULTITASK, TASKS, Task
 
 #: Head order inside the output tensor.
@@ -45,6 +53,8 @@ class MultiTaskModel(nn.Module):
         bounds = [0, *itertools.accumulate(widths)]
         self.slices: dict[str, slice] = {name: slice(bounds[i], bounds[i + 1]) for i, name in enumerate(TASK_ORDER)}
         self.log_vars = nn.Parameter(torch.zeros(len(TASK_ORDER))) if arch["uncertainty_weighting"] else None
+        #: The faces' layout the model takes (save_model records it, inference converts faces to it).
+        self.input_spec = context_spec(context)
         self.context_meta: dict = {"age_bins": age_out} if distribution else {}
         self.context_meta.update({k: context[k] for k in ("n_components",) if k in context})
 
@@ -100,7 +110,7 @@ def build_multitask(arch: dict, task: "Task | str", context: dict) -> nn.Module:
         raise ValueError(f"multitask: family {a['trunk']!r} has no separable feature trunk")
     with torch.no_grad():
         donor.eval()
-        width = int(donor.features(torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE)).reshape(2, -1).shape[1])
+        width = int(donor.features(torch.zeros(2, *donor.input_spec.shape)).reshape(2, -1).shape[1])
     model = MultiTaskModel(donor.features, width, a, context)
     model.context_meta.update(donor.context_meta)
     return model

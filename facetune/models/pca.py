@@ -11,15 +11,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.decomposition import PCA
 
-from facetune.records import NUM_PIXELS
-
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PCAParams:
-    mean: np.ndarray  # (2304,) float32, in [0, 1] pixel units
-    components: np.ndarray  # (k, 2304) float32, orthonormal rows
+    mean: np.ndarray  # (P,) float32, in [0, 1] pixel units; P = the faces' InputSpec.pixels
+    components: np.ndarray  # (k, P) float32, orthonormal rows
     explained_variance: np.ndarray  # (k,) float32
     explained_variance_ratio: np.ndarray  # (k,) float32
 
@@ -29,19 +27,19 @@ class PCAParams:
 
 
 def _scaled(pixels: np.ndarray) -> np.ndarray:
-    """(N, 2304) uint8 -> float32 in [0, 1]; float input is taken as already in [0, 1]."""
+    """(N, P) uint8 -> float32 in [0, 1]; float input is taken as already in [0, 1]."""
     pixels = np.asarray(pixels)
-    if pixels.ndim != 2 or pixels.shape[1] != NUM_PIXELS:
-        raise ValueError(f"expected pixels of shape (N, {NUM_PIXELS}), got {pixels.shape}")
+    if pixels.ndim != 2:
+        raise ValueError(f"expected pixels of shape (N, pixels per face), got {pixels.shape}")
     if pixels.dtype == np.uint8:
         return pixels.astype(np.float32) / 255.0
     return pixels.astype(np.float32)
 
 
 def fit_pca(train_pixels: np.ndarray, n_components: int = 500, seed: int = 0) -> PCAParams:
-    """Fit a randomized-solver PCA on the train pixels ((N, 2304) uint8)."""
+    """Fit a randomized-solver PCA on the train pixels ((N, P) uint8, P values a face)."""
     if np.asarray(train_pixels).dtype != np.uint8:
-        raise ValueError(f"fit_pca expects uint8 pixels (N, {NUM_PIXELS}), got {np.asarray(train_pixels).dtype}")
+        raise ValueError(f"fit_pca expects uint8 pixels (N, pixels per face), got {np.asarray(train_pixels).dtype}")
     x = _scaled(train_pixels)
     limit = min(x.shape)
     if n_components > limit:
@@ -114,12 +112,12 @@ def _leading(params: PCAParams, n_components: int | None) -> np.ndarray:
 
 
 def transform(params: PCAParams, pixels: np.ndarray, n_components: int | None = None) -> np.ndarray:
-    """Pixels ((N, 2304) uint8, or float in [0, 1]) -> (N, k) float32 PCA scores."""
+    """Pixels ((N, P) uint8, or float in [0, 1]) -> (N, k) float32 PCA scores."""
     return ((_scaled(pixels) - params.mean) @ _leading(params, n_components).T).astype(np.float32)
 
 
 def reconstruct(params: PCAParams, pixels: np.ndarray, n_components: int | None = None) -> np.ndarray:
-    """Project onto the leading components and back: (N, 2304) float32 in [0, 1]."""
+    """Project onto the leading components and back: (N, P) float32 in [0, 1]."""
     basis = _leading(params, n_components)
     scores = (_scaled(pixels) - params.mean) @ basis.T
     return np.clip(scores @ basis + params.mean, 0.0, 1.0).astype(np.float32)

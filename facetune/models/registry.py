@@ -2,8 +2,9 @@
 
 A family is one builder `builder(arch, task, context) -> nn.Module`; adding a family is one
 `@register_family("name")`. `context` carries what the data decides, not the search space:
-`target_mean`/`target_std` (age, in years) and, for pca_dnn, the fitted `pca` (a PCAParams)
-or, when rebuilding from a checkpoint, just its size `n_components`.
+`target_mean`/`target_std` (age, in years), the `input_spec` of the faces (an InputSpec; absent
+means the default 48x48 gray) and, for pca_dnn, the fitted `pca` (a PCAParams) or, when
+rebuilding from a checkpoint, just its size `n_components`.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from facetune.records import InputSpec, input_spec_from
 from facetune.tasks import AGE_BINS, DISTRIBUTION_LOSSES, MULTITASK, Task, get_task
 
 Builder = Callable[[dict, Task, dict], nn.Module]
@@ -92,9 +94,11 @@ def age_distribution_context(loss_name: str | None) -> dict:
     return {"age_bins": AGE_BINS} if loss_name in DISTRIBUTION_LOSSES else {}
 
 
-def make_context(task: "Task | str", train_targets: Any = None, pca: Any = None, loss: str | None = None) -> dict:
+def make_context(task: "Task | str", train_targets: Any = None, pca: Any = None, loss: str | None = None,
+                 input_spec: InputSpec | None = None) -> dict:
     """The `context` a builder needs: the age scaling (mean/std of the training ages) when `task`
-    is age or MULTITASK, age bins when `loss` is a distribution loss, and a fitted PCA if given.
+    is age or MULTITASK, age bins when `loss` is a distribution loss, a fitted PCA if given, and
+    the layout of the faces the model takes (`input_spec`; None: the default 48x48 gray).
 
     The one place a model's context is made: sweeps, the release, the GAN's regressor and tests.
     """
@@ -109,7 +113,15 @@ def make_context(task: "Task | str", train_targets: Any = None, pca: Any = None,
         context.update(age_distribution_context(loss))
     if pca is not None:
         context["pca"] = pca
+    if input_spec is not None:
+        context["input_spec"] = input_spec
     return context
+
+
+def context_spec(context: dict) -> InputSpec:
+    """The faces' layout a builder builds for: context["input_spec"] (an InputSpec or its dict, as a
+    checkpoint stores it), else the default 48x48 gray."""
+    return input_spec_from(context.get("input_spec"), "context input_spec")
 
 
 # ---- building blocks shared by the families -------------------------------------------------
@@ -186,6 +198,8 @@ class FaceModel(nn.Module):
             context.get("target_mean", 0.0) if regression else 0.0,
             context.get("target_std", 1.0) if regression else 1.0,
         )
+        #: The faces' layout the model takes (save_model records it, inference converts faces to it).
+        self.input_spec: InputSpec = context_spec(context)
         #: Sizes save_model records so load_model can rebuild the model without data.
         self.context_meta: dict = dict(context_meta or {})
         if context.get("age_bins"):

@@ -1,6 +1,6 @@
-"""The `resnet` family: a residual network sized for 48x48 gray faces.
+"""The `resnet` family: a residual network sized for small faces (the data's layout, 48x48 gray by default).
 
-A 3x3 stride-1 stem and no early pooling keep the full 48x48 resolution in the first stage
+A 3x3 stride-1 stem and no early pooling keep the full resolution in the first stage
 (ImageNet-style 7x7/2 stems with a max-pool would throw away three quarters of a small face);
 each later stage halves the side with a strided block.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from facetune.models.registry import FaceModel, activation, check_arch_keys, output_size, register_family
-from facetune.records import IMAGE_SIZE
+from facetune.models.registry import FaceModel, activation, check_arch_keys, context_spec, output_size, register_family
+from facetune.records import DEFAULT_INPUT_SPEC, InputSpec
 from facetune.tasks import Task
 
 DEFAULTS: dict = {
@@ -61,17 +61,17 @@ class BasicBlock(nn.Module):
         return self.out_act(self.body(x) + self.shortcut(x))
 
 
-def resnet_trunk(arch: dict) -> tuple[nn.Sequential, int]:
-    """(features: image -> pooled vector, its width) for a resnet `arch` (defaults filled in)."""
+def resnet_trunk(arch: dict, spec: InputSpec = DEFAULT_INPUT_SPEC) -> tuple[nn.Sequential, int]:
+    """(features: image -> pooled vector, its width) for a resnet `arch` (defaults filled in) on faces of `spec`."""
     check_arch_keys("resnet", arch, set(DEFAULTS))
     a = {**DEFAULTS, **arch}
     widths, blocks = [int(w) for w in a["widths"]], [int(b) for b in a["blocks"]]
     if not widths or len(widths) != len(blocks) or min(widths) < 1 or min(blocks) < 1:
         raise ValueError(f"resnet: widths {widths} and blocks {blocks} need the same non-zero length and positive values")
-    if IMAGE_SIZE // 2 ** (len(widths) - 1) < 1:
-        raise ValueError(f"resnet: {len(widths)} stages shrink a {IMAGE_SIZE}px image below 1px")
+    if spec.size // 2 ** (len(widths) - 1) < 1:
+        raise ValueError(f"resnet: {len(widths)} stages shrink a {spec.size}px image below 1px")
     layers: list[nn.Module] = [
-        nn.Conv2d(1, widths[0], 3, padding=1, bias=False),
+        nn.Conv2d(spec.channels, widths[0], 3, padding=1, bias=False),
         nn.BatchNorm2d(widths[0]),
         activation(a["activation"]),
     ]
@@ -87,7 +87,7 @@ def resnet_trunk(arch: dict) -> tuple[nn.Sequential, int]:
 
 @register_family("resnet", DEFAULTS)
 def build_resnet(arch: dict, task: Task, context: dict) -> nn.Module:
-    features, width = resnet_trunk(arch)
+    features, width = resnet_trunk(arch, context_spec(context))
     dropout = float({**DEFAULTS, **arch}["dropout"])
     head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, output_size(task, context)))
     return FaceModel(features, head, task, context)

@@ -49,7 +49,8 @@ def train_member(
 
     train_cfg = train_config(member["train"], epochs)
     seed_everything(train_cfg.seed)
-    context = make_context(task or MULTITASK, splits["train"].age, loss=train_cfg.loss)
+    # The faces' layout is the prepared data's: a 64px colour prepare trains 64px colour members.
+    context = make_context(task or MULTITASK, splits["train"].age, loss=train_cfg.loss, input_spec=splits["train"].spec)
     model = build_model(member["family"], member["arch"], task or MULTITASK, context)
 
     state_path = work / STATE_FILE

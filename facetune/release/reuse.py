@@ -29,7 +29,8 @@ def shipped_metrics(out: Path, recipe: dict[str, Any], data_record: dict[str, An
     shipped_metrics = json.loads(metrics_path.read_text())
     data = shipped_metrics.get("data") or {}
     same_data = (Path(str(data.get("source"))).name == Path(data_record["source"]).name
-                 and data.get("split_seed") == data_record["split_seed"] and data.get("rows") == data_record["rows"])
+                 and data.get("split_seed") == data_record["split_seed"] and data.get("rows") == data_record["rows"]
+                 and data.get("input_spec") == data_record.get("input_spec"))  # absent both: 48x48 gray
     old_recipe = with_defaults(shipped_metrics.get("recipe") or {}, RELEASE, str(metrics_path))
     for own in ("member_train", "member_arch"):  # JSON keys are text
         old_recipe[own] = {int(seed): keys for seed, keys in old_recipe[own].items()}

@@ -27,7 +27,7 @@ from facetune.errors import InvalidInputError
 from facetune.json_files import write_json
 from facetune.models import load_model, save_model
 from facetune.models.ensemble import write_ensemble_config, write_stacked_heads
-from facetune.records import SPLITS, PreparedManifest
+from facetune.records import DEFAULT_INPUT_SPEC, SPLITS, PreparedManifest
 from facetune.release.card import (
     figures_block_span,
     figures_line,
@@ -126,7 +126,10 @@ def release_splits(data: str | os.PathLike[str] | None, work: Path, limit: int |
     if limit:
         splits["train"] = splits["train"].head(limit)
     manifest = PreparedManifest.read(prepared)
-    return splits, {"source": manifest.source, "rows": {k: len(v) for k, v in splits.items()}, "split_seed": manifest.seed}
+    record = {"source": manifest.source, "rows": {k: len(v) for k, v in splits.items()}, "split_seed": manifest.seed}
+    if manifest.spec != DEFAULT_INPUT_SPEC:  # the default stays unrecorded, as in every release before specs
+        record["input_spec"] = manifest.spec.to_dict()
+    return splits, record
 
 
 def _train_or_reuse(

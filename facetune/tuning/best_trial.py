@@ -134,7 +134,7 @@ def export_best(
     history.to_csv(out_dir / HISTORY_FILE, index=False)
 
     started = time.perf_counter()
-    test_x = pixels_to_device(test_split.pixels, "cpu")
+    test_x = pixels_to_device(test_split.pixels, "cpu", data.spec)
     test_y = torch.from_numpy(np.array(test_split.labels(task_name), dtype=np.int64))  # a copy: Arrow's arrays are read-only
     task_model = TaskView(model, task_name) if multitask else model
     test_metrics, outputs = evaluate(task_model, task, test_x, test_y, tta_flip=bool(train_config.get("tta_flip", False)))

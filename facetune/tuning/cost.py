@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from facetune.models import build_model, make_context
-from facetune.records import IMAGE_SIZE, LABEL_RANGES, MULTITASK
+from facetune.records import LABEL_RANGES, MULTITASK
 from facetune.training.loop import TrainConfig, fit
 from facetune.tuning.plan import CombinationPlan, SweepPlan, dummy_pca
 
@@ -52,13 +52,14 @@ def measure_epoch_seconds(plan: SweepPlan, combination: CombinationPlan, train_r
     config = combination.configs[0]
     rng = np.random.default_rng(seed)
     labels = {task: rng.integers(low, high + 1, TIMED_FACES + TIMED_VAL_FACES) for task, (low, high) in LABEL_RANGES.items()}
-    faces = torch.from_numpy(rng.random((TIMED_FACES + TIMED_VAL_FACES, 1, IMAGE_SIZE, IMAGE_SIZE), np.float32))
+    spec = plan.input_spec  # faces of the swept data's layout: a 64px colour epoch costs more than a 48px gray one
+    faces = torch.from_numpy(rng.random((TIMED_FACES + TIMED_VAL_FACES, *spec.shape), np.float32))
     targets = {task: torch.from_numpy(values) for task, values in labels.items()}
     if combination.task != MULTITASK:
         targets = targets[combination.task]
     train_cfg = TrainConfig.from_dict({**config["train"], "epochs": 2, "patience": 0})
-    context = make_context(combination.task, labels["age"], pca=dummy_pca(int(plan.profile["pca_components"])),
-                           loss=train_cfg.loss)
+    context = make_context(combination.task, labels["age"], pca=dummy_pca(int(plan.profile["pca_components"]), spec),
+                           loss=train_cfg.loss, input_spec=spec)
     model = build_model(combination.family, config["arch"], combination.task, context)
     seconds: list[float] = []
     threads = torch.get_num_threads()

@@ -29,6 +29,7 @@ from facetune.records import (
     PCA_INFO_FILE,
     SUMMARY_FILE,
     SWEEP_FILE,
+    InputSpec,
     SummaryEntry,
     SweepRecord,
     summary_from_json,
@@ -108,7 +109,9 @@ def trial_candidates(tune_dir: Path, pca_components: int | None, val_x: torch.Te
             continue
         config = json.loads(params.read_text())
         family, task_name = config["family"], config["task"]
-        context: dict[str, Any] = {"target_mean": 0.0, "target_std": 1.0}  # buffers come from the weights
+        # Buffers come from the weights; the faces' layout from the images the candidates are judged on.
+        context: dict[str, Any] = {"target_mean": 0.0, "target_std": 1.0,
+                                   "input_spec": InputSpec(size=int(val_x.shape[-1]), channels=int(val_x.shape[1]))}
         context |= age_distribution_context((config.get("train") or {}).get("loss")) if task_name in ("age", MULTITASK) else {}
         if pca_components:
             context["n_components"] = pca_components
@@ -139,8 +142,8 @@ def build_ensembles(results: str | Path, max_members: int = 5, tasks: Sequence[s
     pca_file = root / PCA_DIR / PCA_INFO_FILE
     pca_components = json.loads(pca_file.read_text()).get("n_components") if pca_file.is_file() else None
     val, test = load_split(prepared, "val"), load_split(prepared, "test")
-    candidates = trial_candidates(tune_dir, pca_components, pixels_to_device(val.pixels, "cpu"),
-                                  pixels_to_device(test.pixels, "cpu"), log)
+    candidates = trial_candidates(tune_dir, pca_components, pixels_to_device(val.pixels, "cpu", val.spec),
+                                  pixels_to_device(test.pixels, "cpu", test.spec), log)
     summary_path = root / SUMMARY_FILE
     summary = summary_from_json(json.loads(summary_path.read_text()), str(summary_path)) if summary_path.is_file() else []
     entries = []

@@ -63,12 +63,12 @@ def final_fit(results: str | os.PathLike[str], tasks: Sequence[str] = tuple(TASK
     prepared = Path(sweep.data)
     train, val, test = (load_split(prepared, name) for name in ("train", "val", "test"))
     pooled_labels = {name: np.concatenate([train.labels(name), val.labels(name)]) for name in TASKS}
-    pooled_x = pixels_to_device(np.concatenate([train.pixels, val.pixels]), "cpu")
+    pooled_x = pixels_to_device(np.concatenate([train.pixels, val.pixels]), "cpu", train.spec)
     ages = pooled_labels["age"]
     # Only what model_context reads: the ages that set the age scaling (and the PCA, below).
     data = SweepData(train_pixels=np.empty((0, 0), np.uint8), train_labels={"age": ages},
-                     val_pixels=np.empty((0, 0), np.uint8), val_labels={})
-    test_x = pixels_to_device(test.pixels, "cpu")
+                     val_pixels=np.empty((0, 0), np.uint8), val_labels={}, spec=train.spec)
+    test_x = pixels_to_device(test.pixels, "cpu", test.spec)
 
     trained: dict[str, tuple[torch.nn.Module, float]] = {}  # one training per distinct trial (a multitask one serves 3 tasks)
     entries = []

@@ -21,7 +21,7 @@ import numpy as np
 from facetune.errors import InvalidInputError
 from facetune.models import build_model, make_context
 from facetune.models.pca import PCAParams
-from facetune.records import IMAGE_SIZE, MULTITASK, NUM_PIXELS, combination_name
+from facetune.records import DEFAULT_INPUT_SPEC, MULTITASK, InputSpec, combination_name
 from facetune.tasks import TASKS
 from facetune.training.loop import TrainConfig
 from facetune.tuning.best_trial import MULTITASK_METRIC, MULTITASK_MODE, validation_metric
@@ -56,6 +56,8 @@ class SweepPlan:
     profile: dict[str, Any]
     source: str
     combinations: list[CombinationPlan]
+    #: The layout of the faces swept (facetune.data.prepare.planned_spec), which every model is built for.
+    input_spec: InputSpec = DEFAULT_INPUT_SPEC
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -104,16 +106,17 @@ def local_cpus(address: str | None) -> int | None:
 
 
 def plan_sweep(profile: dict[str, Any], source: str, only: list[str] | None = None,
-               cpus: int | None = None) -> SweepPlan:
+               cpus: int | None = None, input_spec: InputSpec = DEFAULT_INPUT_SPEC) -> SweepPlan:
     """Check `profile` (already loaded and schema-checked, see facetune.tuning.profiles) as a
     whole and return its plan; raise InvalidInputError naming `source` and the key otherwise.
 
     `cpus`: the CPUs of the machine the trials run on, when known (a local run), so that a
-    trial asking more than there are is refused instead of waiting for ever.
+    trial asking more than there are is refused instead of waiting for ever. `input_spec`: the
+    layout of the faces to be swept, which every sampled model is built for.
     """
 
     pairs = combinations(profile, only)
-    plan = SweepPlan(profile, source, [_combination(family, task, profile) for family, task in pairs])
+    plan = SweepPlan(profile, source, [_combination(family, task, profile) for family, task in pairs], input_spec)
     _check_together(plan, cpus)
     plan.schedulers()  # Ray's own assertions, here rather than after Ray has started
     for c in plan.combinations:
@@ -164,10 +167,11 @@ def _check_together(plan: SweepPlan, cpus: int | None) -> None:
         raise InvalidInputError(f"{source}: torch_threads {threads} is more than trial_resources.cpu {wanted:g}: "
                                 "each trial would oversubscribe its CPUs")
     if any(c.family == "pca_dnn" for c in plan.combinations):
-        components, rows = int(profile["pca_components"]), profile["row_limit"]
-        most = min(NUM_PIXELS, int(rows)) if rows else NUM_PIXELS
+        components, rows, pixels = int(profile["pca_components"]), profile["row_limit"], plan.input_spec.pixels
+        most = min(pixels, int(rows)) if rows else pixels
         if components > most:
-            limit = f"row_limit {rows}" if rows and int(rows) < NUM_PIXELS else f"the {NUM_PIXELS} pixels of a face"
+            limit = f"row_limit {rows}" if rows and int(rows) < pixels else \
+                f"the {pixels} pixel values of a {plan.input_spec.describe()} face"
             raise InvalidInputError(f"{source}: pca_components {components} is more than {limit} allows "
                                     f"(at most {most})")
 
@@ -190,9 +194,10 @@ def _build_each_model(plan: SweepPlan) -> None:
     import torch
 
 
-    pca = dummy_pca(int(plan.profile["pca_components"]))
+    spec = plan.input_spec
+    pca = dummy_pca(int(plan.profile["pca_components"]), spec)
     ages = np.arange(0, 100, dtype=float)
-    faces = torch.empty(2, 1, IMAGE_SIZE, IMAGE_SIZE, device="meta")
+    faces = torch.empty(2, *spec.shape, device="meta")
     built: set[str] = set()
     for c in plan.combinations:
         for config in c.configs:
@@ -202,7 +207,7 @@ def _build_each_model(plan: SweepPlan) -> None:
                 continue
             built.add(key)
             try:
-                context = make_context(c.task, ages, pca=pca, loss=config["train"].get("loss"))
+                context = make_context(c.task, ages, pca=pca, loss=config["train"].get("loss"), input_spec=spec)
                 # On the meta device: shapes are checked, no weights are allocated or computed.
                 with torch.device("meta"):
                     model = build_model(c.family, config["arch"], c.task, context)
@@ -224,9 +229,9 @@ def _shape_of(arch: Any) -> Any:
     return "<float>" if isinstance(arch, float) else arch
 
 
-def dummy_pca(components: int) -> Any:
-    """A PCA of the profile's size that a pca_dnn model builds and runs with (not fitted)."""
+def dummy_pca(components: int, spec: InputSpec = DEFAULT_INPUT_SPEC) -> Any:
+    """A PCA of the profile's size, on faces of `spec`, that a pca_dnn model builds and runs with (not fitted)."""
 
-    return PCAParams(mean=np.zeros(NUM_PIXELS, np.float32), components=np.eye(components, NUM_PIXELS, dtype=np.float32),
+    return PCAParams(mean=np.zeros(spec.pixels, np.float32), components=np.eye(components, spec.pixels, dtype=np.float32),
                      explained_variance=np.ones(components, np.float32),
                      explained_variance_ratio=np.full(components, 1.0 / components, np.float32))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from facetune.data.loading import load_split
-from facetune.data.prepare import ensure_prepared
+from facetune.data.prepare import ensure_prepared, planned_spec
 from facetune.models.pca import fit_pca, load_pca, save_pca, summary
 from facetune.ray_session import ray_session
 from facetune.records import (
@@ -89,7 +89,7 @@ def run_sweep(
     """
     import ray
 
-    plan = profile if isinstance(profile, SweepPlan) else _plan(profile, only, address)
+    plan = profile if isinstance(profile, SweepPlan) else _plan(profile, only, address, data)
     profile, pairs = plan.profile, plan.pairs
     store = ResultsStore(results)
     summary = summary_from_json(store.read_json(SUMMARY_FILE, default=[]) or [])
@@ -107,7 +107,7 @@ def run_sweep(
     ray_in_use = contextlib.ExitStack()  # closed in `finally` below, rather than a `with` around it all
     ray_in_use.enter_context(ray_session(address))
     try:
-        prepared = ensure_prepared(data, store)
+        prepared = ensure_prepared(data, store, plan.input_spec)
         record = SweepRecord(
             profile=profile["name"], data=str(prepared), storage=storage,
             combinations=[combination_name(f, t) for f, task in pairs for t in result_tasks(task)],
@@ -145,10 +145,11 @@ def run_sweep(
         ray_in_use.close()
 
 
-def _plan(profile: str | dict[str, Any], only: list[str] | None, address: str | None) -> SweepPlan:
+def _plan(profile: str | dict[str, Any], only: list[str] | None, address: str | None,
+          data: str | os.PathLike[str] | None) -> SweepPlan:
     loaded = load_profile(profile) if isinstance(profile, str) else resolve_profile(profile, "profile", "profile")
     source = profile_source(profile) if isinstance(profile, str) else "profile"
-    return plan_sweep(loaded, source, only, cpus=local_cpus(address))
+    return plan_sweep(loaded, source, only, cpus=local_cpus(address), input_spec=planned_spec(data))
 
 
 def result_tasks(task: str) -> tuple[str, ...]:
@@ -168,6 +169,7 @@ def load_sweep_data(prepared: Path, profile: dict[str, Any], store: ResultsStore
         train_pixels=train.pixels, train_labels={k: train.labels(k) for k in labels},
         val_pixels=val.pixels, val_labels={k: val.labels(k) for k in labels},
         age_stats={"target_mean": float(np.mean(train.age)), "target_std": float(np.std(train.age) or 1.0)},
+        spec=train.spec,
     )
     if need_pca:
         data.pca = fitted_pca(train.pixels, int(profile["pca_components"]), store)

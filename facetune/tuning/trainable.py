@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from facetune.records import DEFAULT_INPUT_SPEC, InputSpec
+
 if TYPE_CHECKING:
     import torch
 
@@ -25,22 +27,26 @@ STATE_FILE = "training_state.pt"
 class SweepData:
     """What every trial of a sweep needs, put in the object store once."""
 
-    train_pixels: np.ndarray  # (N, NUM_PIXELS) uint8
+    train_pixels: np.ndarray  # (N, spec.pixels) uint8
     train_labels: dict[str, np.ndarray]
     val_pixels: np.ndarray
     val_labels: dict[str, np.ndarray]
     pca: Any = None  # facetune.models.pca.PCAParams when a pca_dnn combination is in the sweep
     age_stats: dict[str, float] = field(default_factory=dict)
+    #: The faces' layout (the prepared folder's), which every trial's model is built for.
+    spec: InputSpec = DEFAULT_INPUT_SPEC
 
 
 def model_context(task_name: str, family: str, data: SweepData, loss: str | None = None) -> dict[str, Any]:
     """The build-time context a family needs beyond its arch (facetune.models.make_context):
-    age scaling and age bins for age or MULTITASK (`loss` is the trial's train.loss), the PCA."""
+    age scaling and age bins for age or MULTITASK (`loss` is the trial's train.loss), the PCA,
+    and the data's InputSpec."""
     from facetune.models import make_context
     from facetune.models.registry import is_multitask_family
 
     uses_pca = family == "pca_dnn" or (is_multitask_family(family) and data.pca is not None)
-    return make_context(task_name, data.train_labels["age"], pca=data.pca if uses_pca else None, loss=loss)
+    return make_context(task_name, data.train_labels["age"], pca=data.pca if uses_pca else None, loss=loss,
+                        input_spec=data.spec)
 
 
 def trial_labels(labels: dict[str, np.ndarray], task_name: str, device: Any) -> Any:
@@ -55,13 +61,13 @@ def trial_labels(labels: dict[str, np.ndarray], task_name: str, device: Any) -> 
     return torch.tensor(labels[task_name], dtype=torch.int64, device=device)
 
 
-def pixels_to_device(pixels: np.ndarray, device: Any) -> torch.Tensor:
-    """(N, NUM_PIXELS) uint8 -> (N, 1, IMAGE_SIZE, IMAGE_SIZE) float32 in [0, 1] on `device`, converted once."""
+def pixels_to_device(pixels: np.ndarray, device: Any, spec: InputSpec = DEFAULT_INPUT_SPEC) -> torch.Tensor:
+    """(N, spec.pixels) uint8 -> (N, C, S, S) float32 in [0, 1] on `device`, converted once."""
     import torch
 
     from facetune.data.loading import pixels_to_images
 
-    return torch.from_numpy(pixels_to_images(pixels)).to(device)
+    return torch.from_numpy(pixels_to_images(pixels, spec)).to(device)
 
 
 def run_trial(config: dict[str, Any], data_ref: list) -> None:
@@ -80,8 +86,8 @@ def run_trial(config: dict[str, Any], data_ref: list) -> None:
     torch.set_num_threads(int(config["torch_threads"]))  # set by the plan from the profile
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    train_x = pixels_to_device(data.train_pixels, device)
-    val_x = pixels_to_device(data.val_pixels, device)
+    train_x = pixels_to_device(data.train_pixels, device, data.spec)
+    val_x = pixels_to_device(data.val_pixels, device, data.spec)
     train_y = trial_labels(data.train_labels, task, device)
     val_y = trial_labels(data.val_labels, task, device)
 
