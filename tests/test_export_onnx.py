@@ -38,7 +38,8 @@ def test_each_file_carries_its_preprocessing_contract(tmp_path, results_dir):
     paths = export_onnx(Predictor.from_results(results_dir, device="cpu"), tmp_path)
     meta = {p.key: p.value for p in onnx.load(str(paths["gender"])).metadata_props}
     contract = json.loads(meta[CONTRACT_KEY])
-    assert contract["input"] == {"name": "faces", "shape": ["N", 1, 48, 48], "dtype": "float32", "range": [0.0, 1.0]}
+    assert contract["input"] == {"name": "faces", "shape": ["N", 1, 48, 48], "dtype": "float32", "range": [0.0, 1.0],
+                                 "input_spec": {"size": 48, "channels": 1}}
     assert contract["output"]["class_names"] == ["male", "female"]
     assert any("Lanczos" in step for step in contract["preprocessing"])
     assert meta["facetune.family"] == "cnn"

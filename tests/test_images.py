@@ -16,6 +16,7 @@ from facetune.data.images import (
     MAX_PIXELS,
     ImageDecodeError,
     load_face,
+    load_faces,
     load_gray48,
     open_image,
     to_gray48,
@@ -148,9 +149,9 @@ def test_prepare_and_predict_decode_through_the_same_function():
     import facetune.data.ingest as ingest
     import facetune.predict.inputs as inputs
 
-    # Prepare decodes with load_face, predict with load_gray48: the default-layout half of load_face.
+    # Prepare decodes with load_face, predict with load_faces: load_face's conversion for every spec.
     assert ingest.load_face is load_face
-    assert inputs.load_gray48 is load_gray48
+    assert inputs.load_faces is load_faces
 
 
 # ------------------------------------------------------------ what decoding one image may cost (issue 38)

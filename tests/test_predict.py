@@ -13,6 +13,7 @@ from facetune.commands import predict as predict_command
 from facetune.data.images import load_gray48
 from facetune.predict import Predictor, evaluate, gather_inputs, predict_images, predict_inputs, prediction_columns
 from facetune.predict.run import RAY_MIN_IMAGES, chooses_ray
+from facetune.records import DEFAULT_INPUT_SPEC
 from predict_fixture import build_results_dir
 from synthetic import make_faces
 
@@ -107,11 +108,14 @@ def test_threaded_decoding_gives_the_serial_result_in_input_order(image_folder):
     from facetune.predict.inputs import decode_images, iter_decoded
 
     files = sorted(image_folder.glob("*.*")) * 3
-    pixels, ok, reasons = decode_images(files)
+    gray = DEFAULT_INPUT_SPEC
+    faces, ok, reasons = decode_images(files)
+    pixels = faces.layouts[gray]
     threaded = decode_images(files, threads=4)
+    threaded = (threaded[0].layouts[gray], *threaded[1:])
     chunks = list(iter_decoded(files, chunk=4, threads=3))
     assert [start for start, *_ in chunks] == list(range(0, len(files), 4))
-    chunked = (np.concatenate([c[1] for c in chunks]), np.concatenate([c[2] for c in chunks]),
+    chunked = (np.concatenate([c[1].layouts[gray] for c in chunks]), np.concatenate([c[2] for c in chunks]),
                [reason for c in chunks for reason in c[3]])
     for got in (threaded, chunked):
         np.testing.assert_array_equal(got[0], pixels)

@@ -5,7 +5,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from facetune.records import IMAGE_SIZE
 from facetune.release.paths import PRETRAINED_CHOICES
 
 
@@ -27,8 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--format", choices=("onnx",), default="onnx")
     parser.add_argument("--out", required=True, type=Path, help="directory to write the model files to")
     parser.add_argument("--check-data", type=Path, metavar="PREPARED_DIR",
-                        help="compare onnxruntime with torch on this prepared dataset's test split "
-                             "(default: 64 random faces)")
+                        help="compare onnxruntime with torch on this prepared dataset's test split, "
+                             "converted to each model's input spec (default: 64 random faces)")
     parser.set_defaults(func=run)
     return parser
 
@@ -44,20 +43,24 @@ def load_predictor(models: str | None, family: str | None, pretrained: str | Non
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from facetune.errors import InvalidInputError
+    from facetune.predict.faces import Faces
     from facetune.predict.onnx_export import export_onnx, max_abs_difference
 
     try:
         predictor = load_predictor(args.models, args.family, args.pretrained)
-    except (FileNotFoundError, ValueError) as err:
+        paths = export_onnx(predictor, args.out)
+    except (FileNotFoundError, ValueError, InvalidInputError) as err:
         print(f"facetune export: {err}", file=sys.stderr)
         return 2
-    paths = export_onnx(predictor, args.out)
     if args.check_data is not None:
         from facetune.data.loading import load_split
 
-        faces = load_split(args.check_data, "test").images().numpy()
-    else:
-        faces = np.random.default_rng(0).random((64, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+        split = load_split(args.check_data, "test")
+        faces = Faces.from_pixels(split.pixels, split.spec)
+    else:  # random pixels in every layout the models take
+        rng = np.random.default_rng(0)
+        faces = Faces({spec: rng.integers(0, 256, (64, spec.pixels), dtype=np.uint8) for spec in predictor.input_specs})
     print(f"parity check on {len(faces)} faces", file=sys.stderr)
     for task, difference in max_abs_difference(predictor, paths, faces).items():
         print(f"{paths[task]}: onnxruntime vs torch max abs difference {difference:.2e}")

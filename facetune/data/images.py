@@ -24,6 +24,7 @@ import os
 import stat
 import warnings
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -203,10 +204,20 @@ def load_face(path: str | os.PathLike[str], spec: InputSpec = DEFAULT_INPUT_SPEC
     The default-layout face decides whether the image is a face and is what prepare hashes and
     splits by, so a file is accepted, and lands in a split, alike at every size and colour.
     """
+    faces = load_faces(path, (spec, DEFAULT_INPUT_SPEC))
+    return faces[spec], faces[DEFAULT_INPUT_SPEC].reshape(DEFAULT_INPUT_SPEC.size, DEFAULT_INPUT_SPEC.size)
+
+
+def load_faces(path: str | os.PathLike[str], specs: Sequence[InputSpec]) -> dict[InputSpec, np.ndarray]:
+    """Read an image file as its face in each of `specs` (spec -> spec.shape uint8), each converted
+    from the decoded pixels (never one layout from another), or raise ImageDecodeError.
+
+    Whether the image is a face is decided on the default-layout face, as in load_face."""
     decoded = open_image(path)
     try:
         gray = to_gray48(decoded.image)
-        face = gray.reshape(spec.shape) if spec == DEFAULT_INPUT_SPEC else to_face(decoded.image, spec)
+        faces = {spec: gray.reshape(spec.shape) if spec == DEFAULT_INPUT_SPEC else to_face(decoded.image, spec)
+                 for spec in dict.fromkeys(specs)}
     except (OSError, ValueError) as err:  # a mode PIL decodes but cannot convert
         raise ImageDecodeError(f"unreadable image ({err})") from None
     finally:
@@ -214,7 +225,29 @@ def load_face(path: str | os.PathLike[str], spec: InputSpec = DEFAULT_INPUT_SPEC
     problem = face_problem(*decoded.size, gray)
     if problem is not None:
         raise ImageDecodeError(problem, "not_a_face")
-    return face, gray
+    return faces
+
+
+def converted_faces(pixels: np.ndarray, source: InputSpec, target: InputSpec) -> np.ndarray:
+    """(N, source.pixels) uint8 faces -> (N, target.pixels), each through to_face: a gray face given
+    to a colour layout has its one channel replicated (PIL's L -> RGB), a colour one given to gray
+    is converted as prepare converts (PIL's luma), sides are Lanczos-resized. Unchanged when equal."""
+    if source == target:
+        return np.asarray(pixels, np.uint8).reshape(len(pixels), target.pixels)
+    out = np.empty((len(pixels), target.pixels), np.uint8)
+    for row, face in enumerate(np.asarray(pixels, np.uint8).reshape(-1, *source.shape)):
+        out[row] = to_face(face_image(face), target).reshape(-1)
+    return out
+
+
+def face_image(face: np.ndarray) -> Image.Image:
+    """A PIL image of one face: (C, S, S) channel-first (C 1 or 3), (S, S) gray or (H, W, 3) RGB uint8."""
+    array = np.asarray(face, np.uint8)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[2] not in (1, 3):
+        array = array.transpose(1, 2, 0)  # channel-first -> channel-last
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    return Image.fromarray(np.ascontiguousarray(array), "L" if array.ndim == 2 else "RGB")
 
 
 def load_gray48(path: str | os.PathLike[str]) -> np.ndarray:

@@ -18,17 +18,42 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence, Union
 
 import torch
 from torch import nn
 
 from facetune.json_files import write_json
 from facetune.models.multitask import TaskView
-from facetune.records import ENSEMBLE_CONFIG_FILE, STACKED_HEADS_FILE
+from facetune.records import DEFAULT_INPUT_SPEC, ENSEMBLE_CONFIG_FILE, STACKED_HEADS_FILE, InputSpec
 from facetune.tasks import MULTITASK, TASKS, Task, age_expectation, get_task
 
 MEMBERS_DIR = "members"
+
+#: What a network takes: one batch of faces in its spec, or (an ensemble whose members take different
+#: specs) a batch per spec, the same faces converted for each member.
+NetworkInput = Union[torch.Tensor, Mapping[InputSpec, torch.Tensor]]
+
+
+def input_specs(module: nn.Module) -> tuple[InputSpec, ...]:
+    """The layouts `module` takes, in order of first use: its own `input_spec`, or its members'
+    for an ensemble (a TaskView's, its model's). 48x48 gray for a module that states none."""
+    if isinstance(module, (Ensemble, MultiTaskEnsemble)):
+        found = [spec for member in module.all_members() for spec in input_specs(member)]
+        return tuple(dict.fromkeys(found))
+    if isinstance(module, TaskView):
+        return input_specs(module.model)
+    return (getattr(module, "input_spec", DEFAULT_INPUT_SPEC),)
+
+
+def member_input(x: NetworkInput, member: nn.Module) -> torch.Tensor:
+    """The faces a member takes: `x` itself, or from a batch per spec, the one in the member's spec."""
+    if isinstance(x, torch.Tensor):
+        return x  # one layout for every member (the only input an exported graph has)
+    (spec,) = input_specs(member)
+    if spec not in x:
+        raise ValueError(f"no faces in {spec.describe()} given for an ensemble member that takes them")
+    return x[spec]
 
 
 def to_prediction_space(outputs: torch.Tensor, task: Task) -> torch.Tensor:
@@ -52,8 +77,12 @@ class Ensemble(nn.Module):
         self.task = get_task(task)
         self.register_buffer("weights", torch.tensor([float(w) for w in weights]) / float(sum(weights)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = sum(w * to_prediction_space(m(x), self.task) for w, m in zip(self.weights, self.members))
+    def all_members(self) -> list[nn.Module]:
+        return list(self.members)
+
+    def forward(self, x: NetworkInput) -> torch.Tensor:
+        """The weighted mean of the members; each is given `x` in its own spec (see member_input)."""
+        mean = sum(w * to_prediction_space(m(member_input(x, m)), self.task) for w, m in zip(self.weights, self.members))
         return from_prediction_space(mean, self.task)
 
 
@@ -95,14 +124,18 @@ class MultiTaskEnsemble(nn.Module):
             if name in self.stacked_heads:
                 raise ValueError(f"task member for {name!r}: that task has a stacked head, which would ignore it")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def all_members(self) -> list[nn.Module]:
+        return [*self.members, *self.task_members]
+
+    def forward(self, x: NetworkInput) -> torch.Tensor:
+        """The members combined task by task; each is given `x` in its own spec (see member_input)."""
         if self.stacked_heads:
-            features = [m.features(x) for m in self.members]
+            features = [m.features(member_input(x, m)) for m in self.members]
             outputs = [m.outputs_from_features(f).float() for m, f in zip(self.members, features)]
             joined = torch.cat(features, dim=1).float()
         else:
-            outputs = [m(x).float() for m in self.members]
-        extra = [(module(x).float(), task, w) for module, task, w
+            outputs = [m(member_input(x, m)).float() for m in self.members]
+        extra = [(module(member_input(x, module)).float(), task, w) for module, task, w
                  in zip(self.task_members, self.task_member_tasks, self.task_member_weights)]
         combined = []
         for name, s in self.slices.items():

@@ -1,6 +1,6 @@
 """A network run by onnxruntime instead of torch: the faster CPU engine for batch prediction.
 
-On this project's small 48x48 networks, onnxruntime's CPU kernels (convolutions fused with their
+On this project's small networks, onnxruntime's CPU kernels (convolutions fused with their
 activations, no Python between layers) run 2-3x faster than torch eager (bench/predict.py). A
 twin is only used when its outputs match torch's within PARITY_ATOL on a probe batch, so the
 engine changes speed, not predictions; anything it cannot export stays on torch.
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facetune.records import IMAGE_SIZE
+from facetune.models.ensemble import input_specs
 
 #: ONNX opset of every export (the exported files and the in-memory twins).
 OPSET = 17
@@ -24,7 +24,8 @@ INPUT_NAME, OUTPUT_NAME = "faces", "outputs"
 
 
 def onnx_bytes(module: nn.Module, example: torch.Tensor) -> bytes:
-    """`module` (in eval mode) as an ONNX model: input `faces` (N, 1, 48, 48), output `outputs` (N, K)."""
+    """`module` (in eval mode) as an ONNX model: input `faces` shaped like `example` with any N
+    ((N, C, S, S), the module's input spec), output `outputs` (N, K)."""
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript-based exporter: the torch.export one needs onnxscript, one more
@@ -38,7 +39,7 @@ def onnx_bytes(module: nn.Module, example: torch.Tensor) -> bytes:
 
 
 class OnnxRuntimeNetwork(nn.Module):
-    """Calls an onnxruntime session like a torch module: (N, 1, 48, 48) float tensor in, float tensor out."""
+    """Calls an onnxruntime session like a torch module: (N, C, S, S) float tensor in, float tensor out."""
 
     def __init__(self, model: bytes, threads: int | None = None) -> None:
         super().__init__()
@@ -61,9 +62,12 @@ def onnx_runtime_twin(network: nn.Module, threads: int | None = None,
                       atol: float = PARITY_ATOL) -> tuple[nn.Module | None, str]:
     """(the twin, "") when `network` exports and its twin matches it within `atol` on a probe
     batch; else (None, the reason in a few words)."""
+    specs = input_specs(network)
+    if len(specs) != 1:  # an exported graph has one input: such an ensemble stays on torch
+        return None, f"its members take {len(specs)} input specs"
     was_training = network.training
     network.eval()
-    probe = torch.rand(16, 1, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
+    probe = torch.rand(16, *specs[0].shape, generator=torch.Generator().manual_seed(0))
     try:
         twin = OnnxRuntimeNetwork(onnx_bytes(network, probe[:2]), threads)
         with torch.no_grad():

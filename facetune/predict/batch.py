@@ -18,10 +18,11 @@ import pyarrow as pa
 import torch
 from ray.data.extensions import ArrowTensorArray
 
+from facetune.predict.faces import Faces
 from facetune.predict.inputs import Inputs, Reject, decode_images, decode_threads
-from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback, pixels_to_tensor
+from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback
 from facetune.ray_session import ray_session
-from facetune.records import NUM_PIXELS
+from facetune.records import DEFAULT_INPUT_SPEC, InputSpec
 
 #: Most rows per Ray Data block (fewer when needed to give every actor a few blocks).
 ROWS_PER_BLOCK = 2048
@@ -36,7 +37,7 @@ class PredictBatch:
     each task's raw outputs, with NaN rows and a reason for the files that could not be read."""
 
     def __init__(self, model_dirs: dict[str, str], batch_size: int, tta_flip: bool = False,
-                 onnxruntime: bool = False) -> None:
+                 onnxruntime: bool = False, pixels_spec: dict | None = None) -> None:
         on_gpu = torch.cuda.is_available()
         # CPU actors share the node's cores; one torch thread each avoids oversubscription.
         if not on_gpu:
@@ -46,14 +47,17 @@ class PredictBatch:
         if onnxruntime:  # the driver's predictor runs on it: the same engine here
             self.predictor.use_onnxruntime()
         self.batch_size = batch_size
+        #: The layout of a table's `pixels` column (paths are decoded to the models' own specs).
+        self.pixels_spec = InputSpec.from_dict(pixels_spec) if pixels_spec else DEFAULT_INPUT_SPEC
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "path" in batch:
-            pixels, readable, reasons = decode_images(list(batch["path"]), self.decode_threads)
+            faces, readable, reasons = decode_images(list(batch["path"]), self.decode_threads, self.predictor.input_specs)
         else:
-            pixels, readable, reasons = batch["pixels"], np.ones(len(batch["position"]), bool), [""] * len(batch["position"])
+            faces = Faces.from_pixels(batch["pixels"], self.pixels_spec)
+            readable, reasons = np.ones(len(batch["position"]), bool), [""] * len(batch["position"])
         result = {"position": batch["position"], "error": np.asarray(reasons, dtype=object)}
-        outputs = self.predictor.raw_outputs(pixels_to_tensor(pixels[readable]), self.batch_size)
+        outputs = self.predictor.raw_outputs(faces.select(readable), self.batch_size)
         for task, values in outputs.items():
             # Unreadable rows keep NaN outputs; the driver drops them by `error`.
             column = np.full((len(readable), values.shape[1]), np.nan, dtype=np.float32)
@@ -108,8 +112,8 @@ def _blocks(inputs: Inputs, rows_per_block: int) -> list[pa.Table]:
         if inputs.paths is not None:
             tables.append(pa.table({"position": position, "path": [str(p) for p in inputs.paths[start:stop]]}))
         else:
-            # Ray's tensor column, so batches arrive as one (N, 2304) array.
-            pixels = ArrowTensorArray.from_numpy(np.ascontiguousarray(inputs.pixels[start:stop]).reshape(-1, NUM_PIXELS))
+            # Ray's tensor column, so batches arrive as one (N, spec.pixels) array.
+            pixels = ArrowTensorArray.from_numpy(np.ascontiguousarray(inputs.pixels[start:stop]).reshape(-1, inputs.spec.pixels))
             tables.append(pa.table({"position": position, "pixels": pixels}))
     return tables
 
@@ -145,6 +149,7 @@ def ray_raw_outputs(
                 "batch_size": batch_size,
                 "tta_flip": predictor.tta_flip,
                 "onnxruntime": predictor.engine != "torch",
+                "pixels_spec": inputs.spec.to_dict(),
             },
             batch_size=rows_per_block,  # a whole block per call; raw_outputs batches the forward passes
             batch_format="numpy",

@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from facetune.data.images import ImageDecodeError, face_problem, to_gray48
+from facetune.data.images import ImageDecodeError, face_problem, to_face, to_gray48
+from facetune.records import DEFAULT_INPUT_SPEC, InputSpec
 
 FacesMode = Literal["auto", "detect", "whole"]
 FACES_MODES: tuple[str, ...] = ("auto", "detect", "whole")
@@ -60,13 +61,23 @@ MAX_ROLL_DEGREES = 25.0
 class Face:
     """One face: its box (x, y, w, h) in the original image's pixels, the detector's score
     (the number of agreeing cascade windows; NaN for a whole-image crop), the roll angle
-    applied to level the eyes, and the 48x48 uint8 gray crop the models take."""
+    applied to level the eyes, and the aligned crop at the photo's own resolution, (H, W, 3)
+    uint8 RGB: each model converts it to its own input spec (`crop`), from the original pixels."""
 
     box: tuple[int, int, int, int]
     score: float
-    crop48: np.ndarray
+    region: np.ndarray
     angle: float = 0.0
     mode: str = "detect"
+
+    def crop(self, spec: InputSpec = DEFAULT_INPUT_SPEC) -> np.ndarray:
+        """The face as a model of `spec` takes it: spec.shape uint8 (the training conversion)."""
+        return to_face(Image.fromarray(self.region), spec)
+
+    @property
+    def crop48(self) -> np.ndarray:
+        """The face in the default layout, (S, S) uint8 gray."""
+        return self.crop().reshape(DEFAULT_INPUT_SPEC.size, DEFAULT_INPUT_SPEC.size)
 
 
 _per_thread = threading.local()
@@ -108,7 +119,7 @@ def whole_face(image: np.ndarray) -> Face:
     problem = face_problem(width, height, crop)
     if problem is not None:
         raise ImageDecodeError(problem, "not_a_face")
-    return Face((0, 0, width, height), math.nan, crop, 0.0, "whole")
+    return Face((0, 0, width, height), math.nan, rgb, 0.0, "whole")
 
 
 def detect_boxes(gray: np.ndarray) -> list[tuple[tuple[int, int, int, int], float, float]]:
@@ -186,13 +197,17 @@ def eye_angle(gray: np.ndarray, box: tuple[int, int, int, int], fallback: float 
     return angle
 
 
-def align_crop(rgb: np.ndarray, box: tuple[int, int, int, int], angle: float) -> np.ndarray:
-    """The UTKFace-geometry crop around `box`, rotated by `angle` to level the eyes, as 48x48 gray.
+def align_crop(rgb: np.ndarray, box: tuple[int, int, int, int], angle: float,
+               spec: InputSpec = DEFAULT_INPUT_SPEC) -> np.ndarray:
+    """The UTKFace-geometry crop around `box`, rotated by `angle` to level the eyes, in `spec`'s
+    layout (spec.shape uint8): aligned_region, then the training conversion (PIL gray or RGB +
+    Lanczos), so it is resized like the faces the models were trained on."""
+    return to_face(Image.fromarray(aligned_region(rgb, box, angle)), spec)
 
-    The crop is cut at native resolution (rotation only, border replicated) and then goes
-    through the training conversion (PIL gray + Lanczos to 48x48), so it is resized like
-    the faces the models were trained on.
-    """
+
+def aligned_region(rgb: np.ndarray, box: tuple[int, int, int, int], angle: float) -> np.ndarray:
+    """The UTKFace-geometry crop around `box`, rotated by `angle` to level the eyes, cut at the
+    photo's native resolution (rotation only, border replicated): (side, side, 3) uint8 RGB."""
     x, y, w, h = box
     side = w / BOX_PER_CROP
     # Offset measured in an upright crop; rotate it with the face.
@@ -204,8 +219,7 @@ def align_crop(rgb: np.ndarray, box: tuple[int, int, int, int], angle: float) ->
     # Map the crop's centre to (cx, cy) and turn it by `angle`, in one affine warp.
     matrix = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
     matrix[:, 2] += (size / 2 - cx, size / 2 - cy)
-    crop = cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return to_gray48(Image.fromarray(crop))
+    return cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def find_faces(image: np.ndarray, mode: FacesMode = "auto") -> list[Face]:
@@ -230,5 +244,5 @@ def find_faces(image: np.ndarray, mode: FacesMode = "auto") -> list[Face]:
     faces = []
     for box, score, search_angle in boxes:
         angle = eye_angle(gray, box, fallback=search_angle)
-        faces.append(Face(box, score, align_crop(rgb, box, angle), angle, "detect"))
+        faces.append(Face(box, score, aligned_region(rgb, box, angle), angle, "detect"))
     return faces

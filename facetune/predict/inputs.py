@@ -1,7 +1,7 @@
 """What `facetune predict` reads: image files and folders, a prepared Parquet dir, or a Kaggle CSV.
 
 Images stay paths here and are decoded during prediction (in Ray Data workers for large inputs);
-Parquet and CSV rows arrive already as 48x48 faces. Labels are collected when the input carries
+Parquet and CSV rows arrive already as faces in their table's layout (`Inputs.spec`). Labels are collected when the input carries
 them (UTKFace file names, CSV columns, Parquet columns) so that `--evaluate` can score predictions.
 """
 from __future__ import annotations
@@ -16,12 +16,13 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from facetune.data.images import ImageDecodeError, load_gray48
+from facetune.data.images import ImageDecodeError, load_faces
 from facetune.data.ingest import SourceFormatError, parse_utkface_name, read_faces_csv
-from facetune.data.loading import load_split
+from facetune.data.loading import load_split, prepared_spec
 from facetune.data.walk import NOT_A_REGULAR_FILE, walk_files
 from facetune.errors import InputNotFoundError, InvalidInputError
-from facetune.records import NUM_PIXELS, SPLITS, TASK_NAMES, is_any_prepared_dir
+from facetune.predict.faces import Faces
+from facetune.records import CSV_INPUT_SPEC, DEFAULT_INPUT_SPEC, SPLITS, TASK_NAMES, InputSpec, is_any_prepared_dir
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ DECODE_MAX_THREADS = 8
 
 @dataclass
 class Inputs:
-    """Faces to predict on, either as image `paths` or as decoded `pixels` (N, 2304) uint8.
+    """Faces to predict on, either as image `paths` or as decoded `pixels` (N, spec.pixels) uint8
+in the layout `spec` (a table's; each model is given them converted to its own spec).
 
     `labels` (when known) has one row per input, columns age/gender/ethnicity, with <NA> where
     an input's label is unknown. `rejects` are inputs dropped before prediction, with reasons.
@@ -52,6 +54,7 @@ class Inputs:
     pixels: np.ndarray | None = None
     labels: pd.DataFrame | None = None
     rejects: list[Reject] = field(default_factory=list)
+    spec: InputSpec = DEFAULT_INPUT_SPEC
 
     def __post_init__(self) -> None:
         if (self.paths is None) == (self.pixels is None):
@@ -96,7 +99,13 @@ def gather_inputs(
         raise InvalidInputError("--split applies to prepared Parquet directories only")
     if tables:
         parts = [_table_inputs(p, split) for p in paths]
+        specs = {part.spec for part in parts if len(part)}
+        if len(specs) > 1:
+            raise InvalidInputError(
+                f"INPUTs hold faces of different layouts ({', '.join(sorted(s.describe() for s in specs))}); "
+                "predict them in separate runs")
         return Inputs(
+            spec=specs.pop() if specs else DEFAULT_INPUT_SPEC,
             sources=[s for part in parts for s in part.sources],
             pixels=np.concatenate([part.pixels for part in parts]),
             labels=pd.concat([part.labels for part in parts], ignore_index=True),
@@ -158,6 +167,7 @@ def _table_inputs(path: Path, split: str | None) -> Inputs:
         # A CSV that cannot be read at all is one reject, so the other INPUTs still get answers.
         return _no_faces(path, str(err).removeprefix(f"{path}: "))
     return Inputs(
+        spec=CSV_INPUT_SPEC,
         sources=faces.sources,
         pixels=faces.pixels,
         labels=pd.DataFrame(faces.labels, columns=list(LABEL_COLUMNS)).astype("Int64"),
@@ -174,9 +184,11 @@ def _prepared_inputs(path: Path, split: str | None) -> Inputs:
         return _no_faces(path, f"unreadable prepared dataset ({err})")
     if not any(len(a.source) for a in arrays):
         return _no_faces(path, f"prepared dataset holds no faces{f' in split {split}' if split else ''}")
+    spec = prepared_spec(path)
     return Inputs(
+        spec=spec,
         sources=[str(s) for a in arrays for s in a.source],
-        pixels=np.concatenate([a.pixels for a in arrays]).astype(np.uint8, copy=False).reshape(-1, NUM_PIXELS),
+        pixels=np.concatenate([a.pixels for a in arrays]).astype(np.uint8, copy=False).reshape(-1, spec.pixels),
         labels=pd.DataFrame(
             {c: np.concatenate([getattr(a, c) for a in arrays]) for c in LABEL_COLUMNS}
         ).astype("Int64"),
@@ -187,7 +199,7 @@ def _no_faces(path: Path, reason: str) -> Inputs:
     """An input table that yields no face: no rows, one reject saying why."""
     return Inputs(
         sources=[],
-        pixels=np.zeros((0, NUM_PIXELS), np.uint8),
+        pixels=np.zeros((0, DEFAULT_INPUT_SPEC.pixels), np.uint8),
         labels=pd.DataFrame({c: [] for c in LABEL_COLUMNS}).astype("Int64"),
         rejects=[Reject(str(path), reason)],
     )
@@ -200,22 +212,27 @@ def decode_threads() -> int:
 
 
 def decode_images(
-    paths: Sequence[str | os.PathLike[str]], threads: int = 1
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Decode files exactly as training did: ((N, 2304) uint8, (N,) bool ok, (N,) reason or "").
+    paths: Sequence[str | os.PathLike[str]], threads: int = 1, specs: Sequence[InputSpec] = (DEFAULT_INPUT_SPEC,)
+) -> tuple[Faces, np.ndarray, list[str]]:
+    """Decode files exactly as training did, each to every layout of `specs` from its own pixels:
+    (Faces, (N,) bool ok, (N,) reason or ""); unreadable files' rows are zeros.
 
     With `threads` > 1 a thread pool decodes them (same result, same order).
     """
+    def one(path: str | os.PathLike[str]) -> tuple[dict | None, str]:
+        return _decode_one(path, specs)
+
     if threads > 1 and len(paths) > 1:
         with ThreadPoolExecutor(min(threads, len(paths))) as pool:
-            return _stacked(list(pool.map(_decode_one, paths)))
-    return _stacked([_decode_one(path) for path in paths])
+            return _stacked(list(pool.map(one, paths)), specs)
+    return _stacked([one(path) for path in paths], specs)
 
 
 def iter_decoded(
-    paths: Sequence[str | os.PathLike[str]], chunk: int, threads: int | None = None
-) -> Iterator[tuple[int, np.ndarray, np.ndarray, list[str]]]:
-    """(start, pixels, ok, reasons) as decode_images gives them, for consecutive chunks of `paths`.
+    paths: Sequence[str | os.PathLike[str]], chunk: int, threads: int | None = None,
+    specs: Sequence[InputSpec] = (DEFAULT_INPUT_SPEC,),
+) -> Iterator[tuple[int, Faces, np.ndarray, list[str]]]:
+    """(start, faces, ok, reasons) as decode_images gives them, for consecutive chunks of `paths`.
 
     A thread pool decodes the files of the next chunk while the consumer works on the current
     one (inference), so the two overlap and at most two chunks are held in memory.
@@ -227,25 +244,26 @@ def iter_decoded(
         def submit_next() -> None:
             start = next(starts, None)
             if start is not None:
-                pending.append((start, [pool.submit(_decode_one, path) for path in paths[start : start + chunk]]))
+                pending.append((start, [pool.submit(_decode_one, path, specs) for path in paths[start : start + chunk]]))
 
         submit_next()
         while pending:
             submit_next()
             start, futures = pending.popleft()
-            yield (start, *_stacked([future.result() for future in futures]))
+            yield (start, *_stacked([future.result() for future in futures], specs))
 
 
-def _decode_one(path: str | os.PathLike[str]) -> tuple[np.ndarray | None, str]:
+def _decode_one(path: str | os.PathLike[str], specs: Sequence[InputSpec]) -> tuple[dict | None, str]:
     try:
-        return load_gray48(path), ""
+        return load_faces(path, specs), ""
     except ImageDecodeError as err:
         return None, err.reason
 
 
-def _stacked(decoded: Sequence[tuple[np.ndarray | None, str]]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    pixels = np.zeros((len(decoded), NUM_PIXELS), dtype=np.uint8)
-    for i, (face, _) in enumerate(decoded):
-        if face is not None:
-            pixels[i] = face.reshape(-1)
-    return pixels, np.asarray([face is not None for face, _ in decoded], dtype=bool), [r for _, r in decoded]
+def _stacked(decoded: Sequence[tuple[dict | None, str]], specs: Sequence[InputSpec]) -> tuple[Faces, np.ndarray, list[str]]:
+    layouts = {spec: np.zeros((len(decoded), spec.pixels), dtype=np.uint8) for spec in specs}
+    for i, (faces, _) in enumerate(decoded):
+        if faces is not None:
+            for spec, face in faces.items():
+                layouts[spec][i] = face.reshape(-1)
+    return Faces(layouts), np.asarray([faces is not None for faces, _ in decoded], dtype=bool), [r for _, r in decoded]

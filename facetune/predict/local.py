@@ -9,8 +9,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from facetune.predict.faces import Faces
 from facetune.predict.inputs import Inputs, Reject, iter_decoded
-from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback, pixels_to_tensor
+from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback
 from facetune.tasks import TASKS
 
 
@@ -26,28 +27,28 @@ def local_raw_outputs(
     kept: list[np.ndarray] = []
     rejects: list[Reject] = []
 
-    def readable_batches() -> Iterator[tuple[int, np.ndarray]]:
+    def readable_batches() -> Iterator[tuple[int, Faces]]:
         if inputs.pixels is not None:  # decoded faces: every row is readable
-            decoded: Iterable = ((start, inputs.pixels[start : start + batch_size],
+            decoded: Iterable = ((start, Faces.from_pixels(inputs.pixels[start : start + batch_size], inputs.spec),
                                   np.ones(min(batch_size, total - start), bool), None)
                                  for start in range(0, total, batch_size))
-        else:
-            decoded = iter_decoded(inputs.paths, batch_size, threads)
-        for start, pixels, ok, reasons in decoded:
+        else:  # files: decoded to every layout the models take, each from the file's own pixels
+            decoded = iter_decoded(inputs.paths, batch_size, threads, predictor.input_specs)
+        for start, faces, ok, reasons in decoded:
             rejects.extend(Reject(inputs.sources[start + i], reasons[i]) for i in np.flatnonzero(~ok))
             kept.append(start + np.flatnonzero(ok))
-            yield start + len(ok), pixels if ok.all() else pixels[ok]
+            yield start + len(ok), faces if ok.all() else faces.select(ok)
 
     outputs = predict_batches(predictor, readable_batches(), total, progress)
     return (np.concatenate(kept) if kept else np.zeros(0, np.int64)), outputs, rejects
 
 
-def predict_batches(predictor: Predictor, batches: Iterable[tuple[int, np.ndarray]], total: int,
+def predict_batches(predictor: Predictor, batches: Iterable[tuple[int, Faces]], total: int,
                     progress: ProgressCallback | None = None) -> dict[str, np.ndarray]:
-    """task -> raw outputs of every (done, pixels) batch in turn; progress(done, total) after each."""
+    """task -> raw outputs of every (done, faces) batch in turn; progress(done, total) after each."""
     parts: dict[str, list[np.ndarray]] = {task: [] for task in predictor.tasks}
-    for done, pixels in batches:
-        for task, values in predictor.raw_outputs(pixels_to_tensor(pixels), max(1, len(pixels))).items():
+    for done, faces in batches:
+        for task, values in predictor.raw_outputs(faces, max(1, len(faces))).items():
             parts[task].append(values)
         if progress is not None:
             progress(done, total)

@@ -18,9 +18,9 @@ from facetune.data.images import ImageDecodeError, header_size, open_image, upri
 from facetune.errors import OutputError, path_text
 from facetune.predict.face_detection import AUTO_WHOLE_MAX_SIDE, FacesMode, find_faces
 from facetune.predict.inputs import Reject
-from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback, pixels_to_tensor
+from facetune.predict.faces import Faces
+from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback
 from facetune.predict.table import PredictionResult, prediction_frame
-from facetune.records import IMAGE_SIZE
 
 #: Columns put in front of the predictions for per-face output.
 FACE_COLUMNS = ["source", "face", "x", "y", "w", "h", "score", "faces_mode"]
@@ -80,15 +80,14 @@ def predict_photos(
             x, y, w, h = (v * scale for v in face.box)  # in the file's pixels, however it was decoded
             rows.append({"source": source, "face": index, "x": x, "y": y, "w": w, "h": h,
                          "score": face.score, "faces_mode": face.mode})
-            crops.append(face.crop48)
+            crops.append(face.region)  # native resolution: converted per model below
             positions.append(done - 1)
         if annotate_dir is not None:
             found.append((source, rgb, scale))
         if progress is not None:
             progress(done, len(paths))
     faces_frame = pd.DataFrame(rows, columns=FACE_COLUMNS)
-    pixels = np.stack(crops) if crops else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    outputs = predictor.raw_outputs(pixels_to_tensor(pixels), batch_size)
+    outputs = predictor.raw_outputs(Faces.from_images(crops, predictor.input_specs), batch_size)
     predictions = prediction_frame(predictor.tasks, faces_frame["source"].tolist(), outputs)
     frame = pd.concat([faces_frame, predictions.drop(columns="source").reset_index(drop=True)], axis=1)
     frame.index = pd.Index(positions)

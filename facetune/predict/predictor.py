@@ -1,4 +1,5 @@
-"""Predictor: the best model of each task from a results directory, applied to 48x48 faces.
+"""Predictor: the best model of each task from a results directory, applied to faces converted
+to each model's own input spec (facetune.predict.faces).
 
 The models, the preprocessing (facetune.data.images) and the output heads (facetune.tasks) are
 the ones the sweep used, so predictions on the sweep's own test split reproduce its test figures.
@@ -18,16 +19,18 @@ import torch
 from facetune.data.loading import pixels_to_images
 from facetune.devices import resolve_device
 from facetune.models import load_model
+from facetune.models.ensemble import input_specs
 from facetune.models.inference import predict_outputs
 from facetune.models.multitask import TaskView, network_of
 from facetune.models.onnx_engine import onnx_runtime_twin
 from facetune.predict.choice import choose_best, read_summary
+from facetune.predict.faces import Faces, spec_of_array
 from facetune.predict.table import prediction_frame
-from facetune.records import IMAGE_SIZE, NUM_PIXELS
+from facetune.records import InputSpec
 from facetune.release import paths as release_paths
 from facetune.tasks import MULTITASK, TASKS
 
-#: Faces per forward pass; 48x48 inputs are small, so this is bounded by speed, not memory.
+#: Faces per forward pass; faces are small, so this is bounded by speed, not memory.
 DEFAULT_BATCH_SIZE = 256
 
 #: (done, total) -> None; called as batches finish.
@@ -170,32 +173,54 @@ class Predictor:
         return tuple(self.models)
 
     @property
+    def input_specs(self) -> tuple[InputSpec, ...]:
+        """Every layout some network (or ensemble member) takes: what faces are converted to."""
+        return tuple(dict.fromkeys(spec for network in self.networks().values() for spec in input_specs(network)))
+
+    @property
     def model_dirs(self) -> dict[str, Path]:
         return {task: m.model_dir for task, m in self.models.items()}
 
     def describe(self) -> str:
-        """One line per task: which model answers it."""
+        """One line per task: which model answers it, and the faces it takes."""
         return "\n".join(
-            f"{task}: {m.family} ({m.model_dir})" for task, m in self.models.items()
+            f"{task}: {m.family} ({m.model_dir}; {', '.join(s.describe() for s in input_specs(m.module))} faces)"
+            for task, m in self.models.items()
         )
 
     def raw_outputs(
         self,
-        images: torch.Tensor,
+        faces: Faces | torch.Tensor,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> dict[str, np.ndarray]:
-        """task -> (N, num_outputs) float32 model outputs for (N, 1, 48, 48) images in [0, 1]."""
-        if not len(images):
+        """task -> (N, num_outputs) float32 model outputs. `faces` are Faces (each network is given
+        them in its own spec) or an (N, C, S, S) float tensor in [0, 1] (used as it is by networks of
+        its layout, converted through uint8 for the others)."""
+        if not len(faces):
             return {task: np.zeros((0, TASKS[task].num_outputs), np.float32) for task in self.models}
+        given: dict[InputSpec, torch.Tensor] = {}
+        if isinstance(faces, torch.Tensor):
+            given[spec_of_array(faces)] = faces
+        held = [faces]
+
+        def images(spec: InputSpec) -> torch.Tensor:  # each layout converted once, for every network
+            if spec not in given:
+                if isinstance(held[0], torch.Tensor):  # only when some network takes another layout
+                    held[0] = Faces.from_pixels(to_uint8(held[0]), spec_of_array(held[0]))
+                given[spec] = held[0].images(spec)
+            return given[spec]
+
         shared: dict[int, np.ndarray] = {}  # one pass per distinct network (a multitask model answers all)
         outputs = {}
         for task, task_model in self.models.items():
             module = task_model.module
             network = network_of(module)
             if id(network) not in shared:
+                specs = input_specs(network)
+                x = images(specs[0]) if len(specs) == 1 else {spec: images(spec) for spec in specs}
                 twin = self._twins.get(id(network))
-                shared[id(network)] = predict_outputs(twin, images, batch_size, self.tta_flip) if twin is not None else \
-                    predict_outputs(network, images, batch_size, self.tta_flip, channels_last=True)
+                shared[id(network)] = predict_outputs(twin, x, batch_size, self.tta_flip) if twin is not None else \
+                    predict_outputs(network, x, batch_size, self.tta_flip, channels_last=True)
             outputs[task] = shared[id(network)][:, module.columns] if isinstance(module, TaskView) else shared[id(network)]
         return outputs
 
@@ -205,8 +230,9 @@ class Predictor:
         sources: Sequence[str] | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> pd.DataFrame:
-        """Predict on faces already in the training layout: (N, 48, 48) or (N, 2304), uint8 or
-        float in [0, 1]. Returns one row per face with the columns of `prediction_columns`."""
+        """Predict on faces in any one layout: (N, S, S) or (N, S*S) gray, (N, C, S, S) or (N, C*S*S),
+        uint8 or float in [0, 1]; each model is given them converted to its own spec. Returns one
+        row per face with the columns of `prediction_columns`."""
         images = pixels_to_tensor(pixels)
         sources = [f"array[{i}]" for i in range(len(images))] if sources is None else list(sources)
         if len(sources) != len(images):
@@ -228,22 +254,23 @@ def _release_summaries(release_dir: Path, tta_flip: bool) -> dict[str, dict]:
     }
 
 
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, C, S, S) floats in [0, 1] -> (N, C*S*S) uint8, rounded (for a conversion to another spec)."""
+    return np.rint(images.detach().cpu().float().numpy() * 255.0).clip(0, 255).astype(np.uint8).reshape(len(images), -1)
+
+
 def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """(N, 48, 48) or (N, 2304) faces, uint8 or float in [0, 1] -> (N, 1, 48, 48) float32 in [0, 1]."""
+    """Faces in one layout (see facetune.predict.faces.spec_of_array), uint8 or float in [0, 1] ->
+    (N, C, S, S) float32 in [0, 1], in that same layout."""
     array = np.asarray(pixels)
-    if array.ndim == 2 and array.shape[1] == NUM_PIXELS or array.ndim == 3 and array.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE):
-        array = array.reshape(len(array), 1, IMAGE_SIZE, IMAGE_SIZE)
-    elif not (array.ndim == 4 and array.shape[1:] == (1, IMAGE_SIZE, IMAGE_SIZE)):
-        raise ValueError(
-            f"faces must be (N, {IMAGE_SIZE}, {IMAGE_SIZE}) or (N, {NUM_PIXELS}) (or (N, 1, {IMAGE_SIZE}, {IMAGE_SIZE})), got {array.shape}"
-        )
+    spec = spec_of_array(array)
     if array.dtype == np.uint8:
         # The training conversion itself, so predictions see exactly what the models were fitted on.
-        return torch.from_numpy(pixels_to_images(array.reshape(len(array), NUM_PIXELS)))
+        return torch.from_numpy(pixels_to_images(array.reshape(len(array), spec.pixels), spec))
     if np.issubdtype(array.dtype, np.floating):
         if array.size and (np.nanmin(array) < 0.0 or np.nanmax(array) > 1.0 or np.isnan(array).any()):
             raise ValueError(
                 "float faces must lie in [0, 1] (as in training); pass uint8 for 0..255 pixel values"
             )
-        return torch.from_numpy(array.astype(np.float32))
+        return torch.from_numpy(array.astype(np.float32).reshape(len(array), *spec.shape))
     raise ValueError(f"faces must be uint8 or float in [0, 1], got dtype {array.dtype}")

@@ -1,7 +1,8 @@
 """The one seam between the service and face detection: facetune.predict.face_detection, as `predict` uses it.
 
-Faces are found, aligned and cropped to 48x48 exactly as `facetune predict --faces auto` does, so
-the service and the command give the same numbers.
+Faces are found and aligned exactly as `facetune predict --faces auto` does, and kept at the
+image's own resolution until each model converts them to its input spec, so the service and the
+command give the same numbers.
 """
 from __future__ import annotations
 
@@ -16,16 +17,16 @@ from facetune.predict.face_detection import find_faces
 
 @dataclass(frozen=True)
 class Face:
-    """A face found in an image: its box in image pixels (x, y, width, height) and the 48x48 crop."""
+    """A face found in an image: its box in image pixels (x, y, width, height) and the aligned crop."""
 
     box: tuple[int, int, int, int]
-    crop: np.ndarray  # (48, 48) uint8 gray, the training layout
+    crop: np.ndarray  # (H, W, 3) uint8 RGB at the image's resolution; converted per model
     score: float | None = None  # detector confidence, when a detector found the face
 
 
 def faces_in(decoded: Decoded) -> list[Face]:
     """The faces of a decoded image, largest first (an empty list when there is none), boxes in
     the file's pixels. ImageDecodeError for an image taken whole that cannot be a face."""
-    return [Face(box=tuple(int(v) * decoded.scale for v in face.box), crop=face.crop48,
+    return [Face(box=tuple(int(v) * decoded.scale for v in face.box), crop=face.region,
                  score=None if math.isnan(face.score) else float(face.score))
             for face in find_faces(upright_rgb(decoded.image), "auto")]

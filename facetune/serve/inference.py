@@ -11,7 +11,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from facetune.predict.predictor import Predictor, pixels_to_tensor
+from facetune.predict.faces import Faces
+from facetune.predict.predictor import Predictor
 from facetune.tasks import TASKS
 
 
@@ -42,11 +43,12 @@ def describe_models(predictor: Predictor) -> dict[str, Any]:
 
 
 def face_entries(predictor: Predictor, crops: Sequence[np.ndarray]) -> list[dict[str, Any]]:
-    """One JSON-ready dict per (48, 48) uint8 crop: age (and age_std when the model gives one),
-    gender and ethnicity each as label, its probability and every class's probability."""
+    """One JSON-ready dict per crop, (H, W) gray or (H, W, 3) RGB uint8 at any resolution (each
+    model is given it converted to its own input spec): age (and age_std when the model gives
+    one), gender and ethnicity each as label, its probability and every class's probability."""
     if not crops:
         return []
-    outputs = predictor.raw_outputs(pixels_to_tensor(np.stack(crops)))
+    outputs = predictor.raw_outputs(Faces.from_images(crops, predictor.input_specs))
     entries: list[dict[str, Any]] = [{} for _ in crops]
     for task_name, values in outputs.items():
         task = TASKS[task_name]
