@@ -127,7 +127,7 @@ def test_generate_writes_a_grid_of_n_rows_by_one_column_per_age(tmp_path):
     assert code == 0
     with Image.open(out) as image:
         assert (image.height, image.width) == grid_size(rows=3, columns=10)
-        assert (image.height, image.width) == (152, 502)
+        assert (image.height, image.width) == (166, 502)
 
 
 def test_age_model_must_be_an_age_regressor(tmp_path):
@@ -159,3 +159,23 @@ def test_the_exported_generator_is_the_ema_copy_when_one_is_kept(tmp_path):
     loaded, _ = load_generator(tmp_path)  # a Ray Train checkpoint dir
     assert all(torch.all(p == 0.5) for p in loaded.parameters())
     assert generator_payload(state)["epoch"] == 3
+
+
+def test_an_age_grid_names_each_columns_age_above_it_in_any_spec(tmp_path):
+    import json
+
+    import numpy as np
+
+    from facetune.cgan.generate import AGES_KEY, LABEL_BAND, save_age_grid
+
+    ages = [20, 40, 60]
+    colour = torch.full((2 * len(ages), 3, 40, 40), 0.5)  # two rows of 40x40 colour faces
+    out = save_age_grid(colour, ages, tmp_path / "grid.png")
+    with Image.open(out) as image:
+        assert (image.height, image.width) == grid_size(rows=2, columns=3, side=40)
+        assert json.loads(image.info[AGES_KEY]) == ages
+        band = np.asarray(image.convert("L"))[:LABEL_BAND]
+    # Ink above every column: a label is drawn over each one.
+    for column in range(len(ages)):
+        left = 2 + column * 42
+        assert band[:, left : left + 40].min() < 128

@@ -1,22 +1,29 @@
-"""Loading a trained generator and drawing age grids: rows = one noise vector each, columns = ages."""
+"""Loading a trained generator and drawing age grids: rows = one noise vector each, columns = ages,
+each column headed by the age it was asked for."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 from torch import nn
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
-from facetune.cgan.models import build_generator, to_unit
-from facetune.records import IMAGE_SIZE, MAX_AGE
+from facetune.cgan.models import SIDE, build_generator, to_unit
+from facetune.records import MAX_AGE
 
 #: The exported generator inside a results dir (written at the end of a training run).
 GENERATOR_FILE = "generator.pt"
 #: The full training state inside each Ray Train checkpoint directory.
 STATE_FILE = "cgan_state.pt"
 GRID_PADDING = 2
+#: Height of the band above the grid that names each column's age.
+LABEL_BAND = 14
+#: The PNG text key listing the columns' ages (JSON), so a reader need not read the drawn labels.
+AGES_KEY = "facetune.ages"
 
 
 def parse_ages(text: str) -> list[int]:
@@ -68,7 +75,7 @@ def load_generator(path: str | os.PathLike[str], device: str | torch.device = "c
 
 @torch.no_grad()
 def age_grid_images(generator: nn.Module, noise: torch.Tensor, ages: Sequence[int]) -> torch.Tensor:
-    """(rows*len(ages), 1, 48, 48) in [0,1], row-major: row r holds noise[r] at every age."""
+    """(rows*len(ages), C, S, S) in [0,1], row-major: row r holds noise[r] at every age."""
     generator.eval()
     device = next(generator.parameters()).device
     rows = noise.repeat_interleave(len(ages), dim=0).to(device)
@@ -80,18 +87,35 @@ def fixed_noise(n: int, noise_dim: int, seed: int) -> torch.Tensor:
     return torch.randn(n, noise_dim, generator=torch.Generator().manual_seed(seed))
 
 
-def save_age_grid(images: torch.Tensor, num_ages: int, out: str | os.PathLike[str]) -> Path:
-    """Save images (row-major, num_ages per row) as one PNG grid; returns the path."""
+def column_labels(ages: Sequence[int]) -> list[str]:
+    """The text above each column of an age grid."""
+    return [f"age {int(age)}" for age in ages]
+
+
+def save_age_grid(images: torch.Tensor, ages: Sequence[int], out: str | os.PathLike[str]) -> Path:
+    """Save images (row-major, one column per age in `ages`; gray or colour, any side) as one PNG
+    grid with each column's age written above it (and listed under AGES_KEY); returns the path."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    grid = make_grid(images, nrow=num_ages, padding=GRID_PADDING, pad_value=1.0)
-    save_image(grid, out)
+    grid = make_grid(images, nrow=len(ages), padding=GRID_PADDING, pad_value=1.0)  # 3 channels either way
+    pixels = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    side = images.shape[-1]
+    page = Image.new("RGB", (pixels.shape[1], pixels.shape[0] + LABEL_BAND), "white")
+    page.paste(Image.fromarray(pixels), (0, LABEL_BAND))
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=LABEL_BAND - 4)
+    for column, label in enumerate(column_labels(ages)):
+        centre = GRID_PADDING + column * (side + GRID_PADDING) + side / 2
+        draw.text((centre, LABEL_BAND / 2), label, fill="black", font=font, anchor="mm")
+    info = PngImagePlugin.PngInfo()
+    info.add_text(AGES_KEY, json.dumps([int(age) for age in ages]))
+    page.save(out, pnginfo=info)
     return out
 
 
-def grid_size(rows: int, columns: int, side: int = IMAGE_SIZE) -> tuple[int, int]:
+def grid_size(rows: int, columns: int, side: int = SIDE) -> tuple[int, int]:
     """(height, width) in pixels of a grid written by save_age_grid."""
-    return rows * (side + GRID_PADDING) + GRID_PADDING, columns * (side + GRID_PADDING) + GRID_PADDING
+    return rows * (side + GRID_PADDING) + GRID_PADDING + LABEL_BAND, columns * (side + GRID_PADDING) + GRID_PADDING
 
 
 def generate_grid(
@@ -100,4 +124,4 @@ def generate_grid(
     """Load the generator at `checkpoint` and write an n x len(ages) grid to `out`."""
     generator, model_config = load_generator(checkpoint)
     images = age_grid_images(generator, fixed_noise(n, model_config["noise_dim"], seed), ages)
-    return save_age_grid(images, len(ages), out)
+    return save_age_grid(images, ages, out)

@@ -31,7 +31,7 @@ def last_linear(model: nn.Module) -> nn.Linear:
 def predict_with_features(
     regressor: nn.Module, images: torch.Tensor, batch_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Run the age regressor on (N,1,48,48) [0,1] images; return (ages (N,), penultimate features (N,F))."""
+    """Run the age regressor on (N,C,S,S) [0,1] images; return (ages (N,), penultimate features (N,F))."""
     captured: list[torch.Tensor] = []
     hook = last_linear(regressor).register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0].detach()))
     try:
@@ -75,7 +75,7 @@ def real_reference(regressor: nn.Module, images: torch.Tensor, ages: np.ndarray)
 def generate_faces(
     generator: nn.Module, ages: np.ndarray, noise_dim: int, seed: int, batch_size: int = 256
 ) -> torch.Tensor:
-    """Generate one face per requested age with seeded noise; (N,1,48,48) in [0,1]."""
+    """Generate one face per requested age with seeded noise; (N,C,S,S) in [0,1]."""
     generator.eval()
     rng = torch.Generator().manual_seed(seed)
     noise = torch.randn(len(ages), noise_dim, generator=rng)

@@ -13,7 +13,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-from facetune.records import IMAGE_SIZE
+from facetune.records import DEFAULT_INPUT_SPEC
+
+#: The CGAN trains on the study's layout (its grids render whatever images they are given).
+SIDE = DEFAULT_INPUT_SPEC.size
 
 GENERATORS: dict[str, Callable[..., nn.Module]] = {}
 DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {}
@@ -87,7 +90,7 @@ class PaperGenerator(AgeConditioned):
         super().__init__(age_scaling)
         self.noise_dim = noise_dim
         first, second = channels
-        start = IMAGE_SIZE // 4
+        start = SIDE // 4
         self.project = nn.Sequential(nn.Linear(noise_dim + 1, first * start * start), nn.LeakyReLU(0.2))
         self.unflatten = nn.Unflatten(1, (first, start, start))
         self.body = nn.Sequential(
@@ -119,11 +122,11 @@ class PaperDiscriminator(AgeConditioned):
             layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
             in_channels = out_channels
         self.features = nn.Sequential(*layers, nn.Flatten())
-        side = IMAGE_SIZE // 2 ** len(channels)
+        side = SIDE // 2 ** len(channels)
         self.out = nn.Linear(in_channels * side * side, 1)
 
     def forward(self, images: torch.Tensor, age_years: torch.Tensor) -> torch.Tensor:
-        plane = self.scaled_age(age_years)[:, :, None, None].expand(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+        plane = self.scaled_age(age_years)[:, :, None, None].expand(-1, 1, SIDE, SIDE)
         return self.out(self.features(torch.cat([images, plane], dim=1))).squeeze(1)
 
 
@@ -162,7 +165,7 @@ class FiLMGenerator(AgeConditioned):
     ) -> None:
         super().__init__(age_scaling)
         self.noise_dim = noise_dim
-        self.start = IMAGE_SIZE // 2 ** (len(channels) - 1)
+        self.start = SIDE // 2 ** (len(channels) - 1)
         self.embed = _age_embedding(embed_dim, embed_dim)
         self.project = nn.Sequential(
             nn.Linear(noise_dim + embed_dim, channels[0] * self.start**2), nn.LeakyReLU(0.2)

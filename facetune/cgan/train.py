@@ -97,7 +97,7 @@ class _Evaluator:
 
     def __call__(self, generator: nn.Module, epoch: int) -> dict[str, float]:
         grid = age_grid_images(generator, self.grid_noise, self.grid_ages)
-        save_age_grid(grid, len(self.grid_ages), self.results / "samples" / f"epoch_{epoch:03d}.png")
+        save_age_grid(grid, self.grid_ages, self.results / "samples" / f"epoch_{epoch:03d}.png")
         return quality.quality_metrics(generator, self.regressor, self.reference, self.noise_dim, self.seed)
 
 
