@@ -124,8 +124,8 @@ def input_spec_from(data: Any, source: str = "input_spec") -> InputSpec:
 DEFAULT_INPUT_SPEC = InputSpec(48, GRAY_CHANNELS)
 #: The Kaggle CSV's faces are always in the default layout (2304 values a row).
 CSV_INPUT_SPEC = DEFAULT_INPUT_SPEC
-#: The default layout's side and values per face, for the modules that still handle that layout
-#: only (predict, serve, the CGAN; their per-model conversion is a later change).
+#: The default layout's side and values per face: the Kaggle CSV's row parser (which reads that
+#: layout only) and the tests' synthetic faces. Everything else takes a spec.
 IMAGE_SIZE = DEFAULT_INPUT_SPEC.size
 NUM_PIXELS = DEFAULT_INPUT_SPEC.pixels
 

@@ -16,7 +16,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from facetune.records import DEFAULT_INPUT_SPEC
 
 #: The CGAN trains on the study's layout (its grids render whatever images they are given).
-SIDE = DEFAULT_INPUT_SPEC.size
+SIDE, CHANNELS = DEFAULT_INPUT_SPEC.size, DEFAULT_INPUT_SPEC.channels
 
 GENERATORS: dict[str, Callable[..., nn.Module]] = {}
 DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {}
@@ -102,7 +102,7 @@ class PaperGenerator(AgeConditioned):
             nn.Conv2d(first, second, 3, padding=1),
             nn.BatchNorm2d(second),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(second, 1, 3, padding=1),
+            nn.Conv2d(second, CHANNELS, 3, padding=1),
             nn.Tanh(),
         )
 
@@ -117,7 +117,7 @@ class PaperDiscriminator(AgeConditioned):
     def __init__(self, age_scaling: dict[str, float], channels: tuple[int, ...] = (32, 64, 128, 256)) -> None:
         super().__init__(age_scaling)
         layers: list[nn.Module] = []
-        in_channels = 2
+        in_channels = CHANNELS + 1  # the image and a plane holding the age
         for out_channels in channels:
             layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
             in_channels = out_channels
@@ -174,7 +174,7 @@ class FiLMGenerator(AgeConditioned):
         self.blocks = nn.ModuleList(
             FiLMUpBlock(c_in, c_out, embed_dim) for c_in, c_out in zip(channels[:-1], channels[1:])
         )
-        self.to_image = nn.Sequential(nn.Conv2d(channels[-1], 1, 3, padding=1), nn.Tanh())
+        self.to_image = nn.Sequential(nn.Conv2d(channels[-1], CHANNELS, 3, padding=1), nn.Tanh())
 
     def forward(self, noise: torch.Tensor, age_years: torch.Tensor) -> torch.Tensor:
         embedding = self.embed(self.scaled_age(age_years))
@@ -195,7 +195,7 @@ class ProjectionDiscriminator(AgeConditioned):
     ) -> None:
         super().__init__(age_scaling)
         normalise: Callable[[nn.Module], nn.Module] = spectral_norm if spectral else (lambda m: m)
-        layers: list[nn.Module] = [normalise(nn.Conv2d(1, channels[0], 3, padding=1)), nn.LeakyReLU(0.2)]
+        layers: list[nn.Module] = [normalise(nn.Conv2d(CHANNELS, channels[0], 3, padding=1)), nn.LeakyReLU(0.2)]
         in_channels = channels[0]
         for out_channels in channels:
             layers += [normalise(nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]

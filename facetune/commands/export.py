@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from facetune.errors import InvalidInputError
 from facetune.release.paths import PRETRAINED_CHOICES
 
 
@@ -43,7 +44,6 @@ def load_predictor(models: str | None, family: str | None, pretrained: str | Non
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from facetune.errors import InvalidInputError
     from facetune.predict.faces import Faces
     from facetune.predict.onnx_export import export_onnx, max_abs_difference
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,7 @@ from facetune.group_figures import metric_name, summary_lines
 from facetune.groups import AGE_BAND_LABELS, ATTRIBUTES, MIN_GROUP_SIZE
 from facetune.models import load_model
 from facetune.models.pca import load_pca
-from facetune.records import IMAGE_SIZE
+from facetune.records import CSV_INPUT_SPEC, DEFAULT_INPUT_SPEC, InputSpec
 from facetune.results import figures, inspect
 from facetune.results.collect import SweepResults, collect_results, trial_columns
 from facetune.results.compare import best_families, comparison_table, headline, results_rows
@@ -22,6 +22,9 @@ from facetune.results.labels import label_counts
 from facetune.results.render import Bullets, Image, Report, Section, Table, Text, write_report
 from facetune.results.study import STUDY_FILE, Study, load_study
 from facetune.tasks import TASKS
+
+if TYPE_CHECKING:
+    from facetune.data.loading import SplitArrays
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +53,13 @@ class _FigureMaker:
         return Image(relative, caption)
 
 
-def _test_faces(results: SweepResults) -> np.ndarray | None:
-    """A few test-split faces ((n, 2304) uint8) for reconstructions and activation maps."""
+def _test_faces(results: SweepResults) -> SplitArrays | None:
+    """A few test-split faces (in the prepared data's layout) for reconstructions and activation maps."""
     if results.data_dir is None:
         return None
     from facetune.data.loading import load_split
 
-    return load_split(results.data_dir, "test").pixels[:FACES_SHOWN]
+    return load_split(results.data_dir, "test").head(FACES_SHOWN)
 
 
 def _shown(value: object) -> str:
@@ -90,7 +93,8 @@ def _comparison(rows: pd.DataFrame, study: Study) -> Section:
     return Section("Comparison", [
         Text(f"Test-split results of each combination's best trial, next to the study ({study.title}). "
              "★ marks the best family per task by its validation metric (the one predict picks); each task "
-             f"ends with the project's target and the best public result on {IMAGE_SIZE}x{IMAGE_SIZE} faces."),
+             f"ends with the project's target and the best public result on {CSV_INPUT_SPEC.describe()} faces; "
+             "`input` is the layout of the faces each model took."),
         Table(comparison_table(rows, study)),
     ])
 
@@ -133,7 +137,7 @@ def _task_sections(results: SweepResults, make: _FigureMaker) -> list[Section]:
     return sections
 
 
-def _pca_section(results: SweepResults, faces: np.ndarray | None, make: _FigureMaker) -> Section:
+def _pca_section(results: SweepResults, faces: SplitArrays | None, make: _FigureMaker) -> Section:
     if results.pca_npz is None:
         return Section("PCA", [Text("No pca/pca.npz in the results: the sweep ran no pca_dnn combination yet.")])
 
@@ -150,15 +154,22 @@ def _pca_section(results: SweepResults, faces: np.ndarray | None, make: _FigureM
     k = min(RECONSTRUCTION_COMPONENTS, params.n_components)
     if faces is not None:
         blocks.append(make("pca_reconstruction", f"Test faces and their reconstructions from {k} components",
-                           lambda p: inspect.pca_reconstruction_figure(params, faces, k, p)))
+                           lambda p: inspect.pca_reconstruction_figure(params, faces.pixels, k, p, faces.spec)))
     else:
         blocks.append(Text("Prepared data not available: reconstructions not drawn."))
     blocks.append(make("pca_components", "The first 60 principal components (eigenfaces)",
-                       lambda p: inspect.pca_components_figure(params, p)))
+                       lambda p: inspect.pca_components_figure(params, p, spec=_pca_spec(params, faces))))
     return Section("PCA", blocks)
 
 
-def _cnn_section(results: SweepResults, faces: np.ndarray | None, make: _FigureMaker) -> Section:
+def _pca_spec(params, faces: SplitArrays | None) -> InputSpec:
+    """The layout PCA components are images of: the data's when it matches their length, else the default."""
+    if faces is not None and faces.spec.pixels == params.components.shape[1]:
+        return faces.spec
+    return DEFAULT_INPUT_SPEC
+
+
+def _cnn_section(results: SweepResults, faces: SplitArrays | None, make: _FigureMaker) -> Section:
     blocks: list = []
     for task in TASKS:
         combo = results.get("cnn", task)
@@ -170,7 +181,10 @@ def _cnn_section(results: SweepResults, faces: np.ndarray | None, make: _FigureM
                            "(deeper layers averaged over input channels)",
                            lambda p, m=model: inspect.filters_figure(m, p)))
         if faces is not None:
-            face = torch.from_numpy(faces[:1].reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE).astype(np.float32) / 255.0)
+            from facetune.predict.faces import Faces  # pyarrow (the data loader), only with faces to show
+
+            # The face in the model's own layout (the report's data may be prepared in another).
+            face = Faces.from_pixels(faces.pixels[:1], faces.spec).images(model.input_spec)
             blocks.append(make(f"cnn_{task}_activations", f"cnn_{task}: one test face and the first 16 "
                                "output channels of each conv layer",
                                lambda p, m=model, x=face: inspect.activations_figure(m, x, p)))

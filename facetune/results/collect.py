@@ -29,8 +29,10 @@ from facetune.records import (
     TEST_PREDICTIONS_FILE,
     TRIALS_FILE,
     SummaryEntry,
+    InputSpec,
     SweepRecord,
     combination_name,
+    input_spec_from,
     is_old_prepared_dir,
     is_prepared_dir,
     split_combination_name,
@@ -87,6 +89,16 @@ class Combination:
     @property
     def has_model(self) -> bool:
         return (self.directory / MODEL_CONFIG_FILE).is_file() and (self.directory / MODEL_WEIGHTS_FILE).is_file()
+
+    @property
+    def input_spec(self) -> InputSpec | None:
+        """The faces' layout its model took (model_config.json; 48x48 gray when it predates specs),
+        None when there is no readable model config."""
+        try:
+            config = json.loads((self.directory / MODEL_CONFIG_FILE).read_text())
+            return input_spec_from(config.get("input_spec"), f"{self.directory / MODEL_CONFIG_FILE}: input_spec")
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def tuned_hyperparameters(self) -> dict[str, Any]:
         """The best config, flattened to dotted keys, without the family/task identity keys."""

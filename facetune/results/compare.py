@@ -94,7 +94,9 @@ def results_rows(results: SweepResults, study: Study) -> pd.DataFrame:
         for metric in TASKS[task].metric_names:
             row[f"val_{metric}"] = combination.summary.val.get(metric, math.nan) if combination else math.nan
         summary = combination.summary if combination else None
+        spec = combination.input_spec if combination else None
         row.update(
+            input_spec=spec.describe() if spec else "",
             num_parameters=summary.num_parameters if summary else None,
             epochs=summary.epochs if summary else None,
             best_epoch=summary.best_epoch if summary else None,
@@ -124,6 +126,7 @@ def comparison_table(rows: pd.DataFrame, study: Study) -> pd.DataFrame:
                 "combination": row["combination"] + (" ★ best" if row["best_family_for_task"] else ""),
                 "test": format_metric(task, row[f"test_{headline(task)}"]) if row["status"] == "finished"
                 else f"missing: {row['missing_reason']}",
+                "input": row.get("input_spec") or "—",  # the faces' layout the model took
                 "ROC AUC": round(row.get("test_roc_auc", math.nan), 3),
                 "balanced acc.": round(row.get("test_balanced_accuracy", math.nan), 3),
                 "R²": round(row.get("test_r2", math.nan), 3),
