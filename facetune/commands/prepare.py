@@ -36,23 +36,36 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--strict", action="store_true", help="stop with a non-zero exit at the first bad row instead of rejecting it"
     )
-    parser.add_argument("--size", metavar="N", type=int, default=DEFAULT_INPUT_SPEC.size,
-                        help=f"side of the square faces written, {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} pixels "
-                        f"(default: {DEFAULT_INPUT_SPEC.size}; a Kaggle CSV gives {DEFAULT_INPUT_SPEC.size} or less)")
-    colour = parser.add_mutually_exclusive_group()
-    colour.add_argument("--color", dest="color", action="store_true", default=DEFAULT_INPUT_SPEC.is_color,
-                        help="write RGB faces (a UTKFace image folder only)")
-    colour.add_argument("--gray", dest="color", action="store_false", help="write gray faces (the default)")
+    add_spec_arguments(parser)
     parser.set_defaults(func=run)
     return parser
 
 
+def add_spec_arguments(parser: argparse.ArgumentParser, what: str = "written") -> None:
+    """--size N and --color/--gray: the layout of the faces prepared (prepare, train-release)."""
+    parser.add_argument("--size", metavar="N", type=int, default=None,
+                        help=f"side of the square faces {what}, {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} pixels "
+                        f"(default: {DEFAULT_INPUT_SPEC.size}; a Kaggle CSV gives {DEFAULT_INPUT_SPEC.size} or less)")
+    colour = parser.add_mutually_exclusive_group()
+    colour.add_argument("--color", dest="color", action="store_true", default=None,
+                        help=f"RGB faces {what} (from a UTKFace image folder only)")
+    colour.add_argument("--gray", dest="color", action="store_false", help=f"gray faces {what} (the default)")
+
+
 def input_spec(args: argparse.Namespace) -> InputSpec:
-    """The layout --size and --color/--gray ask for, or a one-line UsageError."""
+    """The layout --size and --color/--gray ask for (the default where neither is given), or a one-line UsageError."""
+    return requested_spec(args) or DEFAULT_INPUT_SPEC
+
+
+def requested_spec(args: argparse.Namespace) -> InputSpec | None:
+    """The layout --size and --color/--gray ask for, None when neither is given, or a one-line UsageError."""
+    if args.size is None and args.color is None:
+        return None
+    size = DEFAULT_INPUT_SPEC.size if args.size is None else args.size
     try:
-        return InputSpec.color(args.size) if args.color else InputSpec.gray(args.size)
+        return InputSpec.color(size) if args.color else InputSpec.gray(size)
     except ValueError as err:
-        raise UsageError(f"--size {args.size}: {err}") from None
+        raise UsageError(f"--size {size}: {err}") from None
 
 
 def run(args: argparse.Namespace) -> int:

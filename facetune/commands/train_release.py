@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from facetune.commands.prepare import add_spec_arguments, requested_spec
 from facetune.release.paths import PRETRAINED_DIR
 
 
@@ -34,6 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "figures and stop: nothing is written outside --work and test is not evaluated")
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, cuda:N, mps or auto (default): train on the first GPU when present, else the CPU")
+    add_spec_arguments(parser, "trained on")
     parser.set_defaults(func=run)
     return parser
 
@@ -43,5 +45,5 @@ def run(args: argparse.Namespace) -> int:
 
     train_release(args.data, args.work, args.out, args.recipe, epochs=args.epochs, limit=args.limit,
                   docs=args.docs, log=lambda line: print(line, flush=True), val_only=args.val_only,
-                  device=args.device)
+                  device=args.device, spec=requested_spec(args))
     return 0

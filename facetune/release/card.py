@@ -15,6 +15,7 @@ from facetune.errors import InvalidInputError
 from facetune.group_figures import RESAMPLES, format_figure, summary, summary_lines
 from facetune.groups import MIN_GROUP_SIZE, group_names
 from facetune.release.evaluation import headline
+from facetune.records import DEFAULT_INPUT_SPEC, InputSpec, input_spec_from
 from facetune.release.paths import CARD_FILE, METRICS_FILE, STUDENT_DIR_NAME
 
 SHA_HEADING = "## Files"
@@ -158,8 +159,15 @@ def _averaged_heads_row(metrics: dict[str, Any], label: str) -> list[str]:
     return [f"| {label.format(tasks=' and '.join(stacked['tasks']))} | {_figures(stacked['test_averaged_heads'])} |"] if stacked else []
 
 
+def face_crop_text(spec: InputSpec) -> str:
+    """"48x48 grayscale", "64x64 colour": the faces the members take, as the card names them."""
+    return f"{spec.size}x{spec.size} {'colour' if spec.is_color else 'grayscale'}"
+
+
 def model_card(out_dir: Path, metrics: dict[str, Any]) -> str:
     test = metrics["test"]
+    # The members' layout is the data's (metrics.json records it when it is not the default).
+    spec = input_spec_from(metrics["data"].get("input_spec"), "metrics.json: data.input_spec")
     best, single = test["tta_flip"], test["single_view"]
     rows = metrics["data"]["rows"]
     members = metrics["members"]
@@ -177,14 +185,15 @@ def model_card(out_dir: Path, metrics: dict[str, Any]) -> str:
         "# facetune pretrained models",
         "",
         f"An ensemble of {len(members)} multitask networks ({one_recipe}) answers age (years, with a",
-        "per-face spread), gender and ethnicity from a 48x48 grayscale face crop, aligned and cropped like",
+        f"per-face spread), gender and ethnicity from a {face_crop_text(spec)} face crop, aligned and cropped like",
         "UTKFace's \"aligned & cropped\" faces. The members' predictions are averaged task by task (class",
         "and age-bin probabilities), so one call runs every member once.",
         *_stacked_text(metrics),
         *_task_member_text(metrics),
         "",
         "## Data",
-        f"- Source: UTKFace (the Kaggle age_gender.csv layout, `{metrics['data']['source']}`), research use only.",
+        f"- Source: UTKFace ({'the Kaggle age_gender.csv layout' if spec == DEFAULT_INPUT_SPEC else spec.describe() + ' faces'}, "
+        f"`{metrics['data']['source']}`), research use only.",
         f"- Split: seeded 80/10/10 (seed {metrics['data']['split_seed']}), stratified by ethnicity x gender, identical",
         "  images kept in one split.",
         f"- Trained on the train split only ({rows['train']:,} faces); the val split ({rows['val']:,}) chose the epoch;",

@@ -27,7 +27,7 @@ from facetune.errors import InvalidInputError
 from facetune.json_files import write_json
 from facetune.models import load_model, save_model
 from facetune.models.ensemble import write_ensemble_config, write_stacked_heads
-from facetune.records import DEFAULT_INPUT_SPEC, SPLITS, PreparedManifest
+from facetune.records import DEFAULT_INPUT_SPEC, SPLITS, InputSpec, PreparedManifest
 from facetune.release.card import (
     figures_block_span,
     figures_line,
@@ -60,6 +60,7 @@ def train_release(
     log: Log = print,
     val_only: bool = False,
     device: str | None = None,
+    spec: InputSpec | None = None,
 ) -> dict[str, Any]:
     """Train the release recipe's members and write the ensemble, metrics and model card into `out_dir`.
 
@@ -70,7 +71,8 @@ def train_release(
     `val_only` trains (or reuses) the members as usual but stops at the validation figures of the
     ensemble as it would ship and of each member ({"val": ..., "members": {seed: ...}}, each per
     group), writing nothing outside `work_dir` and never touching test: the way to judge a recipe
-    change before the one test evaluation.
+    change before the one test evaluation. `spec` (--size/--color) prepares a raw `data` in that
+    layout, so the members take it (None: the default, or a prepared folder's own).
     """
     for flag, value in (("--epochs", epochs), ("--limit", limit)):
         if value is not None and value < 1:
@@ -84,7 +86,7 @@ def train_release(
     out, work = Path(out_dir), Path(work_dir)
     if not val_only and out.exists() and any(out.iterdir()) and not (out / METRICS_FILE).is_file():
         raise ValueError(f"{out}: not a release folder (no {METRICS_FILE}); refusing to replace it")
-    splits, data_record = release_splits(data, work, limit)
+    splits, data_record = release_splits(data, work, limit, spec)
     torch.set_num_threads(int(recipe["torch_threads"]))
 
     log(f"[release] training on {describe_device(train_device)}")
@@ -119,9 +121,11 @@ def train_release(
     return metrics
 
 
-def release_splits(data: str | os.PathLike[str] | None, work: Path, limit: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every split of the prepared data (train cut to `limit` rows), and the data's record for metrics.json."""
-    prepared = ensure_prepared(data, ResultsStore(work))
+def release_splits(data: str | os.PathLike[str] | None, work: Path, limit: int | None,
+                   spec: InputSpec | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every split of the prepared data (train cut to `limit` rows; a raw source prepared in `spec`'s
+    layout, None: the default or a prepared folder's own), and the data's record for metrics.json."""
+    prepared = ensure_prepared(data, ResultsStore(work), spec)
     splits = {name: load_split(prepared, name) for name in SPLITS}
     if limit:
         splits["train"] = splits["train"].head(limit)
