@@ -153,3 +153,33 @@ def test_a_predictor_runs_a_mixed_ensemble_and_export_refuses_it_in_one_line(tmp
     with pytest.raises(InvalidInputError) as refused:
         export_onnx(predictor, tmp_path / "onnx")
     assert "\n" not in str(refused.value) and "different input specs" in str(refused.value)
+
+
+def test_a_colour_prepared_folder_reaches_each_model_in_its_spec(mixed, utkface_folder, tmp_path, no_figures):
+    from facetune.data.prepare import prepare
+    from facetune.predict import gather_inputs, predict_inputs
+
+    prepare(utkface_folder, tmp_path / "c64", spec=InputSpec.color(64))
+    inputs = gather_inputs([tmp_path / "c64"], split="test")
+    assert inputs.spec == InputSpec.color(64)
+    result = predict_inputs(mixed, inputs, use_ray=False)
+    images = [face_image(row.reshape(3, 64, 64)) for row in inputs.pixels]
+    np.testing.assert_allclose(result.outputs["gender"], expected(mixed, "gender", images), atol=1e-5)
+    np.testing.assert_allclose(result.outputs["ethnicity"], expected(mixed, "ethnicity", images), atol=1e-5)
+
+
+def test_the_ray_actor_converts_table_rows_and_decodes_files_per_model(mixed, mixed_dirs, tmp_path):
+    from facetune.predict.batch import PredictBatch
+
+    actor = PredictBatch({t: str(d) for t, d in mixed_dirs.items()}, batch_size=4,
+                         pixels_spec=InputSpec.color(64).to_dict())
+    faces = rgb_faces(2)
+    rows = np.ascontiguousarray(faces.transpose(0, 3, 1, 2)).reshape(2, -1)
+    from_rows = actor({"position": np.arange(2), "pixels": rows})
+    paths = [tmp_path / f"{i}.png" for i in range(2)]
+    for path, face in zip(paths, faces):
+        Image.fromarray(face).save(path)
+    from_files = actor({"position": np.arange(2), "path": np.asarray([str(p) for p in paths], dtype=object)})
+    images = [Image.fromarray(face) for face in faces]
+    for out in (from_rows, from_files):
+        np.testing.assert_allclose(out["out_gender"], expected(mixed, "gender", images), atol=1e-5)

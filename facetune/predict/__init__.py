@@ -5,7 +5,7 @@
     result = predict_images(predictor, ["face.jpg", "other.png"])
     result.predictions   # DataFrame: source, age, gender, gender_prob_female, ethnicity, prob_*
     result.rejects       # [Reject(source, reason)] for unreadable files
-    predictor.predict_array(pixels)  # (N, 48, 48) / (N, 2304) uint8 or float in [0, 1]
+    predictor.predict_array(pixels)  # faces in any one layout, uint8 or float in [0, 1]; each model gets its spec
 
 Modules import one way: inputs -> table -> predictor (loading, choice.py picks the models)
 -> local (this process) and batch (Ray Data) -> run (chooses the path) -> facetune.commands.predict.
