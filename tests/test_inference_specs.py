@@ -29,7 +29,8 @@ ARCH = {"conv_channels": [4, 8], "dense": [8]}
 
 def tiny_cnn(task: str, spec: InputSpec, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model("cnn", ARCH, task, make_context(task, input_spec=spec)).eval()
+    ages = np.array([20.0, 40.0]) if task == "age" else None  # an age model scales by its targets
+    return build_model("cnn", ARCH, task, make_context(task, ages, input_spec=spec)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +184,20 @@ def test_the_ray_actor_converts_table_rows_and_decodes_files_per_model(mixed, mi
     images = [Image.fromarray(face) for face in faces]
     for out in (from_rows, from_files):
         np.testing.assert_allclose(out["out_gender"], expected(mixed, "gender", images), atol=1e-5)
+
+
+def test_the_cgans_gray_faces_reach_a_colour_age_regressor_converted_to_its_spec():
+    from facetune.cgan.metrics import predict_with_features
+
+    regressor = tiny_cnn("age", COLOUR, 5)
+    generated = torch.rand(3, 1, 48, 48)  # the CGAN's default layout
+    ages, features = predict_with_features(regressor, generated)
+    gray = [Image.fromarray(np.rint(face[0].numpy() * 255).astype(np.uint8)) for face in generated]
+    assert ages.shape == (3,) and len(features) == 3
+    np.testing.assert_allclose(ages, expected_module(regressor, COLOUR, gray).reshape(-1), atol=1e-4)
+
+
+def expected_module(module: torch.nn.Module, spec: InputSpec, images: list[Image.Image]) -> np.ndarray:
+    x = torch.from_numpy(np.stack([to_face(image, spec) for image in images]).astype(np.float32) / 255.0)
+    with torch.no_grad():
+        return module(x).numpy()

@@ -31,7 +31,13 @@ def last_linear(model: nn.Module) -> nn.Linear:
 def predict_with_features(
     regressor: nn.Module, images: torch.Tensor, batch_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Run the age regressor on (N,C,S,S) [0,1] images; return (ages (N,), penultimate features (N,F))."""
+    """Run the age regressor on (N,C,S,S) [0,1] images, converted to its own input spec when it takes
+    another (images_in); return (ages (N,), penultimate features (N,F))."""
+    from facetune.predict.faces import images_in  # loads pyarrow (the data loader): only when metrics run
+
+    spec = getattr(regressor, "input_spec", None)  # a model that states none takes the images as they are
+    if spec is not None:
+        images = images_in(images, spec)
     captured: list[torch.Tensor] = []
     hook = last_linear(regressor).register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0].detach()))
     try:

@@ -73,6 +73,20 @@ class Faces:
                     else np.zeros((0, spec.pixels), np.uint8) for spec in specs})
 
 
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, C, S, S) floats in [0, 1] -> (N, C*S*S) uint8, rounded (for a conversion to another spec)."""
+    return np.rint(images.detach().cpu().float().numpy() * 255.0).clip(0, 255).astype(np.uint8).reshape(len(images), -1)
+
+
+def images_in(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """(N, C, S, S) float faces in [0, 1] as a model of `spec` takes them: unchanged when they are in
+    that layout already, else converted through uint8 with to_face (e.g. the CGAN's gray faces for
+    a colour age regressor)."""
+    if spec_of_array(images) == spec:
+        return images
+    return Faces.from_pixels(to_uint8(images), spec_of_array(images)).images(spec).to(images.device)
+
+
 def spec_of_array(array: np.ndarray) -> InputSpec:
     """The layout an array of faces is in, from its shape: (N, S, S) or (N, 1, S, S) gray, (N, 3, S, S)
     colour, (N, P) gray when P = S*S and colour when P = 3*S*S (never both: 3 is not a square).

@@ -20,8 +20,8 @@ from facetune.models.ensemble import input_specs
 from facetune.models.inference import forward_views
 from facetune.models.onnx_engine import INPUT_NAME, OUTPUT_NAME, onnx_bytes
 from facetune.predict import face_detection as faces_module
-from facetune.predict.faces import Faces, spec_of_array
-from facetune.predict.predictor import Predictor, to_uint8
+from facetune.predict.faces import Faces, spec_of_array, to_uint8
+from facetune.predict.predictor import Predictor
 from facetune.records import DEFAULT_INPUT_SPEC, InputSpec
 from facetune.tasks import TASKS
 

@@ -24,7 +24,7 @@ from facetune.models.inference import predict_outputs
 from facetune.models.multitask import TaskView, network_of
 from facetune.models.onnx_engine import onnx_runtime_twin
 from facetune.predict.choice import choose_best, read_summary
-from facetune.predict.faces import Faces, spec_of_array
+from facetune.predict.faces import Faces, spec_of_array, to_uint8
 from facetune.predict.table import prediction_frame
 from facetune.records import InputSpec
 from facetune.release import paths as release_paths
@@ -252,11 +252,6 @@ def _release_summaries(release_dir: Path, tta_flip: bool) -> dict[str, dict]:
                **{split: {k: v for k, v in figures[task].items() if k != "n"} for split, figures in (("test", test), ("val", metrics["val"]))}}
         for task in TASKS
     }
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, C, S, S) floats in [0, 1] -> (N, C*S*S) uint8, rounded (for a conversion to another spec)."""
-    return np.rint(images.detach().cpu().float().numpy() * 255.0).clip(0, 255).astype(np.uint8).reshape(len(images), -1)
 
 
 def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
