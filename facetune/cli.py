@@ -15,7 +15,7 @@ from facetune.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, Face
 
 #: Subcommand modules under facetune.commands, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = ("prepare", "tune", "ensemble", "final_fit", "report", "train_cgan", "generate", "predict",
-                                    "serve", "export", "train_release", "train_student")
+                                    "serve", "export", "train_release", "train_student", "quantize")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -204,6 +204,8 @@ TEST_PREDICTIONS_FILE = "test_predictions.csv"
 TRIALS_FILE = "trials.csv"
 MODEL_WEIGHTS_FILE = "model.pt"
 MODEL_CONFIG_FILE = "model_config.json"
+#: In a model's folder: the activation ranges its int8 network is quantised with, and their verdict on test.
+INT8_RANGES_FILE = "int8_ranges.json"
 ENSEMBLE_CONFIG_FILE = "ensemble.json"
 #: A multitask ensemble's stacked heads (linear layers over its members' joined trunk features).
 STACKED_HEADS_FILE = "stacked_heads.pt"

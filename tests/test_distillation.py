@@ -160,3 +160,23 @@ def test_a_student_of_a_missing_member_is_refused_before_training(tiny_student, 
     recipe.write_text(yaml.safe_dump({**TINY_STUDENT, "init": "seed-9"}))
     with pytest.raises(InvalidInputError, match="init: 'seed-9' is not a member"):
         train_student(tiny_student["data"], tmp_path / "work", tiny_student["release"], recipe)
+
+
+def test_predict_refuses_a_shipped_model_choice_beside_a_results_directory(tmp_path, capsys):
+    from facetune.cli import main
+
+    assert main(["predict", "--models", str(tmp_path), "--pretrained", "fast", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--pretrained fast picks a shipped model" in err
+
+
+def test_the_service_refuses_an_unknown_shipped_model():
+    from facetune.serve.app import ServeSettings
+
+    with pytest.raises(InvalidInputError, match="pretrained 'tiny'"):
+        ServeSettings(pretrained="tiny")
+
+
+def test_an_unknown_shipped_model_is_refused_by_the_python_api():
+    with pytest.raises(ValueError, match="pretrained model 'tiny'"):
+        Predictor.pretrained(device="cpu", which="tiny")

@@ -3,25 +3,26 @@ activations) calibrated on train faces, for the faster CPU path (`--engine int8`
 
 Calibration needs faces, which an installed package does not have, so it happens once where the
 data is (`facetune quantize`): the activation ranges of every tensor on train faces are kept in
-the model's folder (INT8_FILE) with the test figures of the int8 network beside float32's. At
+the model's folder (INT8_RANGES_FILE) with the test figures of the int8 network beside float32's. At
 load time the network is exported and quantised with those ranges as overrides, in about a
 second, with no data; a network without ranges (or whose int8 figures were not within tolerance)
 stays on float32.
 """
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
+from facetune.models.ensemble import input_specs
 from facetune.models.onnx_engine import INPUT_NAME, OnnxRuntimeNetwork, onnx_bytes
+from facetune.records import INT8_RANGES_FILE
 
-#: In a model's folder: the activation ranges its int8 network is quantised with, and its parity figures.
-INT8_FILE = "int8_ranges.json"
 #: Faces per calibration batch.
 CALIBRATION_BATCH = 64
 
@@ -88,7 +89,33 @@ def int8_network(network: nn.Module, ranges: dict[str, list[float]], example: to
     return OnnxRuntimeNetwork(int8_bytes(network, ranges, example), threads)
 
 
-def summary(record: dict[str, Any]) -> str:
-    """One line on an INT8_FILE record: its test figures beside float32's and whether they are within tolerance."""
-    verdict = "used" if record["within_tolerance"] else "not used (outside tolerance)"
-    return f"int8 {verdict}: {record['figures_line']}"
+def input_shape(network: nn.Module) -> tuple[int, int, int]:
+    """(channels, size, size) of the faces `network` takes (its input spec, an ensemble's members'); an
+    ensemble whose members take different specs has no one graph input: ValueError."""
+    specs = input_specs(network)
+    if len(specs) != 1:
+        raise ValueError(f"its members take {len(specs)} input specs")
+    return specs[0].shape
+
+
+def read_ranges(folder: Path) -> tuple[dict[str, list[float]] | None, str]:
+    """(the int8 ranges kept in `folder`, "") when they were judged within tolerance on test; else
+    (None, why not in a few words)."""
+    path = Path(folder) / INT8_RANGES_FILE
+    if not path.is_file():
+        return None, f"no {INT8_RANGES_FILE}: run `facetune quantize`"
+    record = json.loads(path.read_text())
+    if not record.get("within_tolerance"):
+        return None, f"its int8 test figures were outside tolerance ({path})"
+    return record["ranges"], ""
+
+
+def int8_twin(network: nn.Module, folder: Path, threads: int | None = None) -> tuple[nn.Module | None, str]:
+    """(the int8 onnxruntime network of `network` with the ranges kept in `folder`, "") or (None, why not)."""
+    ranges, reason = read_ranges(folder)
+    if ranges is None:
+        return None, reason
+    try:
+        return int8_network(network, ranges, torch.zeros(2, *input_shape(network)), threads), ""
+    except Exception as error:  # a graph the quantiser cannot take: float32 instead
+        return None, f"not quantisable ({type(error).__name__}: {str(error).splitlines()[0][:120]})"

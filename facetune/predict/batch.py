@@ -37,7 +37,7 @@ class PredictBatch:
     each task's raw outputs, with NaN rows and a reason for the files that could not be read."""
 
     def __init__(self, model_dirs: dict[str, str], batch_size: int, tta_flip: bool = False,
-                 onnxruntime: bool = False, pixels_spec: dict | None = None) -> None:
+                 onnxruntime: bool = False, int8: bool = False, pixels_spec: dict | None = None) -> None:
         on_gpu = torch.cuda.is_available()
         # CPU actors share the node's cores; one torch thread each avoids oversubscription.
         if not on_gpu:
@@ -45,7 +45,7 @@ class PredictBatch:
         self.decode_threads = decode_threads() if on_gpu else CPU_ACTOR_DECODE_THREADS
         self.predictor = Predictor.from_model_dirs(model_dirs, tta_flip=tta_flip)
         if onnxruntime:  # the driver's predictor runs on it: the same engine here
-            self.predictor.use_onnxruntime()
+            self.predictor.use_onnxruntime(int8=int8)
         self.batch_size = batch_size
         #: The layout of a table's `pixels` column (paths are decoded to the models' own specs).
         self.pixels_spec = InputSpec.from_dict(pixels_spec) if pixels_spec else DEFAULT_INPUT_SPEC
@@ -149,6 +149,7 @@ def ray_raw_outputs(
                 "batch_size": batch_size,
                 "tta_flip": predictor.tta_flip,
                 "onnxruntime": predictor.engine != "torch",
+                "int8": "int8" in predictor.engine,
                 "pixels_spec": inputs.spec.to_dict(),
             },
             batch_size=rows_per_block,  # a whole block per call; raw_outputs batches the forward passes

@@ -21,6 +21,7 @@ from facetune.devices import resolve_device
 from facetune.models import load_model
 from facetune.models.ensemble import input_specs
 from facetune.models.inference import predict_outputs
+from facetune.models.int8 import int8_twin
 from facetune.models.multitask import TaskView, network_of
 from facetune.models.onnx_engine import onnx_runtime_twin
 from facetune.predict.choice import choose_best, read_summary
@@ -69,6 +70,7 @@ class Predictor:
         #: id(network) -> its onnxruntime twin (use_onnxruntime); absent: the network runs on torch.
         self._twins: dict[int, torch.nn.Module] = {}
         self._engine_tried = False
+        self._int8: set[int] = set()  # ids of the networks whose twin is quantised
         self.engine_notes: list[str] = []  # why a network stays on torch
 
     def networks(self) -> dict[int, torch.nn.Module]:
@@ -79,30 +81,41 @@ class Predictor:
             found.setdefault(id(network), network)
         return found
 
-    def use_onnxruntime(self) -> str:
+    def use_onnxruntime(self, int8: bool = False) -> str:
         """Run each network with onnxruntime from now on, where its twin matches torch within
         facetune.models.onnx_engine.PARITY_ATOL (on CPU only; a GPU stays with torch). Building a
         twin exports the network (a second or two each), so this pays off for batches of hundreds
-        of faces and up. Returns a line saying what each network runs on."""
+        of faces and up. With `int8`, a network whose folder holds int8 ranges judged within
+        tolerance on test (`facetune quantize`) runs quantised instead, the others in float32.
+        Returns a line saying what each network runs on."""
 
         if self.device.type != "cpu":
             return "engine: torch (onnxruntime is used on CPU only)"
         if not self._engine_tried:  # once: a network that cannot go is not exported again
             self._engine_tried = True
+            folders = {id(network_of(m.module)): m.model_dir for m in self.models.values()}
             for key, network in self.networks().items():
-                twin, reason = onnx_runtime_twin(network)
+                twin, reason = int8_twin(network, folders[key]) if int8 else (None, "")
+                if twin is None:
+                    if reason:
+                        self.engine_notes.append(f"{type(network).__name__} stays float32 ({reason})")
+                    twin, reason = onnx_runtime_twin(network)
+                else:
+                    self._int8.add(key)
                 if twin is None:
                     self.engine_notes.append(f"{type(network).__name__} stays on torch ({reason})")
                 else:
                     self._twins[key] = twin
-        return "engine: onnxruntime" + (f"; {'; '.join(self.engine_notes)}" if self.engine_notes else "") \
+        name = "onnxruntime" + (" int8" if self._int8 else "")
+        return f"engine: {name}" + (f"; {'; '.join(self.engine_notes)}" if self.engine_notes else "") \
             if self._twins else f"engine: torch; {'; '.join(self.engine_notes)}"
 
     @property
     def engine(self) -> str:
         """"onnxruntime" when every network runs on it, "torch" when none does, else "mixed"."""
         count = sum(1 for key in self.networks() if key in self._twins)
-        return "torch" if not count else "onnxruntime" if count == len(self.networks()) else "mixed"
+        whole = "onnxruntime int8" if self._int8 == set(self.networks()) else "onnxruntime"
+        return "torch" if not count else whole if count == len(self.networks()) else "mixed"
 
     @classmethod
     def pretrained(cls, device: str | torch.device | None = None, tta_flip: bool | None = None,

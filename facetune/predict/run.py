@@ -16,14 +16,15 @@ from facetune.predict.table import PredictionResult, prediction_frame
 RAY_MIN_IMAGES = 1000
 #: From this many inputs the onnxruntime engine (a second or two to export each network) pays off.
 ONNXRUNTIME_MIN_IMAGES = 200
-ENGINES = ("auto", "torch", "onnxruntime")
+#: int8: onnxruntime with the networks quantised where `facetune quantize` judged them within tolerance.
+ENGINES = ("auto", "torch", "onnxruntime", "int8")
 
 
 def chooses_onnxruntime(num_inputs: int, engine: str = "auto") -> bool:
     """Whether the networks run on onnxruntime: asked for, or (auto) ONNXRUNTIME_MIN_IMAGES inputs or more."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
-    return engine == "onnxruntime" or (engine == "auto" and num_inputs >= ONNXRUNTIME_MIN_IMAGES)
+    return engine in ("onnxruntime", "int8") or (engine == "auto" and num_inputs >= ONNXRUNTIME_MIN_IMAGES)
 
 
 def chooses_ray(num_inputs: int, cluster_cpus: float | None = None) -> bool:
@@ -60,7 +61,7 @@ def predict_inputs(
     torch or onnxruntime (`engine`, see chooses_onnxruntime; the same outputs within 1e-4).
     Rows keep input order; unreadable files are rejects."""
     if chooses_onnxruntime(len(inputs), engine):
-        predictor.use_onnxruntime()
+        predictor.use_onnxruntime(int8=engine == "int8")
     if use_ray is None:
         use_ray = chooses_ray(len(inputs), attached_cluster_cpus())
     if use_ray and len(inputs):

@@ -14,6 +14,7 @@ import yaml
 from facetune.errors import InvalidInputError
 from facetune.group_figures import RESAMPLES, format_figure, summary, summary_lines
 from facetune.groups import MIN_GROUP_SIZE, group_names
+from facetune.records import INT8_RANGES_FILE
 from facetune.release.evaluation import headline
 from facetune.records import DEFAULT_INPUT_SPEC, InputSpec, input_spec_from
 from facetune.release.paths import CARD_FILE, METRICS_FILE, STUDENT_DIR_NAME
@@ -43,9 +44,10 @@ def shipped_files(release_dir: Path) -> list[str]:
 
 
 def teacher_digest(release_dir: Path) -> str:
-    """One sha256 over the release's shipped files: which ensemble a fast model was distilled from."""
+    """One sha256 over the release's shipped files (its int8 ranges aside, which change no weight):
+    which ensemble a fast model was distilled from."""
     digest = hashlib.sha256()
-    for name in shipped_files(release_dir):
+    for name in [name for name in shipped_files(release_dir) if Path(name).name != INT8_RANGES_FILE]:
         digest.update(f"{name} {file_sha256(Path(release_dir) / name)}\n".encode())
     return digest.hexdigest()
 
