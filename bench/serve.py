@@ -78,8 +78,12 @@ class Phase:
                 f"p99 {self.p99_ms:6.1f} ms  errors {self.errors}")
 
 
-async def load(url: str, body: bytes, requests: int, concurrency: int) -> tuple[float, list[float], int]:
-    """POST `body` `requests` times with `concurrency` in flight: (seconds, latencies in s, errors)."""
+async def load(url: str, body: bytes | list[bytes], requests: int, concurrency: int,
+               faces: range = range(1, 2)) -> tuple[float, list[float], int]:
+    """POST `body` (or each of a list in turn) `requests` times with `concurrency` in flight:
+    (seconds, latencies in s, errors). An answer is an error unless it is 200 with a number of
+    faces in `faces`."""
+    bodies = body if isinstance(body, list) else [body]
     latencies: list[float] = []
     errors = 0
     remaining = iter(range(requests))
@@ -88,12 +92,13 @@ async def load(url: str, body: bytes, requests: int, concurrency: int) -> tuple[
 
         async def worker() -> None:
             nonlocal errors
-            for _ in remaining:  # shared iterator: each request is taken by exactly one worker
+            for number in remaining:  # shared iterator: each request is taken by exactly one worker
                 started = time.perf_counter()
                 try:
-                    async with session.post(url, data=body, headers={"Content-Type": "image/jpeg"}) as resp:
+                    async with session.post(url, data=bodies[number % len(bodies)],
+                                            headers={"Content-Type": "image/jpeg"}) as resp:
                         answer = await resp.json()
-                        ok = resp.status == 200 and len(answer.get("faces", ())) == 1
+                        ok = resp.status == 200 and len(answer.get("faces", ())) in faces
                 except (aiohttp.ClientError, asyncio.TimeoutError):
                     ok = False
                 latencies.append(time.perf_counter() - started)

@@ -16,9 +16,7 @@ import argparse
 import asyncio
 import io
 import json
-import socket
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +24,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))  # the scene maker
 
-import aiohttp  # noqa: E402  (comes with ray[default])
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -35,9 +32,10 @@ from facetune.data.prepare import ensure_prepared  # noqa: E402
 from facetune.serve.app import APP_NAME, ServeSettings, build_app  # noqa: E402
 from facetune.storage import ResultsStore  # noqa: E402
 import scenes  # noqa: E402
+from serve import free_port, load  # noqa: E402  (bench/serve.py: the same client)
 
 IMAGES = REPO_ROOT.parent / "shared" / "data" / "UTKFace"
-REQUEST_TIMEOUT_S = 60
+ANY_FACES = range(1, 100)
 PHOTOS = 10  # distinct photos, cycled through
 PHOTO_SIZE = (512, 512)  # (height, width)
 
@@ -69,33 +67,6 @@ class Phase:
         return (self.requests - self.errors) / self.seconds
 
 
-async def load(url: str, bodies: list[bytes], requests: int, concurrency: int) -> tuple[float, list[float], int]:
-    """POST the bodies round-robin, `requests` in all, `concurrency` in flight: (seconds, latencies, errors)."""
-    latencies: list[float] = []
-    errors = 0
-    remaining = iter(range(requests))
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout) as session:
-
-        async def worker() -> None:
-            nonlocal errors
-            for number in remaining:  # shared iterator: each request is taken by exactly one worker
-                started = time.perf_counter()
-                try:
-                    body = bodies[number % len(bodies)]
-                    async with session.post(url, data=body, headers={"Content-Type": "image/jpeg"}) as resp:
-                        answer = await resp.json()
-                        ok = resp.status == 200 and len(answer.get("faces", ())) >= 1
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    ok = False
-                latencies.append(time.perf_counter() - started)
-                errors += not ok
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - started, latencies, errors
-
-
 def jpeg(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=92)
@@ -117,12 +88,6 @@ def request_bodies(data: str | None, work: str) -> dict[str, list[bytes]]:
     return {"crop": crops, "photo": [jpeg(picture) for picture in pictures]}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> int:
     args = parse_args()
     import ray
@@ -141,9 +106,9 @@ def main() -> int:
                                      max_ongoing_requests=max(64, 2 * max(concurrencies)))
             serve.run(build_app(asdict(settings)), name=APP_NAME, route_prefix="/")
             for kind, kind_bodies in bodies.items():
-                asyncio.run(load(url, kind_bodies, 20, 4))  # warm-up
+                asyncio.run(load(url, kind_bodies, 20, 4, ANY_FACES))  # warm-up
                 for concurrency in concurrencies:
-                    seconds, latencies, errors = asyncio.run(load(url, kind_bodies, args.requests, concurrency))
+                    seconds, latencies, errors = asyncio.run(load(url, kind_bodies, args.requests, concurrency, ANY_FACES))
                     p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
                     phase = Phase(model, kind, concurrency, args.requests, seconds, errors, float(p50), float(p99))
                     phases.append(phase)

@@ -91,14 +91,19 @@ def finetune_member(
     identity = {"base": {k: member[k] for k in MEMBER_KEYS}, "base_train_config": base_fitted["train_config"],
                 "weights_dtype": weights_dtype, "limit": limit}
     state_path = work / FINETUNE_STATE_FILE
-    resume = None
-    if state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        if saved.get("train_config") == train_cfg.to_dict() and saved.get("identity") == identity:
-            resume = saved
+    resume = resumable_state(state_path, train_cfg, identity)
     model, fitted = fit_resumably(model, train_cfg, splits, state_path, resume, {"identity": identity},
                                    f"seed {member['train']['seed']} fine-tune", log, device)
     return model, base_fitted | {"train_seconds": base_fitted["train_seconds"] + fitted["train_seconds"], "finetune": fitted}
+
+
+def resumable_state(state_path: Path, train_cfg: Any, identity: dict[str, Any]) -> dict | None:
+    """The per-epoch state saved at `state_path` when it was saved by the same train config and
+    `identity` (what else the training depends on), else None: train from the start."""
+    if not state_path.is_file():
+        return None
+    saved = torch.load(state_path, map_location="cpu", weights_only=False)
+    return saved if saved.get("train_config") == train_cfg.to_dict() and saved.get("identity") == identity else None
 
 
 def train_config(keys: dict[str, Any], epochs: int | None) -> Any:

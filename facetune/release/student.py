@@ -26,7 +26,7 @@ from facetune.json_files import write_json
 from facetune.models import build_model, load_model, make_context, save_model
 from facetune.release.card import figures_line, teacher_digest, write_model_card
 from facetune.release.evaluation import evaluate
-from facetune.release.members import fit_resumably, train_config
+from facetune.release.members import fit_resumably, resumable_state, train_config
 from facetune.release.paths import MEMBERS_DIR, METRICS_FILE, PRETRAINED_DIR, STUDENT_DIR_NAME
 from facetune.release.recipe import WEIGHTS_DTYPES
 from facetune.release.train import release_splits
@@ -125,11 +125,7 @@ def train_student(
         model.load_state_dict(load_model(init)[0].state_dict())
     identity = {"recipe": {k: v for k, v in recipe.items() if k != "description"}, "teacher": digest, "limit": limit}
     state_path = work / STATE_FILE
-    resume = None
-    if state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        if saved.get("train_config") == train_cfg.to_dict() and saved.get("identity") == identity:
-            resume = saved
+    resume = resumable_state(state_path, train_cfg, identity)
     log(f"[student] training on {describe_device(train_device)}"
         f"{f', from {init}' if init is not None else ', from scratch'}")
     model, fitted = fit_resumably(model, train_cfg, splits, state_path, resume, {"identity": identity}, "student", log,
