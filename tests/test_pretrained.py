@@ -106,3 +106,23 @@ def test_pretrained_predictor_carries_the_model_cards_figures():
     summary = predictor.models["gender"].summary
     assert 0.5 < summary["test"]["accuracy"] <= 1.0 and 0.5 < summary["val"]["accuracy"] <= 1.0
     assert summary["test"]["accuracy"] != Predictor.pretrained(device="cpu", tta_flip=False).models["gender"].summary["test"]["accuracy"]
+
+
+def test_the_fast_model_ships_beside_the_ensemble_distilled_from_it():
+    from facetune.release.card import teacher_digest
+    from facetune.release.paths import STUDENT_DIR
+
+    metrics = json.loads((STUDENT_DIR / "metrics.json").read_text())
+    assert metrics["teacher"] == teacher_digest(PRETRAINED_DIR)
+    assert not metrics["shrunk_for_test"]
+    card = (PRETRAINED_DIR / CARD_FILE).read_text()
+    assert "## The fast model (`--pretrained fast`)" in card and "distilled from another build" not in card
+    for path in STUDENT_DIR.iterdir():
+        assert f"| student/{path.name} | `{file_sha256(path)}` |" in card
+
+
+def test_the_fast_model_is_one_network_answering_every_task_with_one_view():
+    predictor = Predictor.pretrained(device="cpu", which="fast")
+    assert len(predictor.networks()) == 1 and not predictor.tta_flip
+    frame = predictor.predict_array(np.full((2, 48, 48), 128, np.uint8))
+    assert list(frame["gender"].isin(["male", "female"])) == [True, True]
