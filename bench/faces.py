@@ -57,16 +57,19 @@ def parse_args() -> argparse.Namespace:
 
 
 def source_faces(data: Path, images: Path) -> tuple[list[np.ndarray], object]:
-    test = load_split(data, "test")
-    faces = []
-    for source, pixels in zip(test.source, test.pixels):
-        original = images / f"{source}.chip.jpg"
-        if original.is_file():
-            from PIL import Image
+    from PIL import Image
 
+    test = load_split(data, "test")
+    faces, originals = [], 0
+    for source, pixels in zip(test.source, test.pixels):
+        # A prepared UTKFace row's source is the file name itself (`..._date.jpg.chip.jpg`).
+        original = images / Path(source).name
+        if original.is_file():
             faces.append(np.asarray(Image.open(original).convert("RGB")))
+            originals += 1
         else:
             faces.append(pixels.reshape(IMAGE_SIZE, IMAGE_SIZE))
+    print(f"test faces: {originals} of {len(faces)} as UTKFace colour originals, the rest as prepared 48x48 gray")
     return faces, test
 
 
