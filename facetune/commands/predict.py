@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from facetune.commands.checks import check_writable_folder
+from facetune.detectors import DEFAULT_DETECTOR, DETECTORS
 from facetune.devices import resolve_device
 from facetune.errors import NoDataError, OutputError, UsageError, one_line, path_text
 from facetune.predict.choice import read_summary
@@ -81,6 +82,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--faces", choices=("auto", "detect", "whole"), default="auto",
         help="detect: find and align the faces in every image; whole: each image is one face crop "
              "(UTKFace-style); auto (default): images over 128 px are searched, smaller ones are crops",
+    )
+    parser.add_argument(
+        "--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
+        help="face detector for photos: cnn (default; RetinaFace, aligned on eyes, nose and mouth) or haar "
+             "(OpenCV cascades, the fallback)",
     )
     parser.add_argument("--annotate", type=Path, metavar="DIR", help="write each image with boxes and labels to DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
@@ -193,7 +199,8 @@ def run(args: argparse.Namespace) -> int:
     progress = None if args.quiet else ProgressLine()
     if inputs.paths is not None and (args.annotate or needs_detection(inputs.paths, args.faces)):
         # Photos: one row per face (whole-image rows where `auto` sees a crop).
-        result = predict_photos(predictor, inputs.paths, args.faces, args.batch_size, progress, args.annotate)
+        result = predict_photos(predictor, inputs.paths, args.faces, args.batch_size, progress, args.annotate,
+                                args.detector)
         result.rejects[:0] = inputs.rejects
     else:
         result = predict_inputs(

@@ -9,6 +9,7 @@ import sys
 import threading
 from dataclasses import asdict
 
+from facetune.detectors import DEFAULT_DETECTOR, DETECTORS
 from facetune.errors import UsageError
 from facetune.release.paths import PRETRAINED_CHOICES, shipped_models_present
 
@@ -38,6 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="longest wait to fill a batch")
     parser.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs reserved per replica")
     parser.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default): in each replica, its first GPU when it has one")
+    parser.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
+                        help="face detector: cnn (default; RetinaFace with landmarks) or haar (OpenCV cascades)")
     parser.set_defaults(func=run)
     return parser
 
@@ -94,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         batch_wait_timeout_s=args.batch_wait_ms / 1000,
         max_replicas=max(1, args.replicas),
         replica_cpus=args.replica_cpus,
+        detector=args.detector,
     )
 
     import ray

@@ -1,6 +1,9 @@
 """Find faces in ordinary photos and cut them out the way UTKFace's aligned crops were cut.
 
-Detector: OpenCV's Haar cascades, bundled in the opencv-python-headless 4.x wheel
+Two detectors (`detector=`): "cnn" (default), RetinaFace with five landmarks
+(facetune.predict.retinaface), aligned by facetune.predict.alignment; "haar", below, the fallback.
+
+Haar detector: OpenCV's Haar cascades, bundled in the opencv-python-headless 4.x wheel
 (`cv2.data.haarcascades`), so nothing is downloaded at run time. dlib (what UTKFace used) has
 no wheel in the package registry and its landmark model ships separately; see README
 ("Faces in photos") for the measurements behind the choice.
@@ -23,6 +26,8 @@ import numpy as np
 from PIL import Image
 
 from facetune.data.images import ImageDecodeError, face_problem, to_face, to_gray48
+from facetune.detectors import DEFAULT_DETECTOR, Detector, check_detector
+from facetune.predict import alignment, retinaface
 from facetune.records import DEFAULT_INPUT_SPEC, InputSpec
 
 FacesMode = Literal["auto", "detect", "whole"]
@@ -60,15 +65,17 @@ MAX_ROLL_DEGREES = 25.0
 @dataclass(frozen=True)
 class Face:
     """One face: its box (x, y, w, h) in the original image's pixels, the detector's score
-    (the number of agreeing cascade windows; NaN for a whole-image crop), the roll angle
-    applied to level the eyes, and the aligned crop at the photo's own resolution, (H, W, 3)
-    uint8 RGB: each model converts it to its own input spec (`crop`), from the original pixels."""
+    (cnn: its probability 0..1; haar: the number of agreeing cascade windows; NaN for a
+    whole-image crop), the roll angle applied to level the eyes, the aligned crop at the photo's
+    own resolution, (H, W, 3) uint8 RGB: each model converts it to its own input spec (`crop`),
+    from the original pixels; and (cnn) the five landmarks (5, 2) in image pixels."""
 
     box: tuple[int, int, int, int]
     score: float
     region: np.ndarray
     angle: float = 0.0
     mode: str = "detect"
+    landmarks: np.ndarray | None = None
 
     def crop(self, spec: InputSpec = DEFAULT_INPUT_SPEC) -> np.ndarray:
         """The face as a model of `spec` takes it: spec.shape uint8 (the training conversion)."""
@@ -222,7 +229,28 @@ def aligned_region(rgb: np.ndarray, box: tuple[int, int, int, int], angle: float
     return cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def find_faces(image: np.ndarray, mode: FacesMode = "auto") -> list[Face]:
+def cnn_faces(rgb: np.ndarray) -> list[Face]:
+    """Faces found by the CNN detector, aligned on their landmarks, largest first."""
+    faces = []
+    for found in retinaface.detect(rgb):
+        box = tuple(int(round(v)) for v in alignment.crop_square(found.landmarks))
+        faces.append(Face(box, found.score, alignment.aligned_region(rgb, found.landmarks),
+                          alignment.roll(found.landmarks), "detect", found.landmarks))
+    faces.sort(key=lambda face: -face.box[2])
+    return faces
+
+
+def haar_faces(rgb: np.ndarray) -> list[Face]:
+    """Faces found by the Haar cascades, rolled by their eye pair, largest first."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    faces = []
+    for box, score, search_angle in detect_boxes(gray):
+        angle = eye_angle(gray, box, fallback=search_angle)
+        faces.append(Face(box, score, aligned_region(rgb, box, angle), angle, "detect"))
+    return faces
+
+
+def find_faces(image: np.ndarray, mode: FacesMode = "auto", detector: Detector = DEFAULT_DETECTOR) -> list[Face]:
     """Faces in an RGB/RGBA/gray uint8 image, largest first, each cropped as UTKFace was.
 
     mode "whole": the image is one face (today's behaviour, for UTKFace-style crops);
@@ -230,19 +258,16 @@ def find_faces(image: np.ndarray, mode: FacesMode = "auto") -> list[Face]:
     "auto": images up to AUTO_WHOLE_MAX_SIDE pixels are crops already (too small to hold a
     findable face anywhere else), larger ones are searched, and one whose largest face spans
     AUTO_CROP_FACE_FRACTION of its width is a crop too. `Face.mode` records the choice.
-    A whole-image face that cannot be one raises ImageDecodeError (see whole_face).
+    `detector`: "cnn" (landmarks, default) or "haar" (cascades). A whole-image face that cannot
+    be one raises ImageDecodeError (see whole_face).
     """
     if mode not in FACES_MODES:
         raise ValueError(f"unknown faces mode {mode!r}; known: {', '.join(FACES_MODES)}")
+    check_detector(detector)
     rgb = to_rgb(image)
     if mode == "whole" or (mode == "auto" and max(rgb.shape[:2]) <= AUTO_WHOLE_MAX_SIDE):
         return [whole_face(rgb)]
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    boxes = detect_boxes(gray)
-    if mode == "auto" and boxes and boxes[0][0][2] >= AUTO_CROP_FACE_FRACTION * rgb.shape[1]:
+    faces = cnn_faces(rgb) if detector == "cnn" else haar_faces(rgb)
+    if mode == "auto" and faces and faces[0].box[2] >= AUTO_CROP_FACE_FRACTION * rgb.shape[1]:
         return [whole_face(rgb)]
-    faces = []
-    for box, score, search_angle in boxes:
-        angle = eye_angle(gray, box, fallback=search_angle)
-        faces.append(Face(box, score, aligned_region(rgb, box, angle), angle, "detect"))
     return faces

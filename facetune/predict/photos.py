@@ -15,10 +15,11 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from facetune.data.images import ImageDecodeError, header_size, open_image, upright_rgb
+from facetune.detectors import DEFAULT_DETECTOR, Detector, check_detector
 from facetune.errors import OutputError, path_text
 from facetune.predict.face_detection import AUTO_WHOLE_MAX_SIDE, FacesMode, find_faces
-from facetune.predict.inputs import Reject
 from facetune.predict.faces import Faces
+from facetune.predict.inputs import Reject
 from facetune.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, ProgressCallback
 from facetune.predict.table import PredictionResult, prediction_frame
 
@@ -55,12 +56,15 @@ def predict_photos(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressCallback | None = None,
     annotate_dir: str | os.PathLike[str] | None = None,
+    detector: Detector = DEFAULT_DETECTOR,
 ) -> PredictionResult:
     """One row per face found in each image (columns FACE_COLUMNS + the predictions).
 
     Images without a face and unreadable files are rejects with the reason. With
     `annotate_dir`, a copy of every image with its boxes and labels is written there.
+    `detector`: "cnn" (default) or "haar" (facetune.predict.face_detection).
     """
+    check_detector(detector)
     rows: list[dict] = []
     positions: list[int] = []  # input index per face, so labels line up as in run.predict_inputs
     crops: list[np.ndarray] = []
@@ -70,7 +74,7 @@ def predict_photos(
         source = str(path)
         try:
             rgb, scale = read_rgb(path)
-            faces = find_faces(rgb, mode)
+            faces = find_faces(rgb, mode, detector)
         except ImageDecodeError as err:
             rejects.append(Reject(source, err.reason))
             continue

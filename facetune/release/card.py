@@ -14,9 +14,8 @@ import yaml
 from facetune.errors import InvalidInputError
 from facetune.group_figures import RESAMPLES, format_figure, summary, summary_lines
 from facetune.groups import MIN_GROUP_SIZE, group_names
-from facetune.records import INT8_RANGES_FILE
+from facetune.records import DEFAULT_INPUT_SPEC, INT8_RANGES_FILE, InputSpec, input_spec_from
 from facetune.release.evaluation import headline
-from facetune.records import DEFAULT_INPUT_SPEC, InputSpec, input_spec_from
 from facetune.release.paths import CARD_FILE, METRICS_FILE, STUDENT_DIR_NAME
 
 SHA_HEADING = "## Files"

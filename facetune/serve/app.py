@@ -19,6 +19,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from facetune.detectors import DEFAULT_DETECTOR, check_detector
 from facetune.devices import parse_device
 from facetune.errors import InvalidInputError
 from facetune.release.paths import PRETRAINED_CHOICES
@@ -50,6 +51,7 @@ class ServeSettings:
     replica_cpus: float = 1.0
     replica_gpus: float = 0.0  # > 0 puts each replica on a GPU (the models then run on cuda)
     max_body_bytes: int = uploads.MAX_BODY_BYTES
+    detector: str = DEFAULT_DETECTOR  # cnn or haar (facetune.detectors)
 
     def __post_init__(self) -> None:
         # Refused here, in one line, rather than as a replica that fails to start again and again.
@@ -57,6 +59,7 @@ class ServeSettings:
         parse_device(self.device, "device")
         if self.pretrained not in PRETRAINED_CHOICES:
             raise InvalidInputError(f"pretrained {self.pretrained!r}: choose one of {sorted(PRETRAINED_CHOICES)}")
+        check_detector(self.detector, "detector")
         limits = (("max_batch_size", 1), ("min_replicas", 1), ("max_ongoing_requests", 1), ("max_body_bytes", 1),
                   ("batch_wait_timeout_s", 0), ("replica_cpus", 0), ("replica_gpus", 0))
         for name, least in limits:
@@ -145,7 +148,7 @@ class FaceService:
         # and other requests are answered while a form is parsed or an image decoded; PIL's codecs
         # and the detector release the GIL.
         upload, decoded, faces = await asyncio.get_running_loop().run_in_executor(
-            self.readers, read_request, body, request.headers.get("content-type", "")
+            self.readers, read_request, body, request.headers.get("content-type", ""), self.settings.detector
         )
         entries = await asyncio.gather(*(self.predict_faces(face.crop) for face in faces))
         self.counts.record.remote(None)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from facetune.data.images import MAX_PIXELS, Decoded, ImageDecodeError, open_image
+from facetune.detectors import DEFAULT_DETECTOR, Detector
 from facetune.serve.detection import Face, faces_in
 
 #: Largest request body accepted; phone photos are a few MB, so this leaves room without
@@ -143,7 +144,7 @@ def refusal(err: ImageDecodeError) -> BadRequest:
     return BadRequest(422, err.kind, err.reason)
 
 
-def read_request(body: bytes, content_type: str) -> tuple[Upload, Decoded, list[Face]]:
+def read_request(body: bytes, content_type: str, detector: Detector = DEFAULT_DETECTOR) -> tuple[Upload, Decoded, list[Face]]:
     """A read body's upload, its decoded image and its faces; BadRequest for what is refused.
 
     Blocking work (form parsing, decoding, detection): the service runs it in a thread.
@@ -151,7 +152,7 @@ def read_request(body: bytes, content_type: str) -> tuple[Upload, Decoded, list[
     upload = extract_upload(body, content_type)
     decoded = decode_image(upload.data)
     try:
-        return upload, decoded, faces_in(decoded)
+        return upload, decoded, faces_in(decoded, detector)
     except ImageDecodeError as err:  # taken whole, but too uniform to be a face
         raise refusal(err) from None
     finally:
