@@ -29,7 +29,7 @@ from facetune.release.evaluation import evaluate
 from facetune.release.members import fit_resumably, resumable_state, train_config
 from facetune.release.paths import MEMBERS_DIR, METRICS_FILE, PRETRAINED_DIR, STUDENT_DIR_NAME
 from facetune.release.recipe import WEIGHTS_DTYPES
-from facetune.release.train import release_splits
+from facetune.release.train import check_shrink, release_splits
 from facetune.tasks import MULTITASK
 from facetune.training.loop import TrainConfig, predict_outputs, seed_everything
 
@@ -98,9 +98,7 @@ def train_student(
 ) -> dict[str, Any]:
     """Distil the release in `release_dir` into one network and write `release_dir`/student/
     (model, metrics.json) and the card's student section. `epochs` and `limit` shrink a test run."""
-    for flag, value in (("--epochs", epochs), ("--limit", limit)):
-        if value is not None and value < 1:
-            raise InvalidInputError(f"{flag} {value}: must be at least 1 (leave it out for the recipe's own)")
+    check_shrink(epochs, limit)
     recipe = load_student_recipe(recipe_path)
     release, work = Path(release_dir), Path(work_dir)
     if not (release / METRICS_FILE).is_file():

@@ -74,9 +74,7 @@ def train_release(
     change before the one test evaluation. `spec` (--size/--color) prepares a raw `data` in that
     layout, so the members take it (None: the default, or a prepared folder's own).
     """
-    for flag, value in (("--epochs", epochs), ("--limit", limit)):
-        if value is not None and value < 1:
-            raise InvalidInputError(f"{flag} {value}: must be at least 1 (leave it out for the recipe's own)")
+    check_shrink(epochs, limit)
     recipe = load_recipe(recipe_path)
     train_device = resolve_device(device)
     if val_only and docs is not None:
@@ -119,6 +117,13 @@ def train_release(
     log(f"[release] wrote {out}: {counted}, {metrics['train_seconds'] / 60:.0f} min of training in all "
         f"({wall / 60:.1f} min in this run)")
     return metrics
+
+
+def check_shrink(epochs: int | None, limit: int | None) -> None:
+    """Refuse a quick check's --epochs or --limit below 1, before anything is read or trained."""
+    for flag, value in (("--epochs", epochs), ("--limit", limit)):
+        if value is not None and value < 1:
+            raise InvalidInputError(f"{flag} {value}: must be at least 1 (leave it out for the recipe's own)")
 
 
 def release_splits(data: str | os.PathLike[str] | None, work: Path, limit: int | None,
