@@ -166,7 +166,7 @@ def test_an_age_grid_names_each_columns_age_above_it_in_any_spec(tmp_path):
 
     import numpy as np
 
-    from facetune.cgan.generate import AGES_KEY, LABEL_BAND, save_age_grid
+    from facetune.cgan.generate import AGES_KEY, CAPTION_HEIGHT, save_age_grid
 
     ages = [20, 40, 60]
     colour = torch.full((2 * len(ages), 3, 40, 40), 0.5)  # two rows of 40x40 colour faces
@@ -174,7 +174,7 @@ def test_an_age_grid_names_each_columns_age_above_it_in_any_spec(tmp_path):
     with Image.open(out) as image:
         assert (image.height, image.width) == grid_size(rows=2, columns=3, side=40)
         assert json.loads(image.info[AGES_KEY]) == ages
-        band = np.asarray(image.convert("L"))[:LABEL_BAND]
+        band = np.asarray(image.convert("L"))[:CAPTION_HEIGHT]
     # Ink above every column: a label is drawn over each one.
     for column in range(len(ages)):
         left = 2 + column * 42

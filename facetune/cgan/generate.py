@@ -21,7 +21,7 @@ GENERATOR_FILE = "generator.pt"
 STATE_FILE = "cgan_state.pt"
 GRID_PADDING = 2
 #: Height of the band above the grid that names each column's age.
-LABEL_BAND = 14
+CAPTION_HEIGHT = 14
 #: The PNG text key listing the columns' ages (JSON), so a reader need not read the drawn labels.
 AGES_KEY = "facetune.ages"
 
@@ -100,13 +100,13 @@ def save_age_grid(images: torch.Tensor, ages: Sequence[int], out: str | os.PathL
     grid = make_grid(images, nrow=len(ages), padding=GRID_PADDING, pad_value=1.0)  # 3 channels either way
     pixels = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
     side = images.shape[-1]
-    page = Image.new("RGB", (pixels.shape[1], pixels.shape[0] + LABEL_BAND), "white")
-    page.paste(Image.fromarray(pixels), (0, LABEL_BAND))
+    page = Image.new("RGB", (pixels.shape[1], pixels.shape[0] + CAPTION_HEIGHT), "white")
+    page.paste(Image.fromarray(pixels), (0, CAPTION_HEIGHT))
     draw = ImageDraw.Draw(page)
-    font = ImageFont.load_default(size=LABEL_BAND - 4)
+    font = ImageFont.load_default(size=CAPTION_HEIGHT - 4)
     for column, label in enumerate(column_labels(ages)):
         centre = GRID_PADDING + column * (side + GRID_PADDING) + side / 2
-        draw.text((centre, LABEL_BAND / 2), label, fill="black", font=font, anchor="mm")
+        draw.text((centre, CAPTION_HEIGHT / 2), label, fill="black", font=font, anchor="mm")
     info = PngImagePlugin.PngInfo()
     info.add_text(AGES_KEY, json.dumps([int(age) for age in ages]))
     page.save(out, pnginfo=info)
@@ -115,7 +115,7 @@ def save_age_grid(images: torch.Tensor, ages: Sequence[int], out: str | os.PathL
 
 def grid_size(rows: int, columns: int, side: int = SIDE) -> tuple[int, int]:
     """(height, width) in pixels of a grid written by save_age_grid."""
-    return rows * (side + GRID_PADDING) + GRID_PADDING + LABEL_BAND, columns * (side + GRID_PADDING) + GRID_PADDING
+    return rows * (side + GRID_PADDING) + GRID_PADDING + CAPTION_HEIGHT, columns * (side + GRID_PADDING) + GRID_PADDING
 
 
 def generate_grid(

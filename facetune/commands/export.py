@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--models", metavar="RESULTS_DIR|pretrained",
                         help="a sweep's results directory ('pretrained': the same as --pretrained ensemble)")
-    source.add_argument("--pretrained", choices=sorted(PRETRAINED_CHOICES),
+    source.add_argument("--pretrained", choices=PRETRAINED_CHOICES,
                         help="a model shipped with facetune: ensemble (the most accurate) or fast (one distilled network)")
     parser.add_argument("--family", help="with a results dir: this family's checkpoints")
     parser.add_argument("--format", choices=("onnx",), default="onnx")

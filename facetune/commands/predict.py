@@ -47,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files/folders, a prepared dir or a CSV")
     parser.add_argument("--models", metavar="RESULTS_DIR", help="a sweep's results directory (default: the shipped models)")
-    parser.add_argument("--pretrained", choices=sorted(PRETRAINED_CHOICES), default="ensemble",
+    parser.add_argument("--pretrained", choices=PRETRAINED_CHOICES, default="ensemble",
                         help="which shipped model answers without --models: ensemble (default, the most accurate) "
                         "or fast (one distilled network, about ten times the faces a second; see --about)")
     parser.add_argument("--about", action="store_true", help="print the shipped models' model card and exit")

@@ -15,7 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "(int8_ranges.json). `facetune predict --engine int8` uses them where the test figures stay within "
         "0.2 points and 0.05 years.",
     )
-    parser.add_argument("--pretrained", choices=sorted(PRETRAINED_CHOICES), required=True,
+    parser.add_argument("--pretrained", choices=PRETRAINED_CHOICES, required=True,
                         help="the shipped model: ensemble or fast")
     parser.add_argument("--data", default=None, help="Kaggle CSV, UTKFace folder or prepared folder "
                         "(default: $FACETUNE_DATA or ../shared/data/age_gender.csv.gz)")

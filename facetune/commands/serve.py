@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 from facetune.detectors import DEFAULT_DETECTOR, DETECTORS
 from facetune.errors import UsageError
-from facetune.release.paths import PRETRAINED_CHOICES, shipped_models_present
+from facetune.release.paths import PRETRAINED_CHOICES, pretrained_folder, shipped_models_present
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--models", metavar="RESULTS_DIR",
                         help="a sweep's results directory (default: the package's pretrained models, when it has them)")
     parser.add_argument("--family", help="use this model family's checkpoints (cnn, dnn, pca_dnn)")
-    parser.add_argument("--pretrained", choices=sorted(PRETRAINED_CHOICES), default="fast",
+    parser.add_argument("--pretrained", choices=PRETRAINED_CHOICES, default="fast",
                         help="which shipped model answers without --models: fast (default: one distilled network, "
                         "the lowest latency under load) or ensemble (the most accurate)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -78,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
         if args.models:
             read_summary(args.models)
         else:
-            if not shipped_models_present(PRETRAINED_CHOICES[args.pretrained]):
+            if not shipped_models_present(pretrained_folder(args.pretrained)):
                 raise FileNotFoundError(f"no --models given and no shipped {args.pretrained} model in "
-                                        f"{PRETRAINED_CHOICES[args.pretrained]}: pass --models RESULTS_DIR (a sweep's results "
+                                        f"{pretrained_folder(args.pretrained)}: pass --models RESULTS_DIR (a sweep's results "
                                         "directory) or another --pretrained")
     except (FileNotFoundError, ValueError) as err:
         print(f"facetune serve: {err}", file=sys.stderr)

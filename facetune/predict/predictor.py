@@ -123,9 +123,7 @@ class Predictor:
         """The models shipped inside the package (see `facetune predict --about`): `which` is
         "ensemble" (the most accurate) or "fast" (one distilled network, about ten times the faces a
         second). `tta_flip` None: flip averaging for the ensemble, one view for the fast model."""
-        if which not in release_paths.PRETRAINED_CHOICES:
-            raise ValueError(f"pretrained model {which!r}: choose one of {sorted(release_paths.PRETRAINED_CHOICES)}")
-        folder = release_paths.PRETRAINED_CHOICES[which]
+        folder = release_paths.pretrained_folder(which)
         if not release_paths.shipped_models_present(folder):
             command = "train_release" if which == "ensemble" else "train_student"
             raise FileNotFoundError(f"no pretrained {which} model in {folder}: rebuild it with `python jobs/{command}.py`")

@@ -14,7 +14,14 @@ MEMBERS_DIR = "members"
 STUDENT_DIR_NAME = "student"
 STUDENT_DIR = PRETRAINED_DIR / STUDENT_DIR_NAME
 #: The shipped models a user picks by name (predict/serve/export's --pretrained, Predictor.pretrained).
-PRETRAINED_CHOICES: dict[str, Path] = {"ensemble": PRETRAINED_DIR, "fast": STUDENT_DIR}
+PRETRAINED_CHOICES: tuple[str, ...] = ("ensemble", "fast")
+
+
+def pretrained_folder(which: str) -> Path:
+    """The folder of the shipped model named `which` (one of PRETRAINED_CHOICES), found at call time."""
+    if which not in PRETRAINED_CHOICES:
+        raise ValueError(f"pretrained model {which!r}: choose one of {list(PRETRAINED_CHOICES)}")
+    return PRETRAINED_DIR if which == "ensemble" else PRETRAINED_DIR / STUDENT_DIR_NAME
 
 
 def shipped_models_present(release_dir: Path | None = None) -> bool:

@@ -20,7 +20,7 @@ from facetune.models.onnx_engine import OPSET
 from facetune.records import INT8_RANGES_FILE
 from facetune.release.card import figures_line, write_model_card
 from facetune.release.evaluation import group_metrics
-from facetune.release.paths import METRICS_FILE, PRETRAINED_CHOICES, PRETRAINED_DIR
+from facetune.release.paths import METRICS_FILE, PRETRAINED_DIR, pretrained_folder
 from facetune.release.train import release_splits
 from facetune.tasks import TASKS
 from facetune.training.loop import predict_outputs
@@ -41,7 +41,7 @@ def quantize_shipped(which: str, data: str | os.PathLike[str] | None, work: str 
                      log: Callable[[str], None] = print) -> dict[str, Any]:
     """Calibrate the shipped `which` model (PRETRAINED_CHOICES) on train faces, judge it on test and
     write its INT8_RANGES_FILE; the model card is written again to list it."""
-    folder = PRETRAINED_CHOICES[which]
+    folder = pretrained_folder(which)
     model, _ = load_model(folder)
     splits, data_record = release_splits(data, Path(work), None)
     faces = splits["train"].images()

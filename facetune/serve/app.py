@@ -58,7 +58,7 @@ class ServeSettings:
         # The device's spelling only: whether it exists is for the replica, which may sit on a GPU node.
         parse_device(self.device, "device")
         if self.pretrained not in PRETRAINED_CHOICES:
-            raise InvalidInputError(f"pretrained {self.pretrained!r}: choose one of {sorted(PRETRAINED_CHOICES)}")
+            raise InvalidInputError(f"pretrained {self.pretrained!r}: choose one of {list(PRETRAINED_CHOICES)}")
         check_detector(self.detector, "detector")
         limits = (("max_batch_size", 1), ("min_replicas", 1), ("max_ongoing_requests", 1), ("max_body_bytes", 1),
                   ("batch_wait_timeout_s", 0), ("replica_cpus", 0), ("replica_gpus", 0))
