@@ -55,10 +55,12 @@ def predictor_on(which: str, engine: str) -> tuple[Predictor, str]:
     return predictor, line
 
 
-def combined(predictor: Predictor, images: torch.Tensor, batch_size: int) -> np.ndarray:
-    """The model's raw outputs in one (N, outputs) array, in TASKS order (as split_outputs reads them)."""
+def combined(predictor: Predictor, images: torch.Tensor, batch_size: int) -> tuple[np.ndarray, dict[str, slice]]:
+    """The model's raw outputs in one (N, outputs) array, in TASKS order, and each task's columns of it."""
     outputs = predictor.raw_outputs(images, batch_size)
-    return np.concatenate([outputs[name] for name in TASKS], axis=1)
+    widths = np.cumsum([0] + [outputs[name].shape[1] for name in TASKS])
+    columns = {name: slice(int(widths[i]), int(widths[i + 1])) for i, name in enumerate(TASKS)}
+    return np.concatenate([outputs[name] for name in TASKS], axis=1), columns
 
 
 def main() -> int:
@@ -83,11 +85,7 @@ def main() -> int:
                 started = time.perf_counter()
                 combined(predictor, timed, args.batch_size)
                 seconds.append(time.perf_counter() - started)
-            outputs = combined(predictor, images, args.batch_size)
-            slices, start = {}, 0
-            for name in TASKS:
-                width = predictor.raw_outputs(images[:1])[name].shape[1]
-                slices[name], start = slice(start, start + width), start + width
+            outputs, slices = combined(predictor, images, args.batch_size)
             figures = group_metrics(outputs, labels, lambda out: {n: out[:, s] for n, s in slices.items()})["overall"]
             row = {"model": which, "engine": engine, "tta_flip": predictor.tta_flip, "note": line,
                    "faces_per_second": len(timed) / statistics.median(seconds), "seconds": seconds,

@@ -297,6 +297,12 @@ def write_model_card(out_dir: Path, metrics: dict[str, Any]) -> Path:
     return path
 
 
+def rewrite_model_card(release_dir: Path) -> Path:
+    """Write the card of the release in `release_dir` again from its metrics.json (after a file
+    beside the release changed: the fast model, int8 ranges)."""
+    return write_model_card(release_dir, json.loads((Path(release_dir) / METRICS_FILE).read_text()))
+
+
 def docs_figures(metrics: dict[str, Any]) -> str:
     """The docs page's table of the shipped models' figures (between FIGURES_BEGIN and FIGURES_END)."""
     test, members = metrics["test"], metrics["members"]

@@ -3,7 +3,6 @@ network on test against float32, and keep the ranges (and the verdict) in the mo
 where `--engine int8` finds them (facetune.models.int8)."""
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -18,9 +17,9 @@ from facetune.models import load_model
 from facetune.models.int8 import calibration_ranges, input_shape, int8_network
 from facetune.models.onnx_engine import OPSET
 from facetune.records import INT8_RANGES_FILE
-from facetune.release.card import figures_line, write_model_card
+from facetune.release.card import figures_line, rewrite_model_card
 from facetune.release.evaluation import group_metrics
-from facetune.release.paths import METRICS_FILE, PRETRAINED_DIR, pretrained_folder
+from facetune.release.paths import PRETRAINED_DIR, pretrained_folder
 from facetune.release.train import release_splits
 from facetune.tasks import TASKS
 from facetune.training.loop import predict_outputs
@@ -67,7 +66,7 @@ def quantize_shipped(which: str, data: str | os.PathLike[str] | None, work: str 
         "within_tolerance": within_tolerance(figures["float32"], figures["int8"]),
     }
     write_json(folder / INT8_RANGES_FILE, record, sort_keys=True)
-    write_model_card(PRETRAINED_DIR, json.loads((PRETRAINED_DIR / METRICS_FILE).read_text()))
+    rewrite_model_card(PRETRAINED_DIR)
     log(f"[quantize] {which}: test float32 {figures_line(figures['float32'])}; int8 {figures_line(figures['int8'])}: "
         f"{'within' if record['within_tolerance'] else 'outside'} tolerance ({time.time() - started:.0f} s); wrote {folder / INT8_RANGES_FILE}")
     return record

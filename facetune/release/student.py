@@ -8,7 +8,6 @@ writes pretrained/student/ (model, metrics.json) and rewrites the model card's s
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -24,7 +23,7 @@ from facetune.devices import describe_device, resolve_device
 from facetune.errors import InputNotFoundError, InvalidInputError
 from facetune.json_files import write_json
 from facetune.models import build_model, load_model, make_context, save_model
-from facetune.release.card import figures_line, teacher_digest, write_model_card
+from facetune.release.card import figures_line, rewrite_model_card, teacher_digest
 from facetune.release.evaluation import evaluate
 from facetune.release.members import fit_resumably, resumable_state, train_config
 from facetune.release.paths import MEMBERS_DIR, METRICS_FILE, PRETRAINED_DIR, STUDENT_DIR_NAME
@@ -156,10 +155,6 @@ def train_student(
         os.replace(out, retired)
     os.replace(staging, out)
     shutil.rmtree(retired, ignore_errors=True)
-    write_model_card(release, _release_metrics(release))
+    rewrite_model_card(release)
     log(f"[student] wrote {out}: test, one view: {figures_line(metrics['test']['single_view']['overall'])}")
     return metrics
-
-
-def _release_metrics(release: Path) -> dict[str, Any]:
-    return json.loads((release / METRICS_FILE).read_text())
